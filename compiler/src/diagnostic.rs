@@ -1,0 +1,267 @@
+//! Diagnostics shared by every stage: a stable code, a severity, a message,
+//! a primary span with its label, optional related spans, and help.
+//!
+//! Message style (after Cedar's guide): lowercase, no trailing period, user
+//! input in backticks, the fix in `help`. Every code is listed with an
+//! example in docs/diagnostics.md; `codes::ALL` is the list tests check that
+//! document against.
+
+use crate::source::{Sources, Span};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Error,
+    Warning,
+    /// Advice that never fails a check, even with `--deny-warnings`.
+    Note,
+}
+
+impl Severity {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub code: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub span: Span,
+    /// What the underline at `span` says.
+    pub label: Option<String>,
+    pub help: Option<String>,
+    /// Other places that explain this one (the earlier rule that shadows, the
+    /// first definition of a name).
+    pub related: Vec<(Span, String)>,
+}
+
+impl Diagnostic {
+    pub fn error(code: &'static str, span: Span, message: impl Into<String>) -> Self {
+        Diagnostic {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            span,
+            label: None,
+            help: None,
+            related: Vec::new(),
+        }
+    }
+
+    pub fn warning(code: &'static str, span: Span, message: impl Into<String>) -> Self {
+        Diagnostic { severity: Severity::Warning, ..Self::error(code, span, message) }
+    }
+
+    pub fn note(code: &'static str, span: Span, message: impl Into<String>) -> Self {
+        Diagnostic { severity: Severity::Note, ..Self::error(code, span, message) }
+    }
+
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_related(mut self, span: Span, label: impl Into<String>) -> Self {
+        self.related.push((span, label.into()));
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]: {}", self.severity.name(), self.code, self.message)
+    }
+}
+
+/// A set of diagnostics, in the order they were found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.0.push(diagnostic);
+    }
+
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.0.extend(other.0);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.0.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.0.iter()
+    }
+
+    /// Sorted by file, then position, so output is stable whatever order the
+    /// checks ran in.
+    pub fn sorted(mut self) -> Self {
+        self.0.sort_by_key(|d| (d.span.file, d.span.start, d.span.end, d.code));
+        self
+    }
+}
+
+impl From<Diagnostic> for Diagnostics {
+    fn from(diagnostic: Diagnostic) -> Self {
+        Diagnostics(vec![diagnostic])
+    }
+}
+
+/// A diagnostic paired with its source, in the shape miette renders.
+#[derive(Debug)]
+pub struct Rendered {
+    code: &'static str,
+    severity: miette::Severity,
+    message: String,
+    help: Option<String>,
+    source: miette::NamedSource<String>,
+    labels: Vec<miette::LabeledSpan>,
+}
+
+impl fmt::Display for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Rendered {}
+
+impl miette::Diagnostic for Rendered {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.code))
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(self.severity)
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(&self.source)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        Some(Box::new(self.labels.iter().cloned()))
+    }
+}
+
+impl Diagnostic {
+    /// Pair this diagnostic with its file's text for miette. Related spans
+    /// in other files are not drawn (miette draws one source per report);
+    /// their location is appended to the help instead.
+    pub fn render(&self, sources: &Sources) -> Rendered {
+        let file = sources.get(self.span.file);
+        let mut labels = vec![miette::LabeledSpan::new_primary_with_span(self.label.clone(), self.span)];
+        let mut help = self.help.clone();
+        for (span, label) in &self.related {
+            if span.file == self.span.file {
+                labels.push(miette::LabeledSpan::new_with_span(Some(label.clone()), *span));
+            } else {
+                let other = sources.get(span.file);
+                let (line, col) = sources.line_col(span.file, span.start);
+                let note = format!("{label} at {}:{line}:{col}", other.name);
+                help = Some(match help {
+                    Some(h) => format!("{h}\n{note}"),
+                    None => note,
+                });
+            }
+        }
+        Rendered {
+            code: self.code,
+            severity: match self.severity {
+                Severity::Error => miette::Severity::Error,
+                Severity::Warning => miette::Severity::Warning,
+                Severity::Note => miette::Severity::Advice,
+            },
+            message: self.message.clone(),
+            help,
+            source: miette::NamedSource::new(file.name.clone(), file.text.to_string()),
+            labels,
+        }
+    }
+
+    /// `file:line:col: severity[code]: message`, for logs and tests.
+    pub fn one_line(&self, sources: &Sources) -> String {
+        let (line, col) = sources.line_col(self.span.file, self.span.start);
+        format!("{}:{line}:{col}: {self}", sources.get(self.span.file).name)
+    }
+}
+
+/// Every diagnostic code, in one place. docs/diagnostics.md lists each of
+/// them with an example; a test checks that nothing is missing there.
+pub mod codes {
+    pub const PARSE: &str = "l7::syntax::parse";
+    pub const BAD_ESCAPE: &str = "l7::syntax::bad-escape";
+    pub const BAD_NUMBER: &str = "l7::syntax::bad-number";
+    pub const RULE_ACTION: &str = "l7::syntax::rule-action";
+
+    pub const IMPORT_NOT_FOUND: &str = "l7::resolve::import-not-found";
+    pub const IMPORT_CYCLE: &str = "l7::resolve::import-cycle";
+    pub const DUPLICATE_NAME: &str = "l7::resolve::duplicate-name";
+    pub const UNKNOWN_NAME: &str = "l7::resolve::unknown-name";
+    pub const WRONG_LIST: &str = "l7::resolve::wrong-list";
+    pub const DUPLICATE_SETTING: &str = "l7::resolve::duplicate-setting";
+    pub const BAD_SETTING: &str = "l7::resolve::bad-setting";
+    pub const BAD_TEST: &str = "l7::resolve::bad-test";
+
+    pub const MISSING_DEFAULT: &str = "l7::check::missing-default";
+    pub const DUPLICATE_POLICY: &str = "l7::check::duplicate-policy";
+    pub const DUPLICATE_RULE: &str = "l7::check::duplicate-rule";
+    pub const OVERLAPPING_SCOPES: &str = "l7::check::overlapping-scopes";
+    pub const BAD_HEADER_NAME: &str = "l7::check::bad-header-name";
+    pub const UNMATCHABLE_PATH: &str = "l7::check::unmatchable-path";
+    pub const BAD_GLOB: &str = "l7::check::bad-glob";
+    pub const BAD_METHOD: &str = "l7::check::bad-method";
+    pub const LIMIT_RANGE: &str = "l7::check::limit-range";
+    pub const SHADOWED_RULE: &str = "l7::check::shadowed-rule";
+    pub const PREFIX_BLEED: &str = "l7::check::prefix-bleed";
+    pub const UNUSED_LET: &str = "l7::check::unused-let";
+    pub const EMPTY_LIST: &str = "l7::check::empty-list";
+
+    pub const ALL: &[&str] = &[
+        PARSE,
+        BAD_ESCAPE,
+        BAD_NUMBER,
+        RULE_ACTION,
+        IMPORT_NOT_FOUND,
+        IMPORT_CYCLE,
+        DUPLICATE_NAME,
+        UNKNOWN_NAME,
+        WRONG_LIST,
+        DUPLICATE_SETTING,
+        BAD_SETTING,
+        BAD_TEST,
+        MISSING_DEFAULT,
+        DUPLICATE_POLICY,
+        DUPLICATE_RULE,
+        OVERLAPPING_SCOPES,
+        BAD_HEADER_NAME,
+        UNMATCHABLE_PATH,
+        BAD_GLOB,
+        BAD_METHOD,
+        LIMIT_RANGE,
+        SHADOWED_RULE,
+        PREFIX_BLEED,
+        UNUSED_LET,
+        EMPTY_LIST,
+    ];
+}

@@ -1,0 +1,181 @@
+//! The HTTP vocabulary shared by every stage: character classes, the
+//! `malformed:<kind>` and `limit:<name>` reasons, and their spellings.
+//!
+//! One source of truth: the checker, the reference evaluator and (later) the
+//! code generator all name reasons through these enums, so a spelling can
+//! never drift between engines.
+
+use std::fmt;
+
+/// `tchar` of RFC 9110 §5.6.2: the bytes of a token (methods, field names).
+pub const fn is_tchar(byte: u8) -> bool {
+    matches!(byte,
+        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.'
+        | b'^' | b'_' | b'`' | b'|' | b'~'
+        | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+}
+
+/// `unreserved` of RFC 3986.
+pub const fn is_unreserved(byte: u8) -> bool {
+    matches!(byte, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~')
+}
+
+/// `sub-delims` of RFC 3986.
+pub const fn is_sub_delim(byte: u8) -> bool {
+    matches!(byte, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
+}
+
+/// A byte allowed literally in an origin-form path (RFC 3986 `pchar` or `/`;
+/// `%` is allowed here and its escape checked separately).
+pub const fn is_path_byte(byte: u8) -> bool {
+    is_unreserved(byte) || is_sub_delim(byte) || matches!(byte, b':' | b'@' | b'/' | b'%')
+}
+
+/// A byte allowed literally in a query (RFC 3986: `pchar`, `/`, `?`).
+pub const fn is_query_byte(byte: u8) -> bool {
+    is_path_byte(byte) || byte == b'?'
+}
+
+pub const fn is_hex_digit(byte: u8) -> bool {
+    byte.is_ascii_hexdigit()
+}
+
+/// The value of a hex digit; callers check [`is_hex_digit`] first.
+pub const fn hex_value(byte: u8) -> u8 {
+    match byte {
+        b'0'..=b'9' => byte - b'0',
+        b'a'..=b'f' => byte - b'a' + 10,
+        b'A'..=b'F' => byte - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// The kinds of `malformed:<kind>`, in the order of the table in
+/// language.md §7. The order matters: ties at one byte go to the earlier row,
+/// and the whole-head checks run in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MalformedKind {
+    RequestLine,
+    Method,
+    Version,
+    Target,
+    LineEnding,
+    HeaderSyntax,
+    ObsFold,
+    Host,
+    ContentLength,
+    TransferEncoding,
+    ClTe,
+    DuplicateHeader,
+    PathEncoding,
+    PathTraversal,
+    Chunk,
+}
+
+impl MalformedKind {
+    pub const ALL: [MalformedKind; 15] = [
+        Self::RequestLine,
+        Self::Method,
+        Self::Version,
+        Self::Target,
+        Self::LineEnding,
+        Self::HeaderSyntax,
+        Self::ObsFold,
+        Self::Host,
+        Self::ContentLength,
+        Self::TransferEncoding,
+        Self::ClTe,
+        Self::DuplicateHeader,
+        Self::PathEncoding,
+        Self::PathTraversal,
+        Self::Chunk,
+    ];
+
+    /// The spelling used in reasons, counters, events and tests.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RequestLine => "request-line",
+            Self::Method => "method",
+            Self::Version => "version",
+            Self::Target => "target",
+            Self::LineEnding => "line-ending",
+            Self::HeaderSyntax => "header-syntax",
+            Self::ObsFold => "obs-fold",
+            Self::Host => "host",
+            Self::ContentLength => "content-length",
+            Self::TransferEncoding => "transfer-encoding",
+            Self::ClTe => "cl-te",
+            Self::DuplicateHeader => "duplicate-header",
+            Self::PathEncoding => "path-encoding",
+            Self::PathTraversal => "path-traversal",
+            Self::Chunk => "chunk",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+impl fmt::Display for MalformedKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The kinds of `limit:<name>` (language.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LimitKind {
+    HeaderBytes,
+    Headers,
+}
+
+impl LimitKind {
+    pub const ALL: [LimitKind; 2] = [Self::HeaderBytes, Self::Headers];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::HeaderBytes => "header_bytes",
+            Self::Headers => "headers",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The HTTP/2 connection preface's first line; a connection that starts with
+/// it is opaque (language.md §6).
+pub const HTTP2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in MalformedKind::ALL {
+            assert_eq!(MalformedKind::from_name(kind.name()), Some(kind));
+        }
+        for kind in LimitKind::ALL {
+            assert_eq!(LimitKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(MalformedKind::from_name("nonsense"), None);
+    }
+
+    #[test]
+    fn character_classes() {
+        assert!(is_tchar(b'G') && is_tchar(b'~') && !is_tchar(b'(') && !is_tchar(b' '));
+        assert!(is_path_byte(b'/') && is_path_byte(b';') && !is_path_byte(b'#'));
+        assert!(!is_path_byte(b'\\') && !is_path_byte(b'?') && is_query_byte(b'?'));
+        assert_eq!(hex_value(b'f'), 15);
+        assert_eq!(hex_value(b'A'), 10);
+    }
+}

@@ -1,0 +1,686 @@
+//! From text to [`ast::File`]: pest parses with `grammar/l7.pest`, then a
+//! builder walks the pairs into the typed tree, decoding string escapes and
+//! numbers and checking the shape of rules, each with a precise span.
+
+use super::ast::*;
+use crate::diagnostic::{codes, Diagnostic, Diagnostics};
+use crate::model::{DefaultVerdict, HostOp, Mode, OpaqueVerdict, PathOp, ValueOp, VerdictAction};
+use crate::source::{FileId, Span};
+use pest::iterators::Pair;
+use pest::Parser as _;
+
+/// The parser pest derives from the one grammar file. Its `Rule` enum names
+/// grammar rules; it is re-exported as [`G`] to keep it apart from
+/// [`ast::Rule`].
+pub mod grammar {
+    #[derive(pest_derive::Parser)]
+    #[grammar = "../grammar/l7.pest"]
+    pub struct L7Parser;
+}
+
+pub use grammar::{L7Parser, Rule as G};
+
+/// Parse one file's text.
+pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostics> {
+    let mut pairs = L7Parser::parse(G::file, text).map_err(|e| parse_error(file, text, e))?;
+    let mut builder = Builder { file, diagnostics: Diagnostics::default() };
+    let mut items = Vec::new();
+    if let Some(root) = pairs.next() {
+        for pair in significant(root) {
+            if let Some(item) = builder.item(pair) {
+                items.push(item);
+            }
+        }
+    }
+    if builder.diagnostics.has_errors() {
+        return Err(builder.diagnostics);
+    }
+    Ok(File { id: file, items })
+}
+
+/// The raw pest parse tree, comments included, for the formatter.
+pub fn parse_tree(text: &str) -> Result<pest::iterators::Pairs<'_, G>, Box<pest::error::Error<G>>> {
+    L7Parser::parse(G::file, text).map_err(Box::new)
+}
+
+/// Inner pairs without comments and end-of-input markers.
+fn significant(pair: Pair<'_, G>) -> impl Iterator<Item = Pair<'_, G>> {
+    pair.into_inner().filter(|p| !matches!(p.as_rule(), G::COMMENT | G::EOI))
+}
+
+/// A human name for each rule that can appear in "expected ..." lists.
+fn describe(grammar_rule: &G) -> String {
+    let text = match grammar_rule {
+        G::string => "a string",
+        G::ident => "a name",
+        G::integer => "a number",
+        G::size => "a size (such as `8KiB`)",
+        G::cidr => "an address",
+        G::list => "a list `[...]`",
+        G::values => "a value",
+        G::import | G::kw_import => "`import`",
+        G::let_decl | G::kw_let => "`let`",
+        G::policy | G::kw_policy => "`policy`",
+        G::test | G::kw_test => "`test`",
+        G::rule | G::kw_rule => "`rule`",
+        G::scope => "`scope`",
+        G::default_decl => "`default`",
+        G::mode_decl => "`mode`",
+        G::opaque_decl => "`opaque`",
+        G::limits_decl => "`limits`",
+        G::limit_entry => "a limit (`header_bytes 8KiB`, `headers 64`)",
+        G::matcher => "a matcher (`method`, `path`, `header`, `host`, `any`, `not`)",
+        G::action | G::action_kind => "an action (`allow`, `deny`, `redirect`, `allow tunnel`)",
+        G::path_op => "`exact`, `prefix`, `starts_with`, `suffix` or `glob`",
+        G::header_test => "`present`, `absent`, `exact`, `prefix`, `suffix` or `contains`",
+        G::value_op => "`exact`, `prefix`, `suffix` or `contains`",
+        G::host_op => "`exact` or `suffix`",
+        G::scope_side => "`remote` or `local`",
+        G::scope_port | G::kw_port => "`port`",
+        G::scope_addr | G::kw_addr => "`addr`",
+        G::send | G::kw_send => "`send`",
+        G::split | G::kw_split => "`split`",
+        G::expect | G::kw_expect => "`expect`",
+        G::expectation => "an expectation (`allow \"rule\"`, `deny default`, `pending`, ...)",
+        G::expected_reason | G::reason_word => "a reason",
+        G::test_remote_port | G::test_remote_addr => "`remote`",
+        G::test_local_port => "`local`",
+        G::test_bind | G::kw_bind => "`bind`",
+        G::EOI => "end of file",
+        other => return format!("`{}`", format!("{other:?}").trim_start_matches("kw_")),
+    };
+    text.to_string()
+}
+
+fn parse_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagnostics {
+    use pest::error::{ErrorVariant, InputLocation};
+    let (start, end) = match error.location {
+        InputLocation::Pos(pos) => (pos, pos),
+        InputLocation::Span((s, e)) => (s, e),
+    };
+    // Underline the token that was found, not an empty point.
+    let end = if end > start {
+        end
+    } else {
+        let rest = &text[start.min(text.len())..];
+        let token_len = rest
+            .char_indices()
+            .find(|(_, c)| c.is_whitespace())
+            .map_or(rest.len(), |(i, _)| i)
+            .max(rest.chars().next().map_or(0, char::len_utf8));
+        start + token_len
+    };
+    let found = text.get(start..end).filter(|s| !s.is_empty()).map_or("end of file".to_string(), |s| format!("`{s}`"));
+    let message = match &error.variant {
+        ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
+            let mut expected: Vec<String> = positives.iter().map(describe).collect();
+            expected.sort();
+            expected.dedup();
+            format!("expected {}, found {found}", join_or(&expected))
+        }
+        ErrorVariant::ParsingError { .. } => format!("unexpected {found}"),
+        ErrorVariant::CustomError { message } => message.clone(),
+    };
+    let help = parse_help(text, start);
+    let mut diagnostic =
+        Diagnostic::error(codes::PARSE, Span::new(file, start, end), message).with_label("here");
+    if let Some(help) = help {
+        diagnostic = diagnostic.with_help(help);
+    }
+    diagnostic.into()
+}
+
+/// A targeted hint for common mistakes at a parse error's position.
+fn parse_help(text: &str, at: usize) -> Option<String> {
+    let rest = text.get(at..)?;
+    let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+    const KEYWORDS: &[&str] = &[
+        "import", "let", "policy", "rule", "test", "scope", "remote", "local", "port", "addr", "default",
+        "mode", "enforce", "audit", "opaque", "limits", "method", "path", "exact", "prefix", "starts_with",
+        "suffix", "glob", "header", "host", "present", "absent", "contains", "nocase", "any", "not",
+        "allow", "deny", "redirect", "ingress", "tunnel", "log", "send", "split", "expect", "pending", "bind",
+    ];
+    if KEYWORDS.contains(&word.as_str()) {
+        return Some(format!(
+            "`{word}` is a keyword and cannot stand here; a method with this name is written as a string: `\"{word}\"`"
+        ));
+    }
+    if rest.starts_with('\'') {
+        return Some("strings are written in double quotes: `\"...\"`".into());
+    }
+    if rest.starts_with('}') {
+        return Some("a rule needs matchers followed by exactly one action, such as `allow` or `deny`".into());
+    }
+    None
+}
+
+fn join_or(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+struct Builder {
+    file: FileId,
+    diagnostics: Diagnostics,
+}
+
+impl Builder {
+    fn span(&self, pair: &Pair<'_, G>) -> Span {
+        let s = pair.as_span();
+        Span::new(self.file, s.start(), s.end())
+    }
+
+    fn item(&mut self, pair: Pair<'_, G>) -> Option<Item> {
+        let span = self.span(&pair);
+        match pair.as_rule() {
+            G::import => {
+                let path = self.string(significant(pair).nth(1)?);
+                Some(Item::Import(Import { path, span }))
+            }
+            G::let_decl => {
+                let mut inner = significant(pair).skip(1);
+                let name = self.ident(inner.next()?);
+                let value = self.list(inner.next()?);
+                Some(Item::Let(Let { name, value, span }))
+            }
+            G::policy => self.policy(pair).map(Item::Policy),
+            G::test => self.test(pair).map(Item::Test),
+            _ => None,
+        }
+    }
+
+    fn ident(&self, pair: Pair<'_, G>) -> Ident {
+        Ident { name: pair.as_str().to_string(), span: self.span(&pair) }
+    }
+
+    /// Decode a string literal's escapes; a bad escape is reported at the
+    /// escape itself.
+    fn string(&mut self, pair: Pair<'_, G>) -> Str {
+        let span = self.span(&pair);
+        let raw = pair.as_str();
+        let body = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
+        let mut bytes = Vec::with_capacity(body.len());
+        let mut chars = body.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c != '\\' {
+                let mut buf = [0u8; 4];
+                bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                continue;
+            }
+            let escape_start = span.start + 1 + i;
+            match chars.next() {
+                Some((_, '\\')) => bytes.push(b'\\'),
+                Some((_, '"')) => bytes.push(b'"'),
+                Some((_, 'r')) => bytes.push(b'\r'),
+                Some((_, 'n')) => bytes.push(b'\n'),
+                Some((_, 't')) => bytes.push(b'\t'),
+                Some((_, 'x')) => {
+                    let hi = chars.next().map(|(_, c)| c);
+                    let lo = chars.next().map(|(_, c)| c);
+                    match (hi.and_then(|c| c.to_digit(16)), lo.and_then(|c| c.to_digit(16))) {
+                        (Some(h), Some(l)) => bytes.push((h * 16 + l) as u8),
+                        _ => self.diagnostics.push(
+                            Diagnostic::error(
+                                codes::BAD_ESCAPE,
+                                Span::new(self.file, escape_start, (escape_start + 4).min(span.end - 1)),
+                                "`\\x` must be followed by two hex digits",
+                            )
+                            .with_label("this escape")
+                            .with_help("write a byte as `\\xHH`, for example `\\x00` or `\\x7f`"),
+                        ),
+                    }
+                }
+                Some((_, other)) => self.diagnostics.push(
+                    Diagnostic::error(
+                        codes::BAD_ESCAPE,
+                        Span::new(self.file, escape_start, escape_start + 1 + other.len_utf8()),
+                        format!("unknown escape `\\{other}`"),
+                    )
+                    .with_label("this escape")
+                    .with_help("the escapes are `\\\\`, `\\\"`, `\\r`, `\\n`, `\\t` and `\\xHH`"),
+                ),
+                None => {}
+            }
+        }
+        Str { bytes, span }
+    }
+
+    fn number(&mut self, pair: Pair<'_, G>) -> Number {
+        let span = self.span(&pair);
+        let text = pair.as_str();
+        let (digits, scale) = if let Some(d) = text.strip_suffix("KiB") {
+            (d, 1024)
+        } else if let Some(d) = text.strip_suffix("MiB") {
+            (d, 1024 * 1024)
+        } else {
+            (text, 1)
+        };
+        let value = digits.parse::<u64>().ok().and_then(|v| v.checked_mul(scale));
+        match value {
+            Some(value) => Number { value, span },
+            None => {
+                self.diagnostics.push(
+                    Diagnostic::error(codes::BAD_NUMBER, span, format!("`{text}` is too large"))
+                        .with_label("this number")
+                        .with_help("numbers must fit in 64 bits"),
+                );
+                Number { value: 0, span }
+            }
+        }
+    }
+
+    fn list(&mut self, pair: Pair<'_, G>) -> List {
+        let span = self.span(&pair);
+        let values = significant(pair).map(|p| self.value(p)).collect();
+        List { values, span }
+    }
+
+    fn value(&mut self, pair: Pair<'_, G>) -> Value {
+        match pair.as_rule() {
+            G::string => Value::Str(self.string(pair)),
+            G::list => Value::List(self.list(pair)),
+            _ => Value::Ident(self.ident(pair)),
+        }
+    }
+
+    fn values(&mut self, pair: Pair<'_, G>) -> Vec<Value> {
+        significant(pair).map(|p| self.value(p)).collect()
+    }
+
+    fn address(&self, pair: Pair<'_, G>) -> Address {
+        let span = self.span(&pair);
+        let text = pair.as_str();
+        let text = if pair.as_rule() == G::string { text.trim_matches('"') } else { text };
+        Address { text: text.to_string(), span }
+    }
+
+    fn policy(&mut self, pair: Pair<'_, G>) -> Option<Policy> {
+        let span = self.span(&pair);
+        let mut inner = significant(pair).skip(1);
+        let name = self.string(inner.next()?);
+        let mut items = Vec::new();
+        for item in inner {
+            let item_span = self.span(&item);
+            let kind = item.as_rule();
+            let mut parts = significant(item).skip(1);
+            let parsed = match kind {
+                G::scope => {
+                    let side = match parts.next()?.into_inner().next()?.as_rule() {
+                        G::kw_local => Side::Local,
+                        _ => Side::Remote,
+                    };
+                    let kind_pair = parts.next()?;
+                    let is_port = kind_pair.as_rule() == G::scope_port;
+                    let values = significant(kind_pair).skip(1);
+                    let kind = if is_port {
+                        ScopeKind::Port(values.map(|p| self.number(p)).collect())
+                    } else {
+                        ScopeKind::Addr(values.map(|p| self.address(p)).collect())
+                    };
+                    PolicyItem::Scope(Scope { side, kind, span: item_span })
+                }
+                G::default_decl => {
+                    let value = match parts.next()?.as_rule() {
+                        G::kw_allow => DefaultVerdict::Allow,
+                        _ => DefaultVerdict::Deny,
+                    };
+                    PolicyItem::Default(Setting { value, span: item_span })
+                }
+                G::mode_decl => {
+                    let value = match parts.next()?.as_rule() {
+                        G::kw_audit => Mode::Audit,
+                        _ => Mode::Enforce,
+                    };
+                    PolicyItem::Mode(Setting { value, span: item_span })
+                }
+                G::opaque_decl => {
+                    let value = match parts.next()?.as_rule() {
+                        G::kw_allow => OpaqueVerdict::Allow,
+                        _ => OpaqueVerdict::Deny,
+                    };
+                    PolicyItem::Opaque(Setting { value, span: item_span })
+                }
+                G::limits_decl => {
+                    let entries = parts
+                        .filter_map(|entry| {
+                            let entry_span = self.span(&entry);
+                            let mut e = significant(entry);
+                            let name = self.ident(e.next()?);
+                            let size = self.number(e.next()?);
+                            Some(LimitEntry { name, size, span: entry_span })
+                        })
+                        .collect();
+                    PolicyItem::Limits(Limits { entries, span: item_span })
+                }
+                G::rule => match self.rule(item_span, parts) {
+                    Some(rule) => PolicyItem::Rule(rule),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            items.push(parsed);
+        }
+        Some(Policy { name, items, span })
+    }
+
+    fn rule<'a>(&mut self, span: Span, mut parts: impl Iterator<Item = Pair<'a, G>>) -> Option<Rule> {
+        let name = self.string(parts.next()?);
+        let mut matchers = Vec::new();
+        let mut actions = Vec::new();
+        for part in parts {
+            match part.as_rule() {
+                G::matcher => {
+                    if let Some(action) = actions.last() {
+                        let action: &Action = action;
+                        self.diagnostics.push(
+                            Diagnostic::error(codes::RULE_ACTION, self.span(&part), "a matcher after the rule's action")
+                                .with_label("this matcher")
+                                .with_related(action.span, "the action")
+                                .with_help("write the matchers first and the action last"),
+                        );
+                    }
+                    matchers.push(self.matcher(part)?);
+                }
+                _ => actions.push(self.action(part)?),
+            }
+        }
+        let mut actions = actions.into_iter();
+        let Some(action) = actions.next() else {
+            self.diagnostics.push(
+                Diagnostic::error(codes::RULE_ACTION, name.span, format!("rule `{}` has no action", name.text()))
+                    .with_label("this rule")
+                    .with_help("end the rule with `allow`, `deny`, `redirect \"TARGET\"` or `allow tunnel`"),
+            );
+            return None;
+        };
+        for extra in actions {
+            self.diagnostics.push(
+                Diagnostic::error(codes::RULE_ACTION, extra.span, "a rule has exactly one action")
+                    .with_label("a second action")
+                    .with_related(action.span, "the first action")
+                    .with_help("split this into two rules, or remove one action"),
+            );
+        }
+        Some(Rule { name, matchers, action, span })
+    }
+
+    fn matcher(&mut self, pair: Pair<'_, G>) -> Option<Matcher> {
+        let span = self.span(&pair);
+        let inner = significant(pair).next()?;
+        let kind = inner.as_rule();
+        let mut parts = significant(inner).skip(1);
+        let kind = match kind {
+            G::method_matcher => MatcherKind::Method(self.values(parts.next()?)),
+            G::path_matcher => {
+                let op = match parts.next()?.into_inner().next()?.as_rule() {
+                    G::kw_exact => PathOp::Exact,
+                    G::kw_prefix => PathOp::Prefix,
+                    G::kw_starts_with => PathOp::StartsWith,
+                    G::kw_suffix => PathOp::Suffix,
+                    _ => PathOp::Glob,
+                };
+                MatcherKind::Path { op, values: self.values(parts.next()?) }
+            }
+            G::header_matcher => {
+                let name = self.string(parts.next()?);
+                let mut test = significant(parts.next()?);
+                let first = test.next()?;
+                let test = match first.as_rule() {
+                    G::kw_present => HeaderTest::Present,
+                    G::kw_absent => HeaderTest::Absent,
+                    _ => {
+                        let op = match first.into_inner().next()?.as_rule() {
+                            G::kw_exact => ValueOp::Exact,
+                            G::kw_prefix => ValueOp::Prefix,
+                            G::kw_suffix => ValueOp::Suffix,
+                            _ => ValueOp::Contains,
+                        };
+                        let mut next = test.next()?;
+                        let nocase = next.as_rule() == G::kw_nocase;
+                        if nocase {
+                            next = test.next()?;
+                        }
+                        HeaderTest::Value { op, nocase, values: self.values(next) }
+                    }
+                };
+                MatcherKind::Header { name, test }
+            }
+            G::host_matcher => {
+                let op = match parts.next()?.into_inner().next()?.as_rule() {
+                    G::kw_exact => HostOp::Exact,
+                    _ => HostOp::Suffix,
+                };
+                MatcherKind::Host { op, values: self.values(parts.next()?) }
+            }
+            G::any_matcher => MatcherKind::Any(parts.filter_map(|m| self.matcher(m)).collect()),
+            G::not_matcher => MatcherKind::Not(Box::new(self.matcher(parts.next()?)?)),
+            _ => return None,
+        };
+        Some(Matcher { kind, span })
+    }
+
+    fn action(&mut self, pair: Pair<'_, G>) -> Option<Action> {
+        let span = self.span(&pair);
+        let mut inner = significant(pair);
+        let kind_pair = inner.next()?.into_inner().next()?;
+        let log = inner.next().is_some();
+        let kind = match kind_pair.as_rule() {
+            G::allow_tunnel => ActionKind::AllowTunnel,
+            G::kw_allow => ActionKind::Allow,
+            G::kw_deny => ActionKind::Deny,
+            _ => {
+                let mut parts = significant(kind_pair).skip(1);
+                let target = self.string(parts.next()?);
+                let ingress = parts.next().is_some();
+                ActionKind::Redirect { target, ingress }
+            }
+        };
+        Some(Action { kind, log, span })
+    }
+
+    fn test(&mut self, pair: Pair<'_, G>) -> Option<Test> {
+        let span = self.span(&pair);
+        let mut inner = significant(pair).skip(1);
+        let name = self.string(inner.next()?);
+        let mut items = Vec::new();
+        for item in inner {
+            let item_span = self.span(&item);
+            let kind = item.as_rule();
+            let parts: Vec<Pair<'_, G>> = significant(item).collect();
+            let parsed = match kind {
+                G::test_remote_port => TestItem::RemotePort(self.number(parts.last()?.clone())),
+                G::test_local_port => TestItem::LocalPort(self.number(parts.last()?.clone())),
+                G::test_remote_addr => TestItem::RemoteAddr(self.address(parts.last()?.clone())),
+                G::test_bind => {
+                    TestItem::Bind(parts.into_iter().skip(1).map(|p| self.string(p)).collect())
+                }
+                G::send => match self.send(item_span, parts) {
+                    Some(send) => TestItem::Send(send),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            items.push(parsed);
+        }
+        Some(Test { name, items, span })
+    }
+
+    fn send(&mut self, span: Span, parts: Vec<Pair<'_, G>>) -> Option<Send> {
+        let mut input = Vec::new();
+        let mut split = None;
+        let mut expect = Vec::new();
+        let mut expect_is_list = false;
+        for part in parts.into_iter().skip(1) {
+            match part.as_rule() {
+                G::string => input.push(self.string(part)),
+                G::split => {
+                    let sizes: Vec<Number> = significant(part).skip(1).map(|p| self.number(p)).collect();
+                    if !sizes.is_empty() {
+                        split = Some(sizes);
+                    }
+                }
+                G::expect => {
+                    let body = significant(part).nth(1)?;
+                    if body.as_rule() == G::expect_list {
+                        expect_is_list = true;
+                        for e in significant(body) {
+                            expect.push(self.expectation(e)?);
+                        }
+                    } else {
+                        expect.push(self.expectation(body)?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(Send { input, split, expect, expect_is_list, span })
+    }
+
+    fn expectation(&mut self, pair: Pair<'_, G>) -> Option<Expectation> {
+        let span = self.span(&pair);
+        let mut inner = significant(pair);
+        let first = inner.next()?;
+        if first.as_rule() == G::kw_pending {
+            return Some(Expectation { kind: ExpectationKind::Pending, span });
+        }
+        let action = match first.into_inner().next()?.as_rule() {
+            G::kw_allow => VerdictAction::Allow,
+            G::kw_deny => VerdictAction::Deny,
+            G::kw_redirect => VerdictAction::Redirect,
+            _ => VerdictAction::Tunnel,
+        };
+        let reason = match inner.next() {
+            None => None,
+            Some(reason) => {
+                let r = reason.into_inner().next()?;
+                Some(match r.as_rule() {
+                    G::string => ExpectedReason::Rule(self.string(r)),
+                    _ => ExpectedReason::Word(self.ident(r)),
+                })
+            }
+        };
+        Some(Expectation { kind: ExpectationKind::Verdict { action, reason }, span })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> File {
+        match parse(FileId(0), text) {
+            Ok(file) => file,
+            Err(d) => panic!("parse failed: {:?}", d),
+        }
+    }
+
+    fn parse_err(text: &str) -> Diagnostic {
+        match parse(FileId(0), text) {
+            Ok(file) => panic!("expected an error, got {file:?}"),
+            Err(d) => d.0.into_iter().next().expect("at least one diagnostic"),
+        }
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let text = r#"
+import "std/http"
+let ADMIN  = ["/admin", "/internal"]
+let BACKUP = [GET, HEAD, "PROPFIND"]
+policy "payments" {
+  scope remote port 8080, 8443
+  default deny
+  mode enforce
+  opaque deny
+  limits { header_bytes 8KiB  headers 64 }
+  rule "list-users" { method READ  path prefix "/api/v1/users"  allow }
+  rule "admin" { path prefix ADMIN  deny  log }
+  rule "grpc" { header "content-type" prefix "application/grpc"  redirect "envoy" }
+  rule "ws" { path exact "/ws"  header "upgrade" exact nocase "websocket"  allow tunnel }
+}
+test "payments" {
+  remote port 8080
+  send "GET /api/v1/users/7 HTTP/1.1\r\nHost: pay\r\n\r\n" expect allow "list-users"
+  send "a" "b" split 1, 1 expect [allow "list-users", deny malformed:cl-te, pending]
+}
+"#;
+        let file = parse_ok(text);
+        assert_eq!(file.items.len(), 5);
+        let Item::Policy(policy) = &file.items[3] else { panic!("policy expected") };
+        assert_eq!(policy.name.text(), "payments");
+        assert_eq!(policy.items.len(), 9);
+        let PolicyItem::Rule(ws) = &policy.items[8] else { panic!("rule expected") };
+        assert_eq!(ws.action.kind, ActionKind::AllowTunnel);
+        let MatcherKind::Header { test: HeaderTest::Value { nocase, .. }, .. } = &ws.matchers[1].kind else {
+            panic!("header matcher expected")
+        };
+        assert!(nocase);
+        let Item::Test(test) = &file.items[4] else { panic!("test expected") };
+        let TestItem::Send(send) = &test.items[2] else { panic!("send expected") };
+        assert_eq!(send.input.len(), 2);
+        assert_eq!(send.split.as_ref().map(Vec::len), Some(2));
+        assert_eq!(send.expect.len(), 3);
+        assert_eq!(
+            send.expect[1].kind,
+            ExpectationKind::Verdict {
+                action: VerdictAction::Deny,
+                reason: Some(ExpectedReason::Word(Ident { name: "malformed:cl-te".into(), span: Span::default() }))
+            }
+        );
+    }
+
+    #[test]
+    fn escapes_decode_to_bytes() {
+        let file = parse_ok(r#"let X = ["a\r\n\t\\\"\x00\xff"]"#);
+        let Item::Let(l) = &file.items[0] else { panic!() };
+        let Value::Str(s) = &l.value.values[0] else { panic!() };
+        assert_eq!(s.bytes, b"a\r\n\t\\\"\x00\xff");
+    }
+
+    #[test]
+    fn bad_escape_is_reported_at_the_escape() {
+        let d = parse_err(r#"let X = ["ab\q"]"#);
+        assert_eq!(d.code, codes::BAD_ESCAPE);
+        assert_eq!((d.span.start, d.span.end), (12, 14));
+    }
+
+    #[test]
+    fn rule_without_action() {
+        let d = parse_err(r#"policy "p" { default deny rule "r" { method GET } }"#);
+        assert_eq!(d.code, codes::RULE_ACTION);
+        assert!(d.message.contains("no action"), "{}", d.message);
+    }
+
+    #[test]
+    fn matcher_after_action() {
+        let d = parse_err(r#"policy "p" { default deny rule "r" { allow method GET } }"#);
+        assert_eq!(d.code, codes::RULE_ACTION);
+    }
+
+    #[test]
+    fn keywords_are_not_names() {
+        let d = parse_err(r#"let policy = ["x"]"#);
+        assert_eq!(d.code, codes::PARSE);
+        let d = parse_err(r#"policy "p" { default deny rule "r" { method bind allow } }"#);
+        assert!(d.help.as_deref().unwrap_or("").contains("\"bind\""), "{d:?}");
+    }
+
+    #[test]
+    fn parse_error_names_what_was_expected() {
+        let d = parse_err(r#"policy "p" { default maybe }"#);
+        assert_eq!(d.code, codes::PARSE);
+        assert!(d.message.contains("`allow`") && d.message.contains("`maybe`"), "{}", d.message);
+    }
+
+    #[test]
+    fn sizes_scale() {
+        let file = parse_ok(r#"policy "p" { default deny limits { header_bytes 16KiB headers 10 } }"#);
+        let Item::Policy(p) = &file.items[0] else { panic!() };
+        let PolicyItem::Limits(l) = &p.items[1] else { panic!() };
+        assert_eq!(l.entries[0].size.value, 16384);
+        assert_eq!(l.entries[1].size.value, 10);
+    }
+}
