@@ -236,6 +236,14 @@ pub mod codes {
     pub const PREFIX_BLEED: &str = "l7::check::prefix-bleed";
     pub const UNUSED_LET: &str = "l7::check::unused-let";
     pub const EMPTY_LIST: &str = "l7::check::empty-list";
+    pub const EMPTY_PATTERN: &str = "l7::check::empty-pattern";
+    pub const LITERAL_WILDCARD: &str = "l7::check::literal-wildcard";
+    pub const QUERY_IN_PATH: &str = "l7::check::query-in-path";
+    pub const ENCODED_PATH: &str = "l7::check::encoded-path";
+    pub const UNMATCHABLE_HOST: &str = "l7::check::unmatchable-host";
+    pub const UNMATCHABLE_VALUE: &str = "l7::check::unmatchable-value";
+    pub const METHOD_CASE: &str = "l7::check::method-case";
+    pub const BAD_REDIRECT: &str = "l7::check::bad-redirect";
 
     pub const ALL: &[&str] = &[
         PARSE,
@@ -263,5 +271,13 @@ pub mod codes {
         PREFIX_BLEED,
         UNUSED_LET,
         EMPTY_LIST,
+        EMPTY_PATTERN,
+        LITERAL_WILDCARD,
+        QUERY_IN_PATH,
+        ENCODED_PATH,
+        UNMATCHABLE_HOST,
+        UNMATCHABLE_VALUE,
+        METHOD_CASE,
+        BAD_REDIRECT,
     ];
 }

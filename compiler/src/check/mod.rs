@@ -3,9 +3,26 @@
 //! `check` takes a resolved [`Program`] and returns [`Checked`] only when
 //! there are no errors: later stages take `&Checked`, so an unchecked
 //! program cannot reach evaluation or code generation.
+//!
+//! - names: duplicate policies, duplicate rules in a policy;
+//! - settings: a missing `default`;
+//! - scopes: two policies that can govern one connection ([`scope`]);
+//! - matchers: methods, header names, path patterns and globs, host names,
+//!   field values, empty lists, redirect targets ([`matchers`]);
+//! - lints: shadowed rules ([`shadow`]), and the pattern warnings of
+//!   [`matchers`] (prefix bleed, literal `*`, `?` in a path, escapes).
+//!
+//! Every diagnostic code is documented in docs/diagnostics.md. Lints are
+//! sound: a warning is given only when it is certain (see [`shadow`]).
+
+mod matchers;
+mod paths;
+mod scope;
+mod shadow;
 
 use crate::diagnostic::{codes, Diagnostic, Diagnostics};
-use crate::model::Program;
+use crate::model::{Policy, Program};
+use std::collections::HashMap;
 
 /// Evidence that a program passed every check. Invariants: see
 /// [`crate::model`].
@@ -24,15 +41,133 @@ impl Checked {
 /// and every diagnostic (errors, warnings, notes) either way.
 pub fn check(program: Program) -> (Option<Checked>, Diagnostics) {
     let mut diagnostics = Diagnostics::default();
+    duplicate_policies(&program, &mut diagnostics);
+    overlapping_scopes(&program, &mut diagnostics);
     for policy in &program.policies {
-        if policy.default.is_none() {
-            diagnostics.push(
-                Diagnostic::error(codes::MISSING_DEFAULT, policy.span, format!("policy `{}` has no `default`", policy.name))
-                    .with_label("this policy")
-                    .with_help("add `default deny` (or `default allow`) so every request gets a verdict"),
+        missing_default(policy, &mut diagnostics);
+        duplicate_rules(policy, &mut diagnostics);
+        for rule in &policy.rules {
+            matchers::check_rule(rule, &mut diagnostics);
+        }
+        shadowed_rules(policy, &mut diagnostics);
+    }
+    let diagnostics = deduplicated(diagnostics);
+    let checked = if diagnostics.has_errors() { None } else { Some(Checked { program }) };
+    (checked, diagnostics)
+}
+
+fn missing_default(policy: &Policy, out: &mut Diagnostics) {
+    if policy.default.is_none() {
+        out.push(
+            Diagnostic::error(codes::MISSING_DEFAULT, policy.span, format!("policy `{}` has no `default`", policy.name))
+                .with_label("this policy")
+                .with_help("add `default deny` (or `default allow`) so every request gets a verdict"),
+        );
+    }
+}
+
+fn duplicate_policies(program: &Program, out: &mut Diagnostics) {
+    let mut first: HashMap<&str, &Policy> = HashMap::new();
+    for policy in &program.policies {
+        match first.get(policy.name.as_str()) {
+            Some(earlier) => out.push(
+                Diagnostic::error(codes::DUPLICATE_POLICY, policy.span, format!("policy `{}` is defined twice", policy.name))
+                    .with_label("defined again here")
+                    .with_related(earlier.span, "first defined here")
+                    .with_help("policy names are unique in a compilation (they name counters and events); rename one"),
+            ),
+            None => {
+                first.insert(&policy.name, policy);
+            }
+        }
+    }
+}
+
+fn duplicate_rules(policy: &Policy, out: &mut Diagnostics) {
+    let mut first = HashMap::new();
+    for rule in &policy.rules {
+        match first.get(rule.name.as_str()) {
+            Some(earlier) => out.push(
+                Diagnostic::error(
+                    codes::DUPLICATE_RULE,
+                    rule.span,
+                    format!("rule `{}` is defined twice in policy `{}`", rule.name, policy.name),
+                )
+                .with_label("defined again here")
+                .with_related(*earlier, "first defined here")
+                .with_help("rule names are unique within a policy (they name counters, events and test expectations); rename one"),
+            ),
+            None => {
+                first.insert(rule.name.as_str(), rule.span);
+            }
+        }
+    }
+}
+
+fn overlapping_scopes(program: &Program, out: &mut Diagnostics) {
+    for (index, policy) in program.policies.iter().enumerate() {
+        let earlier = program.policies.get(..index).unwrap_or_default();
+        for other in earlier {
+            // Same-named policies are already an error of their own.
+            if other.name == policy.name {
+                continue;
+            }
+            let Some(witness) = scope::overlap(&other.scope, &policy.scope) else { continue };
+            out.push(
+                Diagnostic::error(
+                    codes::OVERLAPPING_SCOPES,
+                    policy.span,
+                    format!("policies `{}` and `{}` can both govern {}", other.name, policy.name, connections(&witness)),
+                )
+                .with_label("its scope overlaps an earlier policy's")
+                .with_related(other.span, "the other policy")
+                .with_help(
+                    "a connection is governed by at most one policy; make the scopes disjoint with \
+                     `scope remote port`, `scope remote addr` or `scope local port`, or merge the policies",
+                ),
             );
         }
     }
-    let checked = if diagnostics.has_errors() { None } else { Some(Checked { program }) };
-    (checked, diagnostics)
+}
+
+/// `every connection`, or `connections with remote port 8080`.
+fn connections(witness: &str) -> String {
+    if witness == "every connection" {
+        witness.to_string()
+    } else {
+        format!("connections with {witness}")
+    }
+}
+
+fn shadowed_rules(policy: &Policy, out: &mut Diagnostics) {
+    let shadowing = shadow::shadowing(&policy.rules);
+    for (rule, shadowed_by) in policy.rules.iter().zip(shadowing) {
+        let Some(shadowing) = shadowed_by.and_then(|index| policy.rules.get(index)) else { continue };
+        let why = if shadowing.conditions.is_empty() {
+            format!("rule `{}` has no matchers, so it decides every request that reaches it", shadowing.name)
+        } else {
+            format!("rule `{}` matches every request this rule matches", shadowing.name)
+        };
+        out.push(
+            Diagnostic::warning(codes::SHADOWED_RULE, rule.span, format!("rule `{}` can never decide", rule.name))
+                .with_label(why)
+                .with_related(shadowing.span, "this earlier rule decides first")
+                .with_help(format!(
+                    "the first matching rule decides; move `{}` above `{}` if it should take precedence, or remove it",
+                    rule.name, shadowing.name
+                )),
+        );
+    }
+}
+
+/// One diagnostic per (code, place, message): a value listed twice in a
+/// matcher is reported once.
+fn deduplicated(diagnostics: Diagnostics) -> Diagnostics {
+    let mut seen = std::collections::HashSet::new();
+    let kept = diagnostics
+        .0
+        .into_iter()
+        .filter(|d| seen.insert((d.code, d.span.file, d.span.start, d.span.end, d.message.clone())))
+        .collect();
+    Diagnostics(kept)
 }
