@@ -61,3 +61,24 @@ fn compile(mut sources: Sources, roots: &[crate::source::FileId], reader: &dyn F
     };
     Compilation { sources, checked, diagnostics: diagnostics.sorted() }
 }
+
+/// The fuzz target for the front end: arbitrary bytes (as lossy UTF-8)
+/// through parse, resolve and check. Imports are not read from disk: a
+/// fuzzer must not open files its input names.
+#[doc(hidden)]
+pub fn fuzz_parse_check(data: &[u8]) {
+    struct NoFiles;
+    impl FileReader for NoFiles {
+        fn read(&self, path: &Path) -> std::io::Result<String> {
+            Err(std::io::Error::new(std::io::ErrorKind::NotFound, path.display().to_string()))
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    let mut sources = Sources::new();
+    let root = sources.add("fuzz.l7", None, text.as_ref());
+    let compilation = compile(sources, &[root], &NoFiles);
+    // Rendering must not panic either (spans stay inside the text).
+    for diagnostic in compilation.diagnostics.iter() {
+        let _ = diagnostic.one_line(&compilation.sources);
+    }
+}

@@ -17,3 +17,7 @@ pub mod resolve;
 pub mod stdlib;
 pub mod check;
 pub mod driver;
+pub mod report;
+pub mod testing;
+pub mod bpf;
+pub mod elf;

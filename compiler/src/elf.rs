@@ -1,0 +1,1 @@
+//! ELF objects (being written).

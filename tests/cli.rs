@@ -1,0 +1,212 @@
+//! The command line's contract (shared/spec/cli.md): exit codes, the JSON
+//! of `eval`, the closing line of `test`, `fmt --check`, `check` formats.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn l7c(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_l7c"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("l7c runs");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(bytes) = stdin {
+        pipe.write_all(bytes).expect("stdin written");
+    }
+    drop(pipe);
+    child.wait_with_output().expect("l7c finishes")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A policy file in a fresh temporary folder.
+fn temp_policy(name: &str, text: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli").join(name);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("{name}.l7"));
+    std::fs::write(&path, text).expect("policy written");
+    path
+}
+
+const GOOD: &str = r#"policy "p" {
+  default deny
+  rule "read" { method GET  allow }
+}
+
+test "p" {
+  send "GET / HTTP/1.1\r\nHost: a\r\n\r\n" expect allow "read"
+}
+"#;
+
+#[test]
+fn eval_prints_the_json_of_cli_md() {
+    let output = l7c(
+        &["eval", "tests/conformance/framing.l7-does-not-exist", "--input", "-"],
+        Some(b""),
+    );
+    assert_eq!(output.status.code(), Some(2), "a missing file is an I/O error: {}", stderr(&output));
+
+    let policy = temp_policy("eval", GOOD);
+    let input = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nDELETE /a HTTP/1.1\r\nHost: a\r\n\r\n";
+    let output = l7c(&["eval", policy.to_str().unwrap(), "--split", "3,40"], Some(input));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "engine": "ref",
+            "verdicts": [
+                {"index": 0, "start": 0, "end": 28, "action": "allow", "reason": "rule", "rule": "read"},
+                {"index": 1, "start": 28, "end": 59, "action": "deny", "reason": "default", "rule": null}
+            ],
+            "delivered": 28,
+            "pending": 0
+        })
+    );
+}
+
+#[test]
+fn eval_reads_input_from_a_file_and_rejects_bad_flags() {
+    let policy = temp_policy("eval-file", GOOD);
+    let input = policy.with_extension("bin");
+    std::fs::write(&input, b"GET / HTTP/1.1\r\n").expect("input written");
+    let output = l7c(&["eval", policy.to_str().unwrap(), "--input", input.to_str().unwrap()], None);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON");
+    assert_eq!(json["pending"], 16);
+    assert_eq!(json["delivered"], 0);
+
+    let output = l7c(&["eval", policy.to_str().unwrap(), "--split", "0"], Some(b""));
+    assert_eq!(output.status.code(), Some(2));
+    let output = l7c(&["eval", policy.to_str().unwrap(), "--remote-port", "99999"], Some(b""));
+    assert_eq!(output.status.code(), Some(2));
+    let output = l7c(&["eval", policy.to_str().unwrap(), "--engine", "kernel"], Some(b""));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("kernel engine"), "{}", stderr(&output));
+}
+
+#[test]
+fn test_command_counts_and_fails_on_a_wrong_expectation() {
+    let policy = temp_policy("test-ok", GOOD);
+    let output = l7c(&["test", policy.to_str().unwrap()], None);
+    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+    assert_eq!(stdout(&output).lines().last(), Some("1 passed, 0 failed"));
+
+    let wrong = GOOD.replace("expect allow \"read\"", "expect deny default");
+    let policy = temp_policy("test-wrong", &wrong);
+    let output = l7c(&["test", policy.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(1));
+    let out = stdout(&output);
+    assert!(out.contains("FAIL") && out.contains("expected [deny default], got [allow \"read\"]"), "{out}");
+    assert_eq!(out.lines().last(), Some("0 passed, 1 failed"));
+}
+
+#[test]
+fn every_example_and_stdlib_module_passes_its_tests() {
+    let mut files: Vec<String> = Vec::new();
+    for dir in ["examples", "stdlib"] {
+        for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "l7") {
+                files.push(format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()));
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    let args: Vec<&str> = std::iter::once("test").chain(files.iter().map(String::as_str)).collect();
+    let output = l7c(&args, None);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed") && !last.starts_with("0 "), "{last}");
+
+    for file in &files {
+        let output = l7c(&["check", "--deny-warnings", file], None);
+        assert!(output.status.success(), "{file}: {}", stderr(&output));
+    }
+    // Named together they form one program, and unscoped policies overlap.
+    let together: Vec<&str> = ["check", "examples/admin-lockdown.l7", "examples/static-site.l7"].to_vec();
+    let output = l7c(&together, None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("l7::check::overlapping-scopes"), "{}", stderr(&output));
+}
+
+#[test]
+fn check_exit_codes_and_formats() {
+    let broken = temp_policy("check-broken", "policy \"p\" {\n  rule \"r\" { method GET  allow }\n}\n");
+    let output = l7c(&["check", broken.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("l7::check::missing-default") && err.contains("check-broken.l7"), "{err}");
+
+    let output = l7c(&["check", "--format", "json", broken.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON diagnostics");
+    assert!(json.to_string().contains("l7::check::missing-default"), "{json}");
+
+    let output = l7c(&["check", "--format", "sarif", broken.to_str().unwrap()], None);
+    let sarif: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("SARIF");
+    assert_eq!(sarif["version"], "2.1.0");
+
+    let output = l7c(&["check", "no/such/file.l7"], None);
+    assert_eq!(output.status.code(), Some(2));
+    let output = l7c(&["check", "--format", "yaml", broken.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(2));
+
+    let unused = temp_policy("check-warn", &format!("let UNUSED = [\"/x\"]\n{GOOD}"));
+    let output = l7c(&["check", unused.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(0), "warnings alone pass");
+    let output = l7c(&["check", "--deny-warnings", unused.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(1), "--deny-warnings fails on them");
+}
+
+#[test]
+fn fmt_check_reports_and_fmt_rewrites() {
+    let messy = temp_policy("fmt", "policy \"p\"{default deny\nrule \"read\"{method GET allow}}\n");
+    let output = l7c(&["fmt", "--check", messy.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("would reformat"), "{}", stdout(&output));
+
+    let output = l7c(&["fmt", messy.to_str().unwrap()], None);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = l7c(&["fmt", "--check", messy.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(0), "formatted files pass --check");
+    let output = l7c(&["check", messy.to_str().unwrap()], None);
+    assert!(output.status.success(), "the formatted file still compiles: {}", stderr(&output));
+
+    let unparsable = temp_policy("fmt-bad", "policy \"p\" { default maybe }\n");
+    let output = l7c(&["fmt", unparsable.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("l7::syntax::parse"), "{}", stderr(&output));
+    assert_eq!(std::fs::read_to_string(&unparsable).unwrap(), "policy \"p\" { default maybe }\n", "left as it was");
+}
+
+#[test]
+fn explain_shows_the_canonical_path_and_the_verdict() {
+    let output = l7c(
+        &[
+            "explain",
+            "examples/admin-lockdown.l7",
+            "--request",
+            r"GET /%61dmin/users HTTP/1.1\r\nHost: svc\r\n\r\n",
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.contains("/admin/users"), "the decoded path is shown: {out}");
+    assert!(out.contains("admin"), "{out}");
+    let output = l7c(&["explain", "examples/admin-lockdown.l7", "--request", r"\q"], None);
+    assert_eq!(output.status.code(), Some(2));
+}
