@@ -9,8 +9,10 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct FileId(pub u32);
 
-/// A byte range in one source file.
-#[derive(Debug, Clone, Copy, Default, Eq, Hash, PartialOrd, Ord)]
+/// A byte range in one source file. Equality and hashing ignore the
+/// position (nodes compare by content); code that orders diagnostics reads
+/// the fields directly.
+#[derive(Debug, Clone, Copy, Default, Eq)]
 pub struct Span {
     pub file: FileId,
     pub start: usize,
@@ -22,6 +24,11 @@ impl PartialEq for Span {
     fn eq(&self, _other: &Self) -> bool {
         true
     }
+}
+
+impl std::hash::Hash for Span {
+    /// Consistent with `PartialEq`: every span is equal, so none hashes.
+    fn hash<H: std::hash::Hasher>(&self, _state: &mut H) {}
 }
 
 impl Span {
