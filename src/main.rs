@@ -81,6 +81,36 @@ fn main() -> ExitCode {
     .into()
 }
 
+/// Write to standard output. A reader that went away (`l7c ... | head`)
+/// ends the process quietly with the conventional SIGPIPE status instead of
+/// a panic; any other write error is reported.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to standard output: {error}");
+        }
+        std::process::exit(141);
+    }
+}
+
 /// Report an I/O or usage problem on stderr, in the one format every
 /// command uses.
 pub fn usage_error(message: impl std::fmt::Display) -> Status {

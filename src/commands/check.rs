@@ -42,11 +42,11 @@ pub fn run(args: Args) -> Status {
             eprint!("{}", report::human(diagnostics, &compilation.sources));
             if !diagnostics.has_errors() {
                 let policies = compilation.checked.as_ref().map_or(0, |c| c.program().policies.len());
-                println!("checked {} file(s): {policies} policies", args.files.len());
+                crate::outln!("checked {} file(s): {policies} policies", args.files.len());
             }
         }
-        Format::Json => println!("{}", report::json(diagnostics, &compilation.sources)),
-        Format::Sarif => println!("{:#}", report::sarif(diagnostics, &compilation.sources)),
+        Format::Json => crate::outln!("{}", report::json(diagnostics, &compilation.sources)),
+        Format::Sarif => crate::outln!("{:#}", report::sarif(diagnostics, &compilation.sources)),
     }
     let warnings = diagnostics.iter().any(|d| d.severity == Severity::Warning);
     if diagnostics.has_errors() || (args.deny_warnings && warnings) {

@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Status {
     );
     match serde_json::to_string(&outcome.to_json("ref")) {
         Ok(json) => {
-            println!("{json}");
+            crate::outln!("{json}");
             Status::Ok
         }
         Err(error) => usage_error(format!("cannot write JSON: {error}")),

@@ -28,7 +28,7 @@ pub fn run(args: Args) -> Status {
         Ok(compiled) => compiled,
         Err(status) => return status,
     };
-    print!(
+    crate::out!(
         "{}",
         eval::explain(checked.program(), args.connection.connection(), &args.connection.bind, &input)
     );

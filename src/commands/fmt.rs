@@ -27,7 +27,13 @@ pub fn run(args: Args) -> Status {
         };
         let formatted = match fmt::format_source(&text) {
             Ok(formatted) => formatted,
-            Err(_) => {
+            Err(fmt::FormatError::Internal(error)) => {
+                // The formatter refused its own output: never write it.
+                eprintln!("error: {}: {error}; the file was left as it was (please report this)", path.display());
+                status = Status::Failed;
+                continue;
+            }
+            Err(fmt::FormatError::Parse(_)) => {
                 // Let the compiler say what is wrong, with its spans.
                 let compilation = driver::compile_text(&path.display().to_string(), &text, None);
                 eprint!("{}", report::human(&compilation.diagnostics, &compilation.sources));
@@ -39,12 +45,12 @@ pub fn run(args: Args) -> Status {
             continue;
         }
         if args.check {
-            println!("would reformat {}", path.display());
+            crate::outln!("would reformat {}", path.display());
             status = Status::Failed;
         } else if let Err(error) = std::fs::write(path, formatted) {
             return usage_error(format!("cannot write `{}`: {error}", path.display()));
         } else {
-            println!("formatted {}", path.display());
+            crate::outln!("formatted {}", path.display());
         }
     }
     status

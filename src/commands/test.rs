@@ -38,7 +38,7 @@ pub fn run(args: Args) -> Status {
         let (compilation, checked) = match compile_or_report(std::slice::from_ref(file)) {
             Ok(compiled) => compiled,
             Err(Status::Failed) => {
-                println!("FAIL {}: does not compile", file.display());
+                crate::outln!("FAIL {}: does not compile", file.display());
                 failed += 1;
                 continue;
             }
@@ -52,17 +52,17 @@ pub fn run(args: Args) -> Status {
                 match run_send(program, send) {
                     Ok(()) => {
                         passed += 1;
-                        println!("ok   {label}");
+                        crate::outln!("ok   {label}");
                     }
                     Err(why) => {
                         failed += 1;
-                        println!("FAIL {label}\n     {why}");
+                        crate::outln!("FAIL {label}\n     {why}");
                     }
                 }
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    crate::outln!("{passed} passed, {failed} failed");
     if failed == 0 {
         Status::Ok
     } else {
