@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build l7c, then check and test every example policy and stdlib module.
+# Build l7c, then check, test and format-check every example policy and
+# stdlib module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin l7c
@@ -9,3 +10,4 @@ for policy in examples/*.l7 stdlib/*.l7; do
   ./target/release/l7c check "$policy"
 done
 ./target/release/l7c test examples/*.l7 stdlib/*.l7
+./target/release/l7c fmt --check examples/*.l7 stdlib/*.l7
