@@ -244,6 +244,7 @@ pub mod codes {
     pub const UNMATCHABLE_VALUE: &str = "l7::check::unmatchable-value";
     pub const METHOD_CASE: &str = "l7::check::method-case";
     pub const BAD_REDIRECT: &str = "l7::check::bad-redirect";
+    pub const UNKNOWN_TEST_RULE: &str = "l7::check::unknown-test-rule";
 
     pub const ALL: &[&str] = &[
         PARSE,
@@ -279,5 +280,6 @@ pub mod codes {
         UNMATCHABLE_VALUE,
         METHOD_CASE,
         BAD_REDIRECT,
+        UNKNOWN_TEST_RULE,
     ];
 }

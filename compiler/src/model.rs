@@ -174,11 +174,26 @@ impl Cidr {
         }
     }
 
-    /// Whether some address lies in both blocks.
+    /// Whether some address lies in both blocks. An IPv4 block also covers
+    /// the IPv4-mapped IPv6 addresses, so it is compared as the block
+    /// `::ffff:a.b.c.d/(96 + len)` against an IPv6 block.
     pub fn overlaps(&self, other: &Cidr) -> bool {
-        let shorter = if self.prefix_len <= other.prefix_len { self } else { other };
-        let longer = if std::ptr::eq(shorter, self) { other } else { self };
+        let (a, b) = match (self.addr, other.addr) {
+            (IpAddr::V4(_), IpAddr::V6(_)) => (self.as_mapped_v6(), *other),
+            (IpAddr::V6(_), IpAddr::V4(_)) => (*self, other.as_mapped_v6()),
+            _ => (*self, *other),
+        };
+        let (shorter, longer) = if a.prefix_len <= b.prefix_len { (a, b) } else { (b, a) };
         shorter.contains(longer.addr)
+    }
+
+    /// An IPv4 block as the block of its IPv4-mapped IPv6 addresses; an
+    /// IPv6 block as it is.
+    fn as_mapped_v6(&self) -> Cidr {
+        match self.addr {
+            IpAddr::V4(v4) => Cidr { addr: IpAddr::V6(v4.to_ipv6_mapped()), prefix_len: 96 + self.prefix_len },
+            IpAddr::V6(_) => *self,
+        }
     }
 }
 
@@ -405,5 +420,10 @@ mod tests {
         assert!(cidr("10.0.0.0", 8).overlaps(&cidr("10.1.0.0", 16)));
         assert!(cidr("10.1.0.0", 16).overlaps(&cidr("10.0.0.0", 8)));
         assert!(!cidr("10.1.0.0", 16).overlaps(&cidr("10.2.0.0", 16)));
+        // IPv4 blocks cover their IPv4-mapped IPv6 addresses.
+        assert!(cidr("::", 0).overlaps(&cidr("10.0.0.0", 8)));
+        assert!(cidr("10.0.0.0", 8).overlaps(&cidr("::ffff:10.1.0.0", 112)));
+        assert!(!cidr("10.0.0.0", 8).overlaps(&cidr("::ffff:11.0.0.0", 104)));
+        assert!(!cidr("10.0.0.0", 8).overlaps(&cidr("fd00::", 8)));
     }
 }

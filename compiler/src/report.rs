@@ -282,6 +282,7 @@ pub fn describe(code: &str) -> Option<(&'static str, &'static str)> {
         codes::UNMATCHABLE_VALUE => ("a header value no field value can match", "remove surrounding whitespace or control bytes"),
         codes::METHOD_CASE => ("a lowercase spelling of a standard method", "write the method in upper case"),
         codes::BAD_REDIRECT => ("a redirect to an empty target name", "name the target the runtime binds"),
+        codes::UNKNOWN_TEST_RULE => ("a test expects a rule that no policy has", "name a rule that exists"),
         _ => return None,
     };
     Some(text)

@@ -484,13 +484,16 @@ impl Resolver<'_> {
         let mut out = Vec::new();
         let mut stack = Vec::new();
         for value in values {
-            self.flatten(file, value, position, used, &mut stack, &mut out);
+            self.flatten(file, value, position, used, &mut stack, None, &mut out);
         }
         out
     }
 
     /// Flatten one value into byte strings. `stack` holds the `let`s being
-    /// expanded, to report a `let` that contains itself.
+    /// expanded, to report a `let` that contains itself; `origin` is the
+    /// name the matcher used, when expanding a `let` (errors inside the
+    /// `let` are reported there, where the author can act on them).
+    #[allow(clippy::too_many_arguments)]
     fn flatten(
         &mut self,
         file: FileId,
@@ -498,13 +501,14 @@ impl Resolver<'_> {
         position: Position,
         used: &mut HashSet<(FileId, usize)>,
         stack: &mut Vec<(FileId, usize)>,
+        origin: Option<&ast::Ident>,
         out: &mut Vec<Vec<u8>>,
     ) {
         match value {
             Value::Str(s) => out.push(s.bytes.clone()),
             Value::List(list) => {
                 for v in &list.values {
-                    self.flatten(file, v, position, used, stack, out);
+                    self.flatten(file, v, position, used, stack, origin, out);
                 }
             }
             Value::Ident(ident) => {
@@ -526,13 +530,33 @@ impl Resolver<'_> {
                             _ => return,
                         };
                         stack.push(key);
+                        let errors_before = self.diagnostics.0.len();
                         for v in &values {
                             // Names inside a let are looked up in the let's own file.
-                            self.flatten(let_ref.file, v, position, used, stack, out);
+                            self.flatten(let_ref.file, v, position, used, stack, Some(origin.unwrap_or(ident)), out);
+                            if origin.is_none() && self.diagnostics.0.len() > errors_before {
+                                // One error per use is enough.
+                                break;
+                            }
                         }
                         stack.pop();
                     }
                     None if position == Position::Method => out.push(ident.name.as_bytes().to_vec()),
+                    None if origin.is_some() => {
+                        // A list of method names (bare names) used where
+                        // strings are expected.
+                        let Some(origin) = origin else { return };
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                codes::WRONG_LIST,
+                                origin.span,
+                                format!("`{}` is a list of methods, not of strings", origin.name),
+                            )
+                            .with_label("used where strings are expected")
+                            .with_related(ident.span, format!("`{}` is a method name (a bare name, not a string)", ident.name))
+                            .with_help(format!("use `{}` with `method`, or a list of strings here", origin.name)),
+                        );
+                    }
                     None => {
                         let mut d = Diagnostic::error(codes::UNKNOWN_NAME, ident.span, format!("no list named `{}`", ident.name))
                             .with_label("not defined");
@@ -843,6 +867,15 @@ mod tests {
                 default deny default allow limits { header_bytes 32KiB  colour 1 } }"#,
         )]);
         assert_eq!(codes_of(&r), vec![codes::DUPLICATE_SETTING, codes::LIMIT_RANGE, codes::BAD_SETTING]);
+    }
+
+    #[test]
+    fn a_method_list_used_as_strings_is_reported_at_the_use() {
+        let (r, _) = run(&[("/p/a.l7", "import \"std/http\"\npolicy \"p\" { default deny rule \"r\" { path prefix READ allow } }")]);
+        assert_eq!(codes_of(&r), vec![codes::WRONG_LIST]);
+        let d = &r.diagnostics.0[0];
+        assert_eq!(d.span.file, FileId(0), "reported in the user's file, not in std/http");
+        assert_eq!(d.related.len(), 1);
     }
 
     #[test]

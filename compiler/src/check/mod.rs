@@ -51,9 +51,41 @@ pub fn check(program: Program) -> (Option<Checked>, Diagnostics) {
         }
         shadowed_rules(policy, &mut diagnostics);
     }
+    test_rule_names(&program, &mut diagnostics);
     let diagnostics = deduplicated(diagnostics);
     let checked = if diagnostics.has_errors() { None } else { Some(Checked { program }) };
     (checked, diagnostics)
+}
+
+/// A test that expects a verdict by a rule no policy has can never pass;
+/// say so at compile time, with the names that do exist.
+fn test_rule_names(program: &Program, out: &mut Diagnostics) {
+    use crate::model::{Expectation, ExpectedReason};
+    let known: Vec<&str> = program.policies.iter().flat_map(|p| p.rules.iter().map(|r| r.name.as_str())).collect();
+    for test in &program.tests {
+        for send in &test.sends {
+            for expectation in &send.expect {
+                let Expectation::Verdict { reason: Some(ExpectedReason::Rule(name)), .. } = expectation else { continue };
+                if known.contains(&name.as_str()) {
+                    continue;
+                }
+                let help = if known.is_empty() {
+                    "this file has no rules; a test runs against the policies of its own file".to_string()
+                } else {
+                    format!("the rules are: {}", known.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
+                };
+                out.push(
+                    Diagnostic::error(
+                        codes::UNKNOWN_TEST_RULE,
+                        send.span,
+                        format!("test `{}` expects a verdict by rule `{name}`, which no policy has", test.name),
+                    )
+                    .with_label("this expectation can never hold")
+                    .with_help(help),
+                );
+            }
+        }
+    }
 }
 
 fn missing_default(policy: &Policy, out: &mut Diagnostics) {

@@ -2,7 +2,7 @@
 //! request it matches is matched, and so decided, by an earlier rule
 //! (rules are tried in order and the first match decides, language.md §3).
 //!
-//! Invariant: the analysis is sound and conservative. [`rule_covers`]
+//! Invariant: the analysis is sound and conservative. [`shadowing`]
 //! answers `true` only when it has proved, for every request, that the
 //! later rule's conditions imply the earlier rule's; anything it cannot
 //! prove (most `not`s, combinations of conditions, unusual globs) counts as
@@ -75,14 +75,6 @@ pub(crate) fn shadowing(rules: &[Rule]) -> Vec<Option<usize>> {
             earlier.iter().position(|earlier| conjunction_implies(later, earlier))
         })
         .collect()
-}
-
-/// Whether every request matching `later` also matches `earlier`.
-#[cfg(test)]
-pub(crate) fn rule_covers(earlier: &Rule, later: &Rule) -> bool {
-    let earlier: Vec<Formula<'_>> = earlier.conditions.iter().map(Formula::of).collect();
-    let later: Vec<Formula<'_>> = later.conditions.iter().map(Formula::of).collect();
-    conjunction_implies(&later, &earlier)
 }
 
 /// Whether the conditions `given` (all holding) imply all of `needed`:
