@@ -15,11 +15,13 @@
 //! - Indentation is written lazily, just before the next text, so blank
 //!   lines and line ends never carry trailing spaces.
 //! - Alignment ([`Doc::Anchor`]) only ever inserts spaces, after layout, and
-//!   never makes a line wider than [`WIDTH`]: which groups break is decided
-//!   without it, so it cannot change the layout it decorates.
+//!   never makes a line's code (what precedes a trailing comment) wider than
+//!   [`WIDTH`]: which groups break is decided without it, so it cannot
+//!   change the layout it decorates.
 
 /// The column limit a flat group must fit in (a line of exactly this many
-/// characters fits).
+/// characters fits). Columns count characters (Unicode scalar values), not
+/// bytes.
 pub(super) const WIDTH: usize = 100;
 
 #[derive(Debug, Clone)]
@@ -53,8 +55,9 @@ pub(super) enum Doc {
     Trailing(String),
     /// A zero-width alignment point. On consecutive lines that each hold an
     /// anchor of the same kind, spaces are inserted at the anchors so they
-    /// line up, provided no line of the run then exceeds [`WIDTH`]. With
-    /// `flat_only`, the anchor counts only where its group is printed flat.
+    /// line up, in sections within which no line then exceeds [`WIDTH`].
+    /// With `flat_only`, the anchor counts only where its group is printed
+    /// flat.
     Anchor {
         kind: &'static str,
         flat_only: bool,

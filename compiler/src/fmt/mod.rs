@@ -406,7 +406,9 @@ impl<'t> Builder<'t> {
     fn file(&mut self, root: Pair<'t, G>) -> Result<Doc, FormatError> {
         let items = significant(&root);
         let elements = self.elements(0, &items, self.text.len())?;
-        let mut parts = Vec::new();
+        // Nothing precedes the file's first comment on its line, so it is
+        // own-line and this is empty; kept rather than lost if ever not.
+        let mut parts: Vec<Doc> = elements.open_trailing.into_iter().map(text).collect();
         let push_line = |parts: &mut Vec<Doc>, blank: bool| {
             // Nothing, not even a break, before the file's first line.
             if !parts.is_empty() {
@@ -628,7 +630,7 @@ impl<'t> Builder<'t> {
                 }
                 Ok(text(token))
             }
-            // Words separated by one space: `path prefix "/a"`, `allow tunnel log`.
+            // Words separated by one space: `path prefix "/a"`, `allow tunnel`.
             _ => self.spaced(&parts),
         }
     }
@@ -648,6 +650,7 @@ impl<'t> Builder<'t> {
     fn send(&mut self, parts: &[Pair<'t, G>]) -> Result<Doc, FormatError> {
         let (strings, rest): (Vec<&Pair<'t, G>>, Vec<&Pair<'t, G>>) =
             parts.iter().skip(1).partition(|part| part.as_rule() == G::string);
+        let single_string = strings.len() == 1;
         let mut lines = Vec::new();
         let mut previous_end = None;
         for string in strings {
@@ -665,7 +668,6 @@ impl<'t> Builder<'t> {
             lines.push(self.node(string)?);
             previous_end = Some(string.as_span().end());
         }
-        let single_string = previous_end.is_some() && lines.len() == 1;
         let mut tail = Vec::new();
         for part in rest.into_iter().filter(|part| !part.as_str().is_empty()) {
             if !tail.is_empty() {
