@@ -21,3 +21,4 @@ pub mod report;
 pub mod testing;
 pub mod bpf;
 pub mod elf;
+pub mod lower;
