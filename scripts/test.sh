@@ -1,6 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, snapshot, property, differential, corpus and
 # conformance tests of every crate in the workspace.
+#
+# --show-output prints what passing tests print, so a test that skips part
+# of its work says so in the log (`SKIPPED ...`), never silently. The last
+# line totals every test binary: `N passed, N failed`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked -- --show-output 2>&1 | tee "$log" || status=$?
+echo
+echo "skipped parts (each says why):"
+grep -h "SKIPPED" "$log" | sed 's/^/  /' | sort -u || echo "  none"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
