@@ -22,3 +22,4 @@ pub mod testing;
 pub mod bpf;
 pub mod elf;
 pub mod lower;
+pub mod text;

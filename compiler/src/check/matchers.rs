@@ -463,50 +463,14 @@ fn check_field_value(op: crate::model::ValueOp, value: &[u8], span: Span, out: &
     }
 }
 
-/// User bytes as a `.l7` string literal (`"/a\\x00"`), to quote inside
-/// a code span of a help text.
-fn literal(bytes: &[u8]) -> String {
-    let mut out = String::from("\"");
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\r' => out.push_str("\\r"),
-                '\n' => out.push_str("\\n"),
-                '\t' => out.push_str("\\t"),
-                c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-                c => out.push(c),
-            }
-        }
-        for byte in chunk.invalid() {
-            out.push_str(&format!("\\x{byte:02x}"));
-        }
-    }
-    out.push('"');
-    out
+/// User bytes in backticks, escaping what is not printable.
+pub(crate) fn show(bytes: &[u8]) -> String {
+    crate::text::code(bytes)
 }
 
-/// User bytes in backticks, escaping what is not printable ASCII.
-pub(crate) fn show(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() + 2);
-    out.push('`');
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\r' => out.push_str("\\r"),
-                '\n' => out.push_str("\\n"),
-                '\t' => out.push_str("\\t"),
-                c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-                c => out.push(c),
-            }
-        }
-        for byte in chunk.invalid() {
-            out.push_str(&format!("\\x{byte:02x}"));
-        }
-    }
-    out.push('`');
-    out
+/// User bytes as a `.l7` string literal, to quote in a help text.
+fn literal(bytes: &[u8]) -> String {
+    crate::text::string_literal(bytes)
 }
 
 #[cfg(test)]

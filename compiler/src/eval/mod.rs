@@ -98,7 +98,8 @@ mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
 mod head;
-mod path;
+/// Shared with `check`, whose lints must predict exactly what evaluation does.
+pub(crate) mod path;
 mod rules;
 mod session;
 

@@ -193,5 +193,7 @@ mod tests {
         assert!(glob("/**", "/"));
         assert!(glob("/**/x/**/y", "/a/x/b/c/y"));
         assert!(!glob("/**/x/**/y", "/a/x/b/c/z"));
+        // `OPTIONS *` has the path `*`, which no glob of segments matches.
+        assert!(!glob("/**", "*"));
     }
 }

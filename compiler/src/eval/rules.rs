@@ -200,25 +200,9 @@ fn indent(depth: usize) -> String {
     "  ".repeat(depth)
 }
 
-/// Bytes as a quoted string, escaping what is not printable ASCII.
+/// Bytes as a quoted string, escaping what is not printable.
 pub(crate) fn show(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() + 2);
-    out.push('"');
-    for &byte in bytes {
-        match byte {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\r' => out.push_str("\\r"),
-            b'\n' => out.push_str("\\n"),
-            b'\t' => out.push_str("\\t"),
-            0x20..=0x7e => out.push(char::from(byte)),
-            _ => {
-                let _ = write!(out, "\\x{byte:02x}");
-            }
-        }
-    }
-    out.push('"');
-    out
+    crate::text::string_literal(bytes)
 }
 
 fn show_list(values: &[Vec<u8>]) -> String {
