@@ -134,13 +134,10 @@ fn parse_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagno
 fn parse_help(text: &str, at: usize) -> Option<String> {
     let rest = text.get(at..)?;
     let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
-    const KEYWORDS: &[&str] = &[
-        "import", "let", "policy", "rule", "test", "scope", "remote", "local", "port", "addr", "default",
-        "mode", "enforce", "audit", "opaque", "limits", "method", "path", "exact", "prefix", "starts_with",
-        "suffix", "glob", "header", "host", "present", "absent", "contains", "nocase", "any", "not",
-        "allow", "deny", "redirect", "ingress", "tunnel", "log", "send", "split", "expect", "pending", "bind",
-    ];
-    if KEYWORDS.contains(&word.as_str()) {
+    // Ask the grammar, the one list of keywords.
+    let is_keyword = !word.is_empty()
+        && L7Parser::parse(G::keyword, &word).is_ok_and(|pairs| pairs.as_str().len() == word.len());
+    if is_keyword {
         return Some(format!(
             "`{word}` is a keyword and cannot stand here; a method with this name is written as a string: `\"{word}\"`"
         ));
