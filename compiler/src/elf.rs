@@ -1,1 +1,0 @@
-//! ELF objects (being written).
