@@ -210,3 +210,21 @@ fn explain_shows_the_canonical_path_and_the_verdict() {
     let output = l7c(&["explain", "examples/admin-lockdown.l7", "--request", r"\q"], None);
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// The README's example policy is real: it checks clean, passes its own
+/// tests and is in canonical layout.
+#[test]
+fn the_readme_example_works() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let example = readme
+        .split("```l7\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README shows a policy in an ```l7 block");
+    let policy = temp_policy("readme", example);
+    let path = policy.to_str().unwrap();
+    for args in [vec!["check", "--deny-warnings", path], vec!["test", path], vec!["fmt", "--check", path]] {
+        let output = l7c(&args, None);
+        assert!(output.status.success(), "{args:?}: {}{}", stdout(&output), stderr(&output));
+    }
+}

@@ -39,10 +39,17 @@ pub fn run(args: Args) -> Status {
         Format::Human => {
             // Diagnostics go to stderr like a compiler's; a clean run says
             // so on stdout, so a person sees that something happened.
-            eprint!("{}", report::human(diagnostics, &compilation.sources));
+            if !diagnostics.is_empty() {
+                eprint!("{}", report::human(diagnostics, &compilation.sources));
+            }
             if !diagnostics.has_errors() {
                 let policies = compilation.checked.as_ref().map_or(0, |c| c.program().policies.len());
-                crate::outln!("checked {} file(s): {policies} policies", args.files.len());
+                let files = args.files.len();
+                crate::outln!(
+                    "checked {files} {}: {policies} {}",
+                    if files == 1 { "file" } else { "files" },
+                    if policies == 1 { "policy" } else { "policies" }
+                );
             }
         }
         Format::Json => crate::outln!("{}", report::json(diagnostics, &compilation.sources)),
