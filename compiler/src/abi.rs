@@ -1,0 +1,291 @@
+//! The ABI between the generated BPF program and user space: map names,
+//! the verdict event record, reason and action codes, the counter layout,
+//! and the `.l7.meta` section's JSON.
+//!
+//! One source of truth: the code generator writes these layouts, the
+//! kernel engine and the runtime read them, and both use this module, so
+//! a field can never mean one thing on one side and another on the other.
+//! Every layout is little-endian with explicit offsets (the BPF program
+//! stores fields one by one at these offsets).
+
+use crate::eval::Reason;
+use crate::http::{LimitKind, MalformedKind};
+use crate::model::VerdictAction;
+use serde::{Deserialize, Serialize};
+
+/// Names of the maps in every object, as symbols in `.maps`.
+pub mod maps {
+    /// SK_STORAGE: per-connection state.
+    pub const CONNECTIONS: &str = "l7_conn";
+    /// SOCKHASH the `sk_msg` program is attached to: enrolled sockets.
+    pub const SOCKETS: &str = "l7_sockets";
+    /// SOCKMAP of redirect targets, by slot (`Meta::redirect_slots`).
+    pub const REDIRECTS: &str = "l7_redirect";
+    /// PERCPU_ARRAY of u64 verdict counters (see [`super::counter_index`]).
+    pub const COUNTERS: &str = "l7_counters";
+    /// RINGBUF of [`super::Event`] records.
+    pub const EVENTS: &str = "l7_events";
+    /// ARRAY of one u32: [`super::config`] flags set by user space.
+    pub const CONFIG: &str = "l7_config";
+}
+
+/// Bits of the config map's single u32.
+pub mod config {
+    /// Report every verdict as an event, not only logged rules and audit
+    /// mode (what the kernel engine uses to read verdicts).
+    pub const EVENTS_ALL: u32 = 1 << 0;
+}
+
+/// Action codes in events.
+pub const fn action_code(action: VerdictAction) -> u8 {
+    match action {
+        VerdictAction::Allow => 0,
+        VerdictAction::Deny => 1,
+        VerdictAction::Redirect => 2,
+        VerdictAction::Tunnel => 3,
+    }
+}
+
+pub fn action_from_code(code: u8) -> Option<VerdictAction> {
+    [VerdictAction::Allow, VerdictAction::Deny, VerdictAction::Redirect, VerdictAction::Tunnel]
+        .into_iter()
+        .find(|a| action_code(*a) == code)
+}
+
+/// A reason as (class, kind) bytes: the class says which reason, the kind
+/// indexes `MalformedKind::ALL` or `LimitKind::ALL` for those classes.
+pub fn reason_code(reason: Reason) -> (u8, u8) {
+    match reason {
+        Reason::Rule => (0, 0),
+        Reason::Default => (1, 0),
+        Reason::Malformed(kind) => (2, MalformedKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u8),
+        Reason::Limit(kind) => (3, LimitKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u8),
+        Reason::Opaque => (4, 0),
+        Reason::Tunnel => (5, 0),
+        Reason::RedirectUnbound => (6, 0),
+    }
+}
+
+pub fn reason_from_code(class: u8, kind: u8) -> Option<Reason> {
+    Some(match class {
+        0 => Reason::Rule,
+        1 => Reason::Default,
+        2 => Reason::Malformed(*MalformedKind::ALL.get(usize::from(kind))?),
+        3 => Reason::Limit(*LimitKind::ALL.get(usize::from(kind))?),
+        4 => Reason::Opaque,
+        5 => Reason::Tunnel,
+        6 => Reason::RedirectUnbound,
+        _ => return None,
+    })
+}
+
+/// The number of distinct reasons (class, kind) a counter can be kept for.
+pub const REASON_SLOTS: usize = 4 + MalformedKind::ALL.len() + LimitKind::ALL.len() + 1;
+
+/// The slot of a reason among the per-reason counters.
+pub fn reason_slot(reason: Reason) -> usize {
+    match reason {
+        Reason::Rule => 0,
+        Reason::Default => 1,
+        Reason::Opaque => 2,
+        Reason::Tunnel => 3,
+        Reason::RedirectUnbound => 4,
+        Reason::Malformed(kind) => 5 + MalformedKind::ALL.iter().position(|k| *k == kind).unwrap_or(0),
+        Reason::Limit(kind) => {
+            5 + MalformedKind::ALL.len() + LimitKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+        }
+    }
+}
+
+/// Counter layout of the COUNTERS map, per policy: first one counter per
+/// reason slot, then one per rule. `rules_before` is the number of rules of
+/// the policies before this one, `policy` its index.
+pub fn counter_index(policy: usize, rules_before: usize, counter: Counter) -> usize {
+    let base = policy * REASON_SLOTS + rules_before;
+    match counter {
+        Counter::Reason(reason) => base + reason_slot(reason),
+        Counter::Rule(rule) => base + REASON_SLOTS + rule,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Reason(Reason),
+    /// Verdicts decided by rule `n` of the policy.
+    Rule(usize),
+}
+
+/// `rule` value meaning "no rule decided".
+pub const NO_RULE: u32 = u32::MAX;
+
+/// One verdict as the program reports it on the ring buffer. 48 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` when the verdict was given.
+    pub time_ns: u64,
+    /// Stream offset of the request's first byte (the verdict's start).
+    pub start: u64,
+    /// Stream offset one past the request's declared end (head plus
+    /// Content-Length; for a chunked body, its end as far as known).
+    pub end: u64,
+    /// The request's index on the connection.
+    pub index: u32,
+    /// The rule that decided (index in its policy), or [`NO_RULE`].
+    pub rule: u32,
+    /// The policy's index in the compilation.
+    pub policy: u16,
+    pub action: u8,
+    /// Reason class and kind ([`reason_code`]).
+    pub reason_class: u8,
+    pub reason_kind: u8,
+    /// [`event_flags`].
+    pub flags: u8,
+    pub _pad: u16,
+    /// The socket's ports (remote in network order as the kernel gives it,
+    /// local in host order).
+    pub remote_port: u32,
+    pub local_port: u32,
+}
+
+/// Bits of [`Event::flags`].
+pub mod event_flags {
+    /// The policy runs in audit mode: the verdict was not enforced.
+    pub const AUDIT: u8 = 1 << 0;
+    /// The deciding rule says `log`.
+    pub const LOGGED: u8 = 1 << 1;
+}
+
+impl Event {
+    pub const SIZE: usize = 48;
+    pub const OFFSET_TIME: i16 = 0;
+    pub const OFFSET_START: i16 = 8;
+    pub const OFFSET_END: i16 = 16;
+    pub const OFFSET_INDEX: i16 = 24;
+    pub const OFFSET_RULE: i16 = 28;
+    pub const OFFSET_POLICY: i16 = 32;
+    pub const OFFSET_ACTION: i16 = 34;
+    pub const OFFSET_REASON_CLASS: i16 = 35;
+    pub const OFFSET_REASON_KIND: i16 = 36;
+    pub const OFFSET_FLAGS: i16 = 37;
+    pub const OFFSET_REMOTE_PORT: i16 = 40;
+    pub const OFFSET_LOCAL_PORT: i16 = 44;
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        let mut put = |offset: i16, bytes: &[u8]| {
+            let at = offset as usize;
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+        };
+        put(Self::OFFSET_TIME, &self.time_ns.to_le_bytes());
+        put(Self::OFFSET_START, &self.start.to_le_bytes());
+        put(Self::OFFSET_END, &self.end.to_le_bytes());
+        put(Self::OFFSET_INDEX, &self.index.to_le_bytes());
+        put(Self::OFFSET_RULE, &self.rule.to_le_bytes());
+        put(Self::OFFSET_POLICY, &self.policy.to_le_bytes());
+        put(Self::OFFSET_ACTION, &[self.action]);
+        put(Self::OFFSET_REASON_CLASS, &[self.reason_class]);
+        put(Self::OFFSET_REASON_KIND, &[self.reason_kind]);
+        put(Self::OFFSET_FLAGS, &[self.flags]);
+        put(Self::OFFSET_REMOTE_PORT, &self.remote_port.to_le_bytes());
+        put(Self::OFFSET_LOCAL_PORT, &self.local_port.to_le_bytes());
+        out
+    }
+
+    /// Read a record; `None` when it is shorter than [`Event::SIZE`].
+    pub fn from_bytes(bytes: &[u8]) -> Option<Event> {
+        let field = |offset: i16, len: usize| bytes.get(offset as usize..offset as usize + len);
+        let u64_at = |offset| field(offset, 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+        let u32_at = |offset| field(offset, 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+        let u16_at = |offset| field(offset, 2).and_then(|b| b.try_into().ok()).map(u16::from_le_bytes);
+        let u8_at = |offset| field(offset, 1).and_then(|b| b.first().copied());
+        Some(Event {
+            time_ns: u64_at(Self::OFFSET_TIME)?,
+            start: u64_at(Self::OFFSET_START)?,
+            end: u64_at(Self::OFFSET_END)?,
+            index: u32_at(Self::OFFSET_INDEX)?,
+            rule: u32_at(Self::OFFSET_RULE)?,
+            policy: u16_at(Self::OFFSET_POLICY)?,
+            action: u8_at(Self::OFFSET_ACTION)?,
+            reason_class: u8_at(Self::OFFSET_REASON_CLASS)?,
+            reason_kind: u8_at(Self::OFFSET_REASON_KIND)?,
+            flags: u8_at(Self::OFFSET_FLAGS)?,
+            _pad: 0,
+            remote_port: u32_at(Self::OFFSET_REMOTE_PORT)?,
+            local_port: u32_at(Self::OFFSET_LOCAL_PORT)?,
+        })
+    }
+}
+
+/// The `.l7.meta` section: what user space needs to name what the program
+/// reports (cli.md: policy names, rule ids to names, redirect slots,
+/// limits, a hash of the source).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Version of this layout.
+    pub abi: u32,
+    pub policies: Vec<MetaPolicy>,
+    /// Redirect target name → slot in the REDIRECTS map.
+    pub redirect_slots: Vec<(String, u32)>,
+    /// FNV-1a 64 of the sources, in hex: it names a build so user space can
+    /// tell which policy is loaded; it is not a security boundary.
+    pub source_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaPolicy {
+    pub name: String,
+    /// Rule names by rule index.
+    pub rules: Vec<String>,
+    pub audit: bool,
+    pub header_bytes: u32,
+    pub headers: u32,
+}
+
+impl Meta {
+    pub const ABI_VERSION: u32 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip() {
+        let event = Event {
+            time_ns: 1,
+            start: 2,
+            end: 3,
+            index: 4,
+            rule: NO_RULE,
+            policy: 5,
+            action: action_code(VerdictAction::Deny),
+            reason_class: 2,
+            reason_kind: 7,
+            flags: event_flags::AUDIT,
+            _pad: 0,
+            remote_port: 8,
+            local_port: 9,
+        };
+        assert_eq!(Event::from_bytes(&event.to_bytes()), Some(event));
+        assert_eq!(Event::from_bytes(&[0; 47]), None);
+    }
+
+    #[test]
+    fn every_reason_has_a_code_and_a_slot() {
+        let mut reasons = vec![Reason::Rule, Reason::Default, Reason::Opaque, Reason::Tunnel, Reason::RedirectUnbound];
+        reasons.extend(MalformedKind::ALL.map(Reason::Malformed));
+        reasons.extend(LimitKind::ALL.map(Reason::Limit));
+        let mut slots: Vec<usize> = reasons.iter().map(|r| reason_slot(*r)).collect();
+        for reason in &reasons {
+            let (class, kind) = reason_code(*reason);
+            assert_eq!(reason_from_code(class, kind), Some(*reason));
+        }
+        slots.sort();
+        slots.dedup();
+        assert_eq!(slots.len(), reasons.len(), "slots are distinct");
+        assert!(slots.iter().all(|s| *s < REASON_SLOTS));
+        for action in [VerdictAction::Allow, VerdictAction::Deny, VerdictAction::Redirect, VerdictAction::Tunnel] {
+            assert_eq!(action_from_code(action_code(action)), Some(action));
+        }
+    }
+}
