@@ -23,3 +23,4 @@ pub mod bpf;
 pub mod elf;
 pub mod lower;
 pub mod text;
+pub mod abi;
