@@ -1,0 +1,537 @@
+//! A loopback TCP connection policed by a loaded program, and a run of an
+//! input through it.
+//!
+//! [`Connection::open`] makes a listener on `127.0.0.1:0`, connects a
+//! client, accepts the server side, and puts the client socket into the
+//! program's socket map (under its [`SockKey`] for a 44-byte-key
+//! `SOCKHASH`, at index 0 for a `SOCKMAP` or a 4-byte-key `SOCKHASH`), so
+//! every `send()` on it runs the program. For each redirect target bound
+//! (`(name, slot)`), it makes another loopback pair and puts that pair's
+//! client into the redirect map at `slot`: bytes the program redirects
+//! there (egress) leave through that socket and arrive at its peer.
+//!
+//! A reader thread per receiving socket collects bytes as they arrive, so
+//! a large input never blocks the sender on a full receive buffer.
+//! [`Connection::finish`] shuts the client's write side, waits (bounded)
+//! for the peer to see the end of the stream, then does the same for each
+//! target. Every wait is bounded by the connection's timeout; nothing here
+//! can hang.
+//!
+//! Invariants: a `Connection` owns its sockets and threads; dropping it
+//! (or finishing it) joins the threads and closes the sockets, which
+//! removes them from the maps.
+
+use std::io::{ErrorKind, Read};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::errno::Errno;
+use crate::error::KernelError;
+use crate::key::{SockKey, SOCK_KEY_SIZE};
+use crate::loader::{KernelProgram, SocketMapKind};
+
+/// How long a run may take to see each stream end, unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a reader thread wakes to look at its stop flag.
+const READ_TICK: Duration = Duration::from_millis(20);
+
+/// What to run through the kernel.
+#[derive(Clone, Debug)]
+pub struct RunSpec<'a> {
+    /// The bytes the client sends.
+    pub input: &'a [u8],
+    /// Sizes of the first `send()` calls (as `--split` gives them); what
+    /// is left is sent in one last call. Sizes of 0 are skipped.
+    pub split: &'a [usize],
+    /// The map redirect targets are bound in (`SOCKMAP`, or `SOCKHASH`
+    /// with 4-byte keys); needed when `bindings` is not empty.
+    pub redirect_map: Option<&'a str>,
+    /// Redirect targets to bind: each name gets a loopback socket at its
+    /// slot of `redirect_map` (the slots `.l7.meta` names).
+    pub bindings: &'a [(&'a str, u32)],
+    /// The `RINGBUF` map the program writes its events to, if any.
+    pub events_map: Option<&'a str>,
+    /// The bound on each wait.
+    pub timeout: Duration,
+}
+
+impl Default for RunSpec<'_> {
+    fn default() -> Self {
+        RunSpec {
+            input: &[],
+            split: &[],
+            redirect_map: None,
+            bindings: &[],
+            events_map: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRun {
+    /// Per `send()` call, in order: the bytes it accepted, or its errno
+    /// (`EACCES` after `SK_DROP`).
+    pub sends: Vec<Result<usize, Errno>>,
+    /// Everything the peer received, up to the end of the stream.
+    pub delivered: Vec<u8>,
+    /// Per bound redirect target, in `bindings` order: what it received.
+    pub redirected: Vec<(String, Vec<u8>)>,
+    /// The records the program wrote to the events ring buffer during the
+    /// run, oldest first.
+    pub events: Vec<Vec<u8>>,
+}
+
+/// Sends `spec.input` through a fresh connection policed by `program` and
+/// reports what happened.
+pub fn run(program: &mut KernelProgram, spec: &RunSpec<'_>) -> Result<KernelRun, KernelError> {
+    if let Some(events) = spec.events_map {
+        // Leftovers of earlier runs are not this run's.
+        program.drain_events(events)?;
+    }
+    let mut connection = Connection::open(program, spec.redirect_map, spec.bindings, spec.timeout)?;
+    let sends = pieces(spec.input, spec.split)
+        .into_iter()
+        .map(|piece| connection.send(piece))
+        .collect();
+    let received = connection.finish()?;
+    let events = match spec.events_map {
+        Some(events) => program.drain_events(events)?,
+        None => Vec::new(),
+    };
+    Ok(KernelRun {
+        sends,
+        delivered: received.delivered,
+        redirected: received.redirected,
+        events,
+    })
+}
+
+/// The pieces `input` is sent in: the `split` sizes first (cut short at
+/// the end of the input), then the rest in one piece.
+pub fn pieces<'a>(input: &'a [u8], split: &[usize]) -> Vec<&'a [u8]> {
+    let mut rest = input;
+    let mut out = Vec::with_capacity(split.len() + 1);
+    for &size in split {
+        if rest.is_empty() {
+            break;
+        }
+        if size == 0 {
+            continue;
+        }
+        let (piece, tail) = rest.split_at(size.min(rest.len()));
+        out.push(piece);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+/// What the receiving ends got, once the streams ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub delivered: Vec<u8>,
+    pub redirected: Vec<(String, Vec<u8>)>,
+}
+
+/// A bound redirect target: the socket in the redirect map and the reader
+/// of its peer.
+struct Target {
+    name: String,
+    socket: TcpStream,
+    peer: Collector,
+}
+
+/// An enrolled loopback connection (see the module docs).
+pub struct Connection {
+    client: TcpStream,
+    peer: Collector,
+    targets: Vec<Target>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("client", &self.client)
+            .field(
+                "targets",
+                &self.targets.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Opens a connection, enrolls its client in `program`'s socket map
+    /// and binds the redirect targets (see the module docs).
+    pub fn open(
+        program: &KernelProgram,
+        redirect_map: Option<&str>,
+        bindings: &[(&str, u32)],
+        timeout: Duration,
+    ) -> Result<Connection, KernelError> {
+        let (client, server) = loopback_pair(timeout)?;
+        let enroll = program.attach_map();
+        let key = enrollment_key(program, enroll, &client)?;
+        program.insert_socket(enroll, &key, client.as_fd())?;
+        client
+            .set_write_timeout(Some(timeout))
+            .map_err(|e| socket_error("setsockopt(SO_SNDTIMEO) on the client", &e))?;
+        let peer = Collector::spawn(server, "peer")?;
+
+        let mut targets = Vec::with_capacity(bindings.len());
+        if !bindings.is_empty() {
+            let map = redirect_map.ok_or_else(|| KernelError::MapShape {
+                name: "(none)".to_owned(),
+                purpose: "for redirect targets".to_owned(),
+                problem: "targets were bound but no redirect map was named".to_owned(),
+            })?;
+            let kind = program.socket_map_kind(map)?;
+            if !matches!(
+                kind,
+                SocketMapKind::Array | SocketMapKind::Hash { key_size: 4 }
+            ) {
+                return Err(KernelError::MapShape {
+                    name: map.to_owned(),
+                    purpose: "for redirect targets".to_owned(),
+                    problem: "redirect slots are u32 keys: the map must be a SOCKMAP or a SOCKHASH with 4-byte keys"
+                        .to_owned(),
+                });
+            }
+            for &(name, slot) in bindings {
+                let (socket, target_peer) = loopback_pair(timeout)?;
+                program.insert_socket(map, &slot.to_ne_bytes(), socket.as_fd())?;
+                targets.push(Target {
+                    name: name.to_owned(),
+                    socket,
+                    peer: Collector::spawn(target_peer, name)?,
+                });
+            }
+        }
+        Ok(Connection {
+            client,
+            peer,
+            targets,
+            timeout,
+        })
+    }
+
+    /// One `send()` of `bytes` on the client (`MSG_NOSIGNAL`): the count
+    /// the kernel accepted, or its errno.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<usize, Errno> {
+        // SAFETY: `bytes` is a live slice of the given length; the fd is
+        // owned by `self.client`.
+        let sent = unsafe {
+            libc::send(
+                self.client.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        usize::try_from(sent).map_err(|_| Errno::last())
+    }
+
+    /// The client socket (to read a reply, or set an option).
+    pub fn client(&self) -> &TcpStream {
+        &self.client
+    }
+
+    /// The socket bound for target `name`, the one in the redirect map
+    /// (redirects with `BPF_F_INGRESS` queue bytes for reading on it).
+    pub fn target_socket(&self, name: &str) -> Option<&TcpStream> {
+        self.targets
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| &t.socket)
+    }
+
+    /// What the peer has received so far, once it has at least `at_least`
+    /// bytes or `wait` has passed.
+    pub fn delivered(&self, at_least: usize, wait: Duration) -> Vec<u8> {
+        self.peer.wait_for(at_least, wait)
+    }
+
+    /// What target `name` has received so far, once it has at least
+    /// `at_least` bytes or `wait` has passed.
+    pub fn redirected(&self, name: &str, at_least: usize, wait: Duration) -> Option<Vec<u8>> {
+        self.targets
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.peer.wait_for(at_least, wait))
+    }
+
+    /// Ends the client's stream with `shutdown(SHUT_WR)` and collects what
+    /// every receiver got.
+    pub fn finish(self) -> Result<Received, KernelError> {
+        self.client
+            .shutdown(Shutdown::Write)
+            .map_err(|e| socket_error("shutdown(SHUT_WR) of the client", &e))?;
+        self.collect()
+    }
+
+    /// Ends the client's stream with `close()` and collects what every
+    /// receiver got (bytes the kernel still holds for the client are
+    /// freed by the close).
+    pub fn finish_by_close(self) -> Result<Received, KernelError> {
+        let Connection {
+            client,
+            peer,
+            targets,
+            timeout,
+        } = self;
+        drop(client);
+        collect(peer, targets, timeout)
+    }
+
+    fn collect(self) -> Result<Received, KernelError> {
+        let Connection {
+            client,
+            peer,
+            targets,
+            timeout,
+        } = self;
+        let received = collect(peer, targets, timeout);
+        // The client stays open until the peer has read everything.
+        drop(client);
+        received
+    }
+}
+
+fn collect(
+    peer: Collector,
+    targets: Vec<Target>,
+    timeout: Duration,
+) -> Result<Received, KernelError> {
+    let delivered = peer.finish(timeout, "the peer's end of stream")?;
+    let mut redirected = Vec::with_capacity(targets.len());
+    for target in targets {
+        // Redirected bytes were queued on the target during the sends;
+        // its FIN follows them.
+        target.socket.shutdown(Shutdown::Write).map_err(|e| {
+            socket_error(
+                &format!("shutdown(SHUT_WR) of target `{}`", target.name),
+                &e,
+            )
+        })?;
+        let bytes = target.peer.finish(
+            timeout,
+            &format!("target `{}`'s end of stream", target.name),
+        )?;
+        redirected.push((target.name, bytes));
+    }
+    Ok(Received {
+        delivered,
+        redirected,
+    })
+}
+
+/// The enrolled client's key in `map`.
+fn enrollment_key(
+    program: &KernelProgram,
+    map: &str,
+    client: &TcpStream,
+) -> Result<Vec<u8>, KernelError> {
+    match program.socket_map_kind(map)? {
+        SocketMapKind::Hash { key_size } if key_size as usize == SOCK_KEY_SIZE => {
+            let local = client.local_addr().map_err(|e| socket_error("getsockname of the client", &e))?;
+            let remote = client.peer_addr().map_err(|e| socket_error("getpeername of the client", &e))?;
+            Ok(SockKey::new(local, remote).to_bytes().to_vec())
+        }
+        SocketMapKind::Array | SocketMapKind::Hash { key_size: 4 } => Ok(0u32.to_ne_bytes().to_vec()),
+        SocketMapKind::Hash { key_size } => Err(KernelError::MapShape {
+            name: map.to_owned(),
+            purpose: "to enroll connections".to_owned(),
+            problem: format!("its keys have {key_size} bytes; the runtime enrolls with a {SOCK_KEY_SIZE}-byte SockKey or a u32 index"),
+        }),
+    }
+}
+
+/// A connected loopback pair: (client, accepted server side).
+pub fn loopback_pair(timeout: Duration) -> Result<(TcpStream, TcpStream), KernelError> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| socket_error("bind of a listener on 127.0.0.1:0", &e))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| socket_error("getsockname of the listener", &e))?;
+    let client = TcpStream::connect_timeout(&address, timeout)
+        .map_err(|e| socket_error(&format!("connect to {address}"), &e))?;
+    // The handshake is complete, so the accept queue holds the connection.
+    let (server, _) = listener
+        .accept()
+        .map_err(|e| socket_error("accept on the listener", &e))?;
+    client
+        .set_nodelay(true)
+        .map_err(|e| socket_error("setsockopt(TCP_NODELAY)", &e))?;
+    Ok((client, server))
+}
+
+fn socket_error(step: &str, error: &std::io::Error) -> KernelError {
+    KernelError::Syscall {
+        step: step.to_owned(),
+        errno: Errno::from_io(error),
+        help: "the harness needs loopback TCP (127.0.0.1) and free ephemeral ports".to_owned(),
+    }
+}
+
+/// A thread reading one socket into a shared buffer until end of stream.
+struct Collector {
+    shared: Arc<Shared>,
+    handle: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    bytes: Mutex<Vec<u8>>,
+    eof: AtomicBool,
+    stop: AtomicBool,
+    error: Mutex<Option<Errno>>,
+}
+
+impl Shared {
+    fn bytes(&self) -> Vec<u8> {
+        self.bytes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn len(&self) -> usize {
+        self.bytes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Collector {
+    fn spawn(mut socket: TcpStream, name: &str) -> Result<Collector, KernelError> {
+        socket
+            .set_read_timeout(Some(READ_TICK))
+            .map_err(|e| socket_error("setsockopt(SO_RCVTIMEO)", &e))?;
+        let shared = Arc::new(Shared::default());
+        let thread_shared = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name(format!("l7c-read-{name}"))
+            .spawn(move || {
+                let mut buffer = vec![0u8; 64 * 1024];
+                while !thread_shared.stop.load(Ordering::Acquire) {
+                    match socket.read(&mut buffer) {
+                        Ok(0) => {
+                            thread_shared.eof.store(true, Ordering::Release);
+                            break;
+                        }
+                        Ok(n) => thread_shared
+                            .bytes
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .extend_from_slice(buffer.get(..n).unwrap_or_default()),
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::WouldBlock
+                                    | ErrorKind::TimedOut
+                                    | ErrorKind::Interrupted
+                            ) => {}
+                        Err(e) => {
+                            *thread_shared
+                                .error
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner) = Some(Errno::from_io(&e));
+                            thread_shared.eof.store(true, Ordering::Release);
+                            break;
+                        }
+                    }
+                }
+                // `socket` closes here.
+            })
+            .map_err(|e| socket_error("spawning a reader thread", &e))?;
+        Ok(Collector {
+            shared,
+            handle: Some(handle),
+        })
+    }
+
+    fn wait_for(&self, at_least: usize, wait: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + wait;
+        while self.shared.len() < at_least
+            && !self.shared.eof.load(Ordering::Acquire)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.shared.bytes()
+    }
+
+    /// Waits for end of stream (at most `timeout`), stops the thread and
+    /// returns the bytes.
+    fn finish(mut self, timeout: Duration, what: &str) -> Result<Vec<u8>, KernelError> {
+        let deadline = Instant::now() + timeout;
+        while !self.shared.eof.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let ended = self.shared.eof.load(Ordering::Acquire);
+        self.stop();
+        let bytes = self.shared.bytes();
+        if let Some(errno) = *self
+            .shared
+            .error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            return Err(KernelError::Syscall {
+                step: format!("recv while waiting for {what}"),
+                errno,
+                help: "the connection was reset; the program may have dropped it".to_owned(),
+            });
+        }
+        if !ended {
+            return Err(KernelError::Timeout {
+                what: what.to_owned(),
+                millis: timeout.as_millis(),
+                received: bytes.len(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(handle) = self.handle.take() {
+            // The thread wakes within READ_TICK; it cannot panic (no
+            // indexing or unwrap in it), so the join result carries nothing.
+            let _joined = handle.join();
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_follow_the_split() {
+        let input = b"abcdefghij";
+        assert_eq!(pieces(input, &[]), vec![&input[..]]);
+        assert_eq!(pieces(input, &[3, 3]), vec![&b"abc"[..], b"def", b"ghij"]);
+        assert_eq!(pieces(input, &[4, 100]), vec![&b"abcd"[..], b"efghij"]);
+        assert_eq!(pieces(input, &[10, 1]), vec![&input[..]]);
+        assert_eq!(pieces(input, &[0, 5]), vec![&b"abcde"[..], b"fghij"]);
+        assert!(pieces(b"", &[1]).is_empty());
+    }
+}

@@ -1,0 +1,39 @@
+//! The kernel side of l7c's test engine: load a compiled `sk_msg` program
+//! into the running kernel and watch what it does to a real TCP stream.
+//!
+//! - [`loader`]: [`KernelProgram::load`] creates the object's maps, loads
+//!   its `sk_msg` program (typed errors carry the verifier's last words),
+//!   attaches it to the socket map, and exposes the maps: counters, ring
+//!   buffer events, arrays, sockets.
+//! - [`harness`]: a loopback connection whose client socket is enrolled in
+//!   the program's socket map, redirect targets bound to their slots, and
+//!   [`harness::run`], which sends an input cut into `send()` calls and
+//!   reports what the peer and each target received ([`KernelRun`]).
+//! - [`key`]: [`SockKey`], the enrollment map's key (a connection's
+//!   4-tuple in the layout `bpf_sock_ops` gives it).
+//!
+//! Everything here needs CAP_BPF and CAP_NET_ADMIN; without them the
+//! errors say so ([`KernelError::is_permission`]).
+//!
+//! The kernel behaviour this relies on is measured by `tests/mechanics.rs`
+//! and written down in `docs/kernel-mechanics.md`.
+
+pub mod errno;
+pub mod error;
+pub mod harness;
+pub mod key;
+pub mod loader;
+mod sys;
+
+pub use errno::Errno;
+pub use error::{KernelError, PRIVILEGE_HELP};
+pub use harness::{Connection, KernelRun, RunSpec};
+pub use key::{SockKey, SOCK_KEY_SIZE};
+pub use loader::{KernelProgram, LoadOptions, MapShape};
+
+/// Whether the process runs with an effective uid of 0 (the tests' gate;
+/// the loader itself reports a missing capability precisely).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,791 @@
+//! Loading an object written by `l7c_compiler::elf` into the running
+//! kernel: its maps are created, its `sk_msg` program is verified and
+//! loaded, and the program is attached to a socket map as its
+//! `BPF_SK_MSG_VERDICT` program.
+//!
+//! Invariants: a [`KernelProgram`] owns every kernel object it created
+//! (map and program fds, the attachment); dropping it detaches the program
+//! and closes the fds, and the kernel frees them once no socket or other
+//! program holds them. Sockets put into its maps with
+//! [`KernelProgram::insert_socket`] are not owned: closing a socket removes
+//! it from the maps.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use aya::maps::{Map, MapData, MapError, RingBuf};
+use aya::programs::{Program, ProgramError, SkMsg};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use object::{Object, ObjectSection};
+
+use crate::errno::Errno;
+use crate::error::KernelError;
+use crate::sys;
+
+/// `BPF_MAP_TYPE_*` numbers the runtime looks at.
+mod map_type {
+    pub const PERCPU_ARRAY: u32 = 6;
+    pub const SOCKMAP: u32 = 15;
+    pub const SOCKHASH: u32 = 18;
+    pub const RINGBUF: u32 = 27;
+}
+
+/// Lines of the verifier log kept in [`KernelError::VerifierRejected`]: the
+/// refusal is at the end, the lines before it show the path that led there.
+const VERIFIER_TAIL_LINES: usize = 24;
+
+/// What to load and where to attach it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions<'a> {
+    /// The `sk_msg` program's symbol; `None` takes the object's only
+    /// `sk_msg` program.
+    pub program: Option<&'a str>,
+    /// The socket map (`SOCKHASH` or `SOCKMAP`) the program polices:
+    /// sockets inserted there run the program on every send. `None` takes
+    /// the object's only `SOCKHASH` whose key is a [`crate::SockKey`]
+    /// (44 bytes), or else its only socket map.
+    pub attach_map: Option<&'a str>,
+}
+
+/// A map of the loaded object, described by the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapShape {
+    pub name: String,
+    /// `BPF_MAP_TYPE_*`.
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+/// An `sk_msg` program loaded into the kernel and attached to its socket
+/// map, with the object's maps.
+pub struct KernelProgram {
+    ebpf: Ebpf,
+    program: String,
+    attach_map: String,
+    verified_insns: Option<u32>,
+    meta: Option<Vec<u8>>,
+    shapes: Vec<MapShape>,
+    rings: HashMap<String, RingBuf<MapData>>,
+    attached: bool,
+}
+
+impl std::fmt::Debug for KernelProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelProgram")
+            .field("program", &self.program)
+            .field("attach_map", &self.attach_map)
+            .field("verified_insns", &self.verified_insns)
+            .field("maps", &self.shapes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelProgram {
+    /// Loads `object` (the bytes of an ELF object from
+    /// `l7c_compiler::elf::ObjectBuilder`) and attaches its `sk_msg`
+    /// program as `options` say.
+    pub fn load(object: &[u8], options: &LoadOptions<'_>) -> Result<KernelProgram, KernelError> {
+        let meta = read_meta(object)?;
+        // aya parses the ELF in place and wants it 4-byte aligned; a
+        // caller's slice need not be.
+        let aligned = AlignedBytes::copy_of(object);
+        let mut ebpf = EbpfLoader::new()
+            .load(aligned.as_bytes())
+            .map_err(ebpf_error)?;
+
+        let shapes = map_shapes(&ebpf)?;
+        let program = choose_program(&ebpf, options.program)?;
+        let attach_map = choose_attach_map(&shapes, options.attach_map)?;
+
+        let sk_msg = sk_msg_mut(&mut ebpf, &program)?;
+        sk_msg
+            .load()
+            .map_err(|error| program_load_error(&program, error))?;
+        // The processed-instruction count is informational: a kernel that
+        // does not report it (before 5.16) gives `None`.
+        let verified_insns = sk_msg
+            .info()
+            .ok()
+            .and_then(|info| info.verified_instruction_count());
+
+        let mut loaded = KernelProgram {
+            ebpf,
+            program,
+            attach_map,
+            verified_insns,
+            meta,
+            shapes,
+            rings: HashMap::new(),
+            attached: false,
+        };
+        loaded.attach()?;
+        Ok(loaded)
+    }
+
+    fn attach(&mut self) -> Result<(), KernelError> {
+        let map_fd = map_fd(&self.ebpf, &self.attach_map)?;
+        let sk_msg = sk_msg_ref(&self.ebpf, &self.program)?;
+        let prog_fd = sk_msg.fd().map_err(|e| KernelError::BadObject {
+            reason: e.to_string(),
+        })?;
+        sys::prog_attach(map_fd, prog_fd.as_fd(), sys::BPF_SK_MSG_VERDICT).map_err(|errno| {
+            KernelError::syscall(
+                format!(
+                    "BPF_PROG_ATTACH of `{}` to map `{}` (BPF_SK_MSG_VERDICT)",
+                    self.program, self.attach_map
+                ),
+                errno,
+                "the kernel must support sk_msg programs on socket maps (CONFIG_BPF_STREAM_PARSER)",
+            )
+        })?;
+        self.attached = true;
+        Ok(())
+    }
+
+    /// Loads the object's `sock_ops` program `name` and attaches it to the
+    /// cgroup (v2) directory `cgroup`: from then on, every TCP connection
+    /// a process in that cgroup establishes runs it (how `l7c run` enrolls
+    /// connections). Detached when `self` is dropped.
+    pub fn attach_sock_ops(
+        &mut self,
+        name: &str,
+        cgroup: &std::path::Path,
+    ) -> Result<(), KernelError> {
+        let cgroup_dir = std::fs::File::open(cgroup).map_err(|error| {
+            KernelError::syscall(
+                format!("open of cgroup `{}`", cgroup.display()),
+                Errno::from_io(&error),
+                "name a cgroup v2 directory, e.g. /sys/fs/cgroup/unified/NAME",
+            )
+        })?;
+        let available = self
+            .ebpf
+            .programs()
+            .filter(|(_, program)| matches!(program, Program::SockOps(_)))
+            .map(|(name, _)| name.to_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let Some(Program::SockOps(sock_ops)) = self.ebpf.program_mut(name) else {
+            return Err(KernelError::NoProgram {
+                name: name.to_owned(),
+                available,
+            });
+        };
+        sock_ops
+            .load()
+            .map_err(|error| program_load_error(name, error))?;
+        sock_ops.attach(cgroup_dir, aya::programs::CgroupAttachMode::Single).map_err(|error| match error {
+            ProgramError::SyscallError(error) => KernelError::syscall(
+                format!("{} of sock_ops `{name}` to cgroup `{}`", error.call, cgroup.display()),
+                Errno::from_io(&error.io_error),
+                "the cgroup must be on a cgroup2 mount; one sock_ops program per cgroup unless multi-attach is used",
+            ),
+            other => KernelError::BadObject { reason: format!("sock_ops `{name}`: {}", error_chain(&other)) },
+        })?;
+        Ok(())
+    }
+
+    /// The verifier's processed-instruction count for the program (what
+    /// `l7c compile --verify` reports); `None` if the kernel does not say.
+    pub fn verified_instruction_count(&self) -> Option<u32> {
+        self.verified_insns
+    }
+
+    /// The program's symbol name.
+    pub fn program_name(&self) -> &str {
+        &self.program
+    }
+
+    /// The socket map the program is attached to.
+    pub fn attach_map(&self) -> &str {
+        &self.attach_map
+    }
+
+    /// The contents of the object's `.l7.meta` section, if it has one.
+    pub fn meta(&self) -> Option<&[u8]> {
+        self.meta.as_deref()
+    }
+
+    /// The object's maps as the kernel created them.
+    pub fn maps(&self) -> &[MapShape] {
+        &self.shapes
+    }
+
+    /// The kernel's id of the loaded program (what `bpftool prog list`
+    /// shows).
+    pub fn program_id(&self) -> Option<u32> {
+        let sk_msg = sk_msg_ref(&self.ebpf, &self.program).ok()?;
+        sk_msg.info().ok().map(|info| info.id())
+    }
+
+    /// The kernel's ids of the object's maps, by name.
+    pub fn map_ids(&self) -> Vec<(String, u32)> {
+        self.ebpf
+            .maps()
+            .filter_map(|(name, map)| Some((name.to_owned(), map_data(map)?.info().ok()?.id())))
+            .collect()
+    }
+
+    pub(crate) fn shape(&self, name: &str) -> Result<&MapShape, KernelError> {
+        self.shapes
+            .iter()
+            .find(|shape| shape.name == name)
+            .ok_or_else(|| KernelError::NoMap {
+                name: name.to_owned(),
+                available: self
+                    .shapes
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Puts the socket `socket` into the socket map `map` under `key`
+    /// (`BPF_MAP_UPDATE_ELEM`, `BPF_ANY`). The key must have the map's key
+    /// size; a `SOCKMAP` takes a 4-byte index.
+    pub fn insert_socket(
+        &self,
+        map: &str,
+        key: &[u8],
+        socket: BorrowedFd<'_>,
+    ) -> Result<(), KernelError> {
+        let shape = self.shape(map)?;
+        if shape.map_type != map_type::SOCKHASH && shape.map_type != map_type::SOCKMAP {
+            return Err(KernelError::MapShape {
+                name: map.to_owned(),
+                purpose: "to hold sockets".to_owned(),
+                problem: format!("its type is {}, not SOCKHASH or SOCKMAP", shape.map_type),
+            });
+        }
+        if key.len() != shape.key_size as usize {
+            return Err(KernelError::MapShape {
+                name: map.to_owned(),
+                purpose: "with this key".to_owned(),
+                problem: format!(
+                    "the key has {} bytes, the map's keys have {}",
+                    key.len(),
+                    shape.key_size
+                ),
+            });
+        }
+        // Socket maps take the fd as a u32 (or u64) value.
+        let fd = u64::try_from(socket.as_raw_fd()).unwrap_or(u64::MAX);
+        let value = fd.to_ne_bytes();
+        let value =
+            value
+                .get(..shape.value_size as usize)
+                .ok_or_else(|| KernelError::MapShape {
+                    name: map.to_owned(),
+                    purpose: "to hold sockets".to_owned(),
+                    problem: format!("its values have {} bytes, not 4 or 8", shape.value_size),
+                })?;
+        sys::map_update(map_fd(&self.ebpf, map)?, key, value, sys::BPF_ANY).map_err(|errno| {
+            KernelError::syscall(
+                format!("BPF_MAP_UPDATE_ELEM of a socket into map `{map}`"),
+                errno,
+                "a socket map takes established TCP sockets (EOPNOTSUPP: the socket is not established or is in kTLS)",
+            )
+        })
+    }
+
+    /// Writes `value` at `index` of an `ARRAY` (or any map with 4-byte
+    /// keys), e.g. tables the program reads.
+    pub fn write_array(&self, map: &str, index: u32, value: &[u8]) -> Result<(), KernelError> {
+        let shape = self.shape(map)?;
+        if shape.key_size != 4 || value.len() != shape.value_size as usize {
+            return Err(KernelError::MapShape {
+                name: map.to_owned(),
+                purpose: "as an array".to_owned(),
+                problem: format!(
+                    "keys have {} bytes and values {} (given a 4-byte index and {} bytes)",
+                    shape.key_size,
+                    shape.value_size,
+                    value.len()
+                ),
+            });
+        }
+        sys::map_update(
+            map_fd(&self.ebpf, map)?,
+            &index.to_ne_bytes(),
+            value,
+            sys::BPF_ANY,
+        )
+        .map_err(|errno| {
+            KernelError::syscall(
+                format!("BPF_MAP_UPDATE_ELEM of index {index} in map `{map}`"),
+                errno,
+                "the index must be below the map's max_entries",
+            )
+        })
+    }
+
+    /// Reads the value at `key` of map `map` (not a per-CPU map: see
+    /// [`KernelProgram::counters`]); `None` if there is no such element.
+    pub fn lookup(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KernelError> {
+        let shape = self.shape(map)?;
+        let mut value = vec![0u8; shape.value_size as usize];
+        match sys::map_lookup(map_fd(&self.ebpf, map)?, key, &mut value) {
+            Ok(()) => Ok(Some(value)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(errno) => Err(KernelError::syscall(
+                format!("BPF_MAP_LOOKUP_ELEM in map `{map}`"),
+                errno,
+                "the key must have the map's key size",
+            )),
+        }
+    }
+
+    /// The counters of a `PERCPU_ARRAY` map of `u64` (or `u32`) values:
+    /// for each index, the sum over all possible CPUs.
+    pub fn counters(&self, map: &str) -> Result<Vec<u64>, KernelError> {
+        let shape = self.shape(map)?.clone();
+        if shape.map_type != map_type::PERCPU_ARRAY || !matches!(shape.value_size, 4 | 8) {
+            return Err(KernelError::MapShape {
+                name: map.to_owned(),
+                purpose: "as counters".to_owned(),
+                problem: format!(
+                    "counters are a PERCPU_ARRAY of u64 or u32 values; this map has type {} and {}-byte values",
+                    shape.map_type, shape.value_size
+                ),
+            });
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(path, error)| KernelError::Syscall {
+            step: format!("reading {path}"),
+            errno: Errno::from_io(&error),
+            help: "the runtime needs /sys to count the possible CPUs".to_owned(),
+        })?;
+        // The kernel copies one value per possible CPU, each padded to 8.
+        let stride = 8usize;
+        let fd = map_fd(&self.ebpf, map)?;
+        let mut buffer = vec![0u8; stride * cpus];
+        let mut sums = Vec::with_capacity(shape.max_entries as usize);
+        for index in 0..shape.max_entries {
+            sys::map_lookup(fd, &index.to_ne_bytes(), &mut buffer).map_err(|errno| {
+                KernelError::syscall(
+                    format!("BPF_MAP_LOOKUP_ELEM of index {index} in map `{map}`"),
+                    errno,
+                    "",
+                )
+            })?;
+            let sum = buffer
+                .chunks_exact(stride)
+                .map(|cpu| {
+                    let mut word = [0u8; 8];
+                    // `cpu` has 8 bytes (chunks_exact); a u32 value fills
+                    // the first 4 and the kernel zeroes the padding.
+                    word.copy_from_slice(cpu);
+                    u64::from_ne_bytes(word)
+                })
+                .fold(0u64, u64::wrapping_add);
+            sums.push(sum);
+        }
+        Ok(sums)
+    }
+
+    /// Takes every record the program wrote to the `RINGBUF` map `map`
+    /// since the last call, oldest first, as raw bytes.
+    pub fn drain_events(&mut self, map: &str) -> Result<Vec<Vec<u8>>, KernelError> {
+        if !self.rings.contains_key(map) {
+            let shape = self.shape(map)?;
+            if shape.map_type != map_type::RINGBUF {
+                return Err(KernelError::MapShape {
+                    name: map.to_owned(),
+                    purpose: "for events".to_owned(),
+                    problem: format!("its type is {}, not RINGBUF", shape.map_type),
+                });
+            }
+            let taken = self.ebpf.take_map(map).ok_or_else(|| KernelError::NoMap {
+                name: map.to_owned(),
+                available: String::new(),
+            })?;
+            let ring = RingBuf::try_from(taken)
+                .map_err(|error| map_error(map, "mmap of the ring buffer", error))?;
+            self.rings.insert(map.to_owned(), ring);
+        }
+        let mut records = Vec::new();
+        if let Some(ring) = self.rings.get_mut(map) {
+            while let Some(item) = ring.next() {
+                records.push(item.to_vec());
+            }
+        }
+        Ok(records)
+    }
+
+    /// Deletes the element at `key` of `map` (`BPF_MAP_DELETE_ELEM`);
+    /// `false` if there was none.
+    pub fn delete(&self, map: &str, key: &[u8]) -> Result<bool, KernelError> {
+        match sys::map_delete(map_fd(&self.ebpf, map)?, key) {
+            Ok(()) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(errno) => Err(KernelError::syscall(
+                format!("BPF_MAP_DELETE_ELEM in map `{map}`"),
+                errno,
+                "the key must have the map's key size",
+            )),
+        }
+    }
+
+    /// Whether `map` is a socket map and how it is keyed.
+    pub(crate) fn socket_map_kind(&self, map: &str) -> Result<SocketMapKind, KernelError> {
+        let shape = self.shape(map)?;
+        match shape.map_type {
+            map_type::SOCKMAP => Ok(SocketMapKind::Array),
+            map_type::SOCKHASH => Ok(SocketMapKind::Hash {
+                key_size: shape.key_size,
+            }),
+            other => Err(KernelError::MapShape {
+                name: map.to_owned(),
+                purpose: "as a socket map".to_owned(),
+                problem: format!("its type is {other}, not SOCKHASH (18) or SOCKMAP (15)"),
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SocketMapKind {
+    Array,
+    Hash { key_size: u32 },
+}
+
+impl Drop for KernelProgram {
+    fn drop(&mut self) {
+        if self.attached {
+            // Best effort: closing the map's last fd releases its programs
+            // anyway (`map_release_uref`), so a failed detach leaks nothing.
+            if let (Ok(map), Ok(sk_msg)) = (
+                map_fd(&self.ebpf, &self.attach_map),
+                sk_msg_ref(&self.ebpf, &self.program),
+            ) {
+                if let Ok(prog) = sk_msg.fd() {
+                    let _detached = sys::prog_detach(map, prog.as_fd(), sys::BPF_SK_MSG_VERDICT);
+                }
+            }
+        }
+        // `rings` and `ebpf` drop next, closing every map and program fd.
+    }
+}
+
+/// A copy of the object in 8-byte-aligned memory.
+struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    fn copy_of(bytes: &[u8]) -> AlignedBytes {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+            let mut buf = [0u8; 8];
+            // `chunk` has at most 8 bytes.
+            if let Some(head) = buf.get_mut(..chunk.len()) {
+                head.copy_from_slice(chunk);
+            }
+            *word = u64::from_ne_bytes(buf);
+        }
+        AlignedBytes {
+            words,
+            len: bytes.len(),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `words` owns `8 * words.len() >= len` initialised bytes;
+        // u8 has no alignment or validity requirements.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+fn read_meta(object: &[u8]) -> Result<Option<Vec<u8>>, KernelError> {
+    let aligned = AlignedBytes::copy_of(object);
+    let file = object::File::parse(aligned.as_bytes()).map_err(|error| KernelError::BadObject {
+        reason: format!("not an ELF object: {error}"),
+    })?;
+    let Some(section) = file.section_by_name(l7c_compiler::elf::META_SECTION) else {
+        return Ok(None);
+    };
+    let data = section.data().map_err(|error| KernelError::BadObject {
+        reason: format!("unreadable `.l7.meta` section: {error}"),
+    })?;
+    Ok(Some(data.to_vec()))
+}
+
+/// The `MapData` inside any `Map` (aya 0.14 has no accessor for it).
+pub(crate) fn map_data(map: &Map) -> Option<&MapData> {
+    Some(match map {
+        Map::Array(d)
+        | Map::ArrayOfMaps(d)
+        | Map::BloomFilter(d)
+        | Map::CgroupArray(d)
+        | Map::CgroupStorage(d)
+        | Map::CgrpStorage(d)
+        | Map::CpuMap(d)
+        | Map::DevMap(d)
+        | Map::DevMapHash(d)
+        | Map::HashMap(d)
+        | Map::HashOfMaps(d)
+        | Map::InodeStorage(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuCgroupStorage(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::PerfEventArray(d)
+        | Map::ProgramArray(d)
+        | Map::Queue(d)
+        | Map::ReusePortSockArray(d)
+        | Map::RingBuf(d)
+        | Map::SockHash(d)
+        | Map::SockMap(d)
+        | Map::SkStorage(d)
+        | Map::Stack(d)
+        | Map::StackTraceMap(d)
+        | Map::Unsupported(d)
+        | Map::XskMap(d) => d,
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    })
+}
+
+fn map_fd<'a>(ebpf: &'a Ebpf, name: &str) -> Result<BorrowedFd<'a>, KernelError> {
+    let map = ebpf.map(name).ok_or_else(|| KernelError::NoMap {
+        name: name.to_owned(),
+        available: ebpf.maps().map(|(n, _)| n).collect::<Vec<_>>().join(", "),
+    })?;
+    let data = map_data(map).ok_or_else(|| KernelError::MapShape {
+        name: name.to_owned(),
+        purpose: "by this runtime".to_owned(),
+        problem: "aya does not expose this map type".to_owned(),
+    })?;
+    Ok(data.fd().as_fd())
+}
+
+fn map_shapes(ebpf: &Ebpf) -> Result<Vec<MapShape>, KernelError> {
+    let mut shapes = Vec::new();
+    for (name, map) in ebpf.maps() {
+        let Some(data) = map_data(map) else { continue };
+        let info = data
+            .info()
+            .map_err(|error| map_error(name, "BPF_OBJ_GET_INFO_BY_FD", error))?;
+        let map_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        shapes.push(MapShape {
+            name: name.to_owned(),
+            map_type,
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+        });
+    }
+    shapes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(shapes)
+}
+
+fn choose_program(ebpf: &Ebpf, wanted: Option<&str>) -> Result<String, KernelError> {
+    let sk_msgs: Vec<&str> = ebpf
+        .programs()
+        .filter(|(_, program)| matches!(program, Program::SkMsg(_)))
+        .map(|(name, _)| name)
+        .collect();
+    let available = || {
+        if sk_msgs.is_empty() {
+            "no sk_msg program".to_owned()
+        } else {
+            sk_msgs.join(", ")
+        }
+    };
+    match wanted {
+        Some(name) if sk_msgs.contains(&name) => Ok(name.to_owned()),
+        Some(name) => Err(KernelError::NoProgram {
+            name: name.to_owned(),
+            available: available(),
+        }),
+        None => match sk_msgs.as_slice() {
+            [only] => Ok((*only).to_owned()),
+            _ => Err(KernelError::NoProgram {
+                name: "(the only one)".to_owned(),
+                available: available(),
+            }),
+        },
+    }
+}
+
+fn choose_attach_map(shapes: &[MapShape], wanted: Option<&str>) -> Result<String, KernelError> {
+    let socket_maps: Vec<&MapShape> = shapes
+        .iter()
+        .filter(|s| s.map_type == map_type::SOCKHASH || s.map_type == map_type::SOCKMAP)
+        .collect();
+    let available = || {
+        socket_maps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(name) = wanted {
+        return match socket_maps.iter().find(|s| s.name == name) {
+            Some(shape) => Ok(shape.name.clone()),
+            None if shapes.iter().any(|s| s.name == name) => Err(KernelError::MapShape {
+                name: name.to_owned(),
+                purpose: "to attach an sk_msg program".to_owned(),
+                problem: "it is not a SOCKHASH or SOCKMAP".to_owned(),
+            }),
+            None => Err(KernelError::NoMap {
+                name: name.to_owned(),
+                available: available(),
+            }),
+        };
+    }
+    let keyed: Vec<&MapShape> = socket_maps
+        .iter()
+        .copied()
+        .filter(|s| {
+            s.map_type == map_type::SOCKHASH && s.key_size as usize == crate::key::SOCK_KEY_SIZE
+        })
+        .collect();
+    match (keyed.as_slice(), socket_maps.as_slice()) {
+        ([only], _) | ([], [only]) => Ok(only.name.clone()),
+        _ => Err(KernelError::NoMap {
+            name: "(the socket map to attach to)".to_owned(),
+            available: available(),
+        }),
+    }
+}
+
+fn sk_msg_ref<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a SkMsg, KernelError> {
+    match ebpf.program(name) {
+        Some(Program::SkMsg(program)) => Ok(program),
+        _ => Err(KernelError::NoProgram {
+            name: name.to_owned(),
+            available: String::new(),
+        }),
+    }
+}
+
+fn sk_msg_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SkMsg, KernelError> {
+    match ebpf.program_mut(name) {
+        Some(Program::SkMsg(program)) => Ok(program),
+        _ => Err(KernelError::NoProgram {
+            name: name.to_owned(),
+            available: String::new(),
+        }),
+    }
+}
+
+fn program_load_error(program: &str, error: ProgramError) -> KernelError {
+    match error {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let errno = Errno::from_io(&io_error);
+            let log = verifier_log.to_string();
+            if errno == Errno::EPERM && log.trim().is_empty() {
+                return KernelError::NotPermitted {
+                    step: format!("BPF_PROG_LOAD of `{program}`"),
+                    errno,
+                };
+            }
+            KernelError::VerifierRejected {
+                program: program.to_owned(),
+                errno,
+                log_tail: log_tail(&log),
+            }
+        }
+        ProgramError::SyscallError(error) => KernelError::syscall(
+            format!("{} for program `{program}`", error.call),
+            Errno::from_io(&error.io_error),
+            "",
+        ),
+        other => KernelError::BadObject {
+            reason: format!("program `{program}`: {}", error_chain(&other)),
+        },
+    }
+}
+
+/// The last lines of a verifier log, without trailing blank lines.
+pub(crate) fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().filter(|line| !line.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(VERIFIER_TAIL_LINES);
+    lines.get(start..).unwrap_or_default().join("\n")
+}
+
+fn map_error(map: &str, step: &str, error: MapError) -> KernelError {
+    match error {
+        MapError::CreateError { name, io_error } => {
+            let errno = Errno::from_io(&io_error);
+            if errno == Errno::EPERM {
+                return KernelError::NotPermitted {
+                    step: format!("BPF_MAP_CREATE of map `{name}`"),
+                    errno,
+                };
+            }
+            let help = match errno {
+                Errno::EINVAL | Errno::EOPNOTSUPP => {
+                    "this kernel may lack the map type (SOCKHASH and SOCKMAP need CONFIG_BPF_STREAM_PARSER; RINGBUF 5.8; SK_STORAGE 5.2)"
+                }
+                Errno::ENOMEM => "the kernel could not allocate the map: lower its max_entries",
+                _ => "check `l7c probe` for what this kernel offers",
+            };
+            KernelError::MapCreate {
+                map: name,
+                errno,
+                help: help.to_owned(),
+            }
+        }
+        MapError::SyscallError(error) => KernelError::syscall(
+            format!("{} on map `{map}`", error.call),
+            Errno::from_io(&error.io_error),
+            "",
+        ),
+        MapError::IoError(error) => {
+            KernelError::syscall(format!("{step} on map `{map}`"), Errno::from_io(&error), "")
+        }
+        other => KernelError::BadObject {
+            reason: format!("map `{map}`: {}", error_chain(&other)),
+        },
+    }
+}
+
+fn ebpf_error(error: EbpfError) -> KernelError {
+    match error {
+        EbpfError::MapError(error) => map_error("?", "creating maps", error),
+        EbpfError::BtfError(aya::BtfError::LoadError {
+            io_error,
+            verifier_log,
+        }) => {
+            let errno = Errno::from_io(&io_error);
+            if errno == Errno::EPERM {
+                return KernelError::NotPermitted {
+                    step: "BPF_BTF_LOAD of the object's BTF".to_owned(),
+                    errno,
+                };
+            }
+            KernelError::BadObject {
+                reason: format!(
+                    "BPF_BTF_LOAD failed with {errno}: {}",
+                    log_tail(&verifier_log.to_string())
+                ),
+            }
+        }
+        EbpfError::ProgramError(error) => program_load_error("?", error),
+        other => KernelError::BadObject {
+            reason: error_chain(&other),
+        },
+    }
+}
+
+/// An error and its sources, `: `-joined.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
