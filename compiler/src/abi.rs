@@ -140,7 +140,9 @@ pub struct Event {
     pub reason_kind: u8,
     /// [`event_flags`].
     pub flags: u8,
-    pub _pad: u16,
+    /// What the record is: [`record::VERDICT`] or [`record::SPAN_END`].
+    pub record: u8,
+    pub _pad: u8,
     /// The socket's ports (remote in network order as the kernel gives it,
     /// local in host order).
     pub remote_port: u32,
@@ -153,7 +155,35 @@ pub mod event_flags {
     pub const AUDIT: u8 = 1 << 0;
     /// The deciding rule says `log`.
     pub const LOGGED: u8 = 1 << 1;
+    /// The request has a chunked body: its end is reported later by a
+    /// [`super::record::SPAN_END`] record, or is the end of the input.
+    pub const CHUNKED: u8 = 1 << 2;
 }
+
+/// Kinds of ring buffer records.
+pub mod record {
+    /// A verdict on request `index`.
+    pub const VERDICT: u8 = 0;
+    /// The end of request `index`'s span is now known (`end`): the end of
+    /// a chunked body, or the offending byte that cut it.
+    pub const SPAN_END: u8 = 1;
+}
+
+/// How an engine turns records into the verdicts of `l7c eval` (the same
+/// JSON as the reference engine). The program cannot know where the input
+/// ends, so the engine completes these spans with the input's length:
+/// - a deny in enforce mode ends at the end of the input;
+/// - an opaque verdict (`deny opaque`, `tunnel opaque`) spans the whole
+///   input;
+/// - in audit mode, a would-be `malformed`, `limit` or `opaque` deny ends
+///   at the end of the input (framing is lost);
+/// - a chunked request with no [`record::SPAN_END`] ends at the end of the
+///   input (its body was cut off there).
+///
+/// `pending` is the bytes `send()` accepted that reached neither the peer
+/// nor a redirect target, and 0 after an enforced deny (the kernel drops
+/// the held bytes with the connection).
+pub const SPAN_RULES: () = ();
 
 impl Event {
     pub const SIZE: usize = 48;
@@ -167,6 +197,7 @@ impl Event {
     pub const OFFSET_REASON_CLASS: i16 = 35;
     pub const OFFSET_REASON_KIND: i16 = 36;
     pub const OFFSET_FLAGS: i16 = 37;
+    pub const OFFSET_RECORD: i16 = 38;
     pub const OFFSET_REMOTE_PORT: i16 = 40;
     pub const OFFSET_LOCAL_PORT: i16 = 44;
 
@@ -186,6 +217,7 @@ impl Event {
         put(Self::OFFSET_REASON_CLASS, &[self.reason_class]);
         put(Self::OFFSET_REASON_KIND, &[self.reason_kind]);
         put(Self::OFFSET_FLAGS, &[self.flags]);
+        put(Self::OFFSET_RECORD, &[self.record]);
         put(Self::OFFSET_REMOTE_PORT, &self.remote_port.to_le_bytes());
         put(Self::OFFSET_LOCAL_PORT, &self.local_port.to_le_bytes());
         out
@@ -209,6 +241,7 @@ impl Event {
             reason_class: u8_at(Self::OFFSET_REASON_CLASS)?,
             reason_kind: u8_at(Self::OFFSET_REASON_KIND)?,
             flags: u8_at(Self::OFFSET_FLAGS)?,
+            record: u8_at(Self::OFFSET_RECORD)?,
             _pad: 0,
             remote_port: u32_at(Self::OFFSET_REMOTE_PORT)?,
             local_port: u32_at(Self::OFFSET_LOCAL_PORT)?,
@@ -261,7 +294,8 @@ mod tests {
             action: action_code(VerdictAction::Deny),
             reason_class: 2,
             reason_kind: 7,
-            flags: event_flags::AUDIT,
+            flags: event_flags::AUDIT | event_flags::CHUNKED,
+            record: record::SPAN_END,
             _pad: 0,
             remote_port: 8,
             local_port: 9,
