@@ -169,21 +169,22 @@ pub mod record {
     pub const SPAN_END: u8 = 1;
 }
 
-/// How an engine turns records into the verdicts of `l7c eval` (the same
-/// JSON as the reference engine). The program cannot know where the input
-/// ends, so the engine completes these spans with the input's length:
-/// - a deny in enforce mode ends at the end of the input;
-/// - an opaque verdict (`deny opaque`, `tunnel opaque`) spans the whole
-///   input;
-/// - in audit mode, a would-be `malformed`, `limit` or `opaque` deny ends
-///   at the end of the input (framing is lost);
-/// - a chunked request with no [`record::SPAN_END`] ends at the end of the
-///   input (its body was cut off there).
-///
-/// `pending` is the bytes `send()` accepted that reached neither the peer
-/// nor a redirect target, and 0 after an enforced deny (the kernel drops
-/// the held bytes with the connection).
-pub const SPAN_RULES: () = ();
+pub mod span_rules {
+    //! How an engine turns records into the verdicts of `l7c eval` (the same
+    //! JSON as the reference engine). The program cannot know where the input
+    //! ends, so the engine completes these spans with the input's length:
+    //! - a deny in enforce mode ends at the end of the input;
+    //! - an opaque verdict (`deny opaque`, `tunnel opaque`) spans the whole
+    //!   input;
+    //! - in audit mode, a would-be `malformed`, `limit` or `opaque` deny ends
+    //!   at the end of the input (framing is lost);
+    //! - a chunked request with no [`record::SPAN_END`] ends at the end of the
+    //!   input (its body was cut off there).
+    //!
+    //! `pending` is the bytes `send()` accepted that reached neither the peer
+    //! nor a redirect target, and 0 after an enforced deny (the kernel drops
+    //! the held bytes with the connection).
+}
 
 impl Event {
     pub const SIZE: usize = 48;
