@@ -24,3 +24,4 @@ pub mod elf;
 pub mod lower;
 pub mod text;
 pub mod abi;
+pub mod codegen;
