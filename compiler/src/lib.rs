@@ -25,3 +25,4 @@ pub mod lower;
 pub mod text;
 pub mod abi;
 pub mod codegen;
+pub mod scan;
