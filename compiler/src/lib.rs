@@ -23,6 +23,6 @@ pub mod bpf;
 pub mod elf;
 pub mod lower;
 pub mod text;
+pub mod scan;
 pub mod abi;
 pub mod codegen;
-pub mod scan;

@@ -1,8 +1,36 @@
 //! Code generation: a checked policy to one BPF `sk_msg` program and its
-//! ELF object. (Being written; until it lands `compile` refuses.)
+//! ELF object (docs/program.md).
+//!
+//! State of this stage (see docs/program.md, "What is generated today"):
+//! the program frame is generated and loads under the verifier — the
+//! per-connection state in `l7_conn`, scope selection by ports, the phase
+//! dispatch, the pass-all path of ungoverned sockets, and fail-closed
+//! verdict exits that call both `msg_apply_bytes` and `msg_cork_bytes` on
+//! every path (docs/kernel-mechanics.md). The head phase (the `scan/`
+//! tables and the `lower/` automata in BPF) is not generated yet, so
+//! [`compile`] refuses every program in which a policy can govern a
+//! connection, with [`CodegenError::Unsupported`] naming the policy and
+//! what is missing. It never emits a program that would judge a request
+//! differently from the reference evaluator.
 
-use crate::abi::Meta;
+mod frame;
+pub mod layout;
+
+use crate::abi::{self, Meta, MetaPolicy};
+use crate::bpf::{AsmError, Program};
 use crate::check::Checked;
+use crate::elf::{ElfError, MapDef, ObjectBuilder};
+use crate::lower::LowerError;
+use crate::model::{Action, Program as Policies};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+pub use frame::HeadPhase;
+
+/// The `sk_msg` program's symbol name in the object.
+pub const PROGRAM_NAME: &str = "l7c_verdict";
+/// Its ELF section.
+pub const PROGRAM_SECTION: &str = "sk_msg";
 
 /// What `l7c compile` produces.
 #[derive(Debug, Clone)]
@@ -33,12 +61,130 @@ pub struct Options {}
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum CodegenError {
-    #[error("the BPF code generator is not part of this build yet")]
-    #[diagnostic(code(l7::codegen::unavailable))]
-    Unavailable,
+    /// A construct the generator does not translate yet: refused rather
+    /// than compiled to a program that could judge differently from the
+    /// reference evaluator.
+    #[error("policy `{policy}`: the BPF code generator does not support {construct} yet")]
+    #[diagnostic(
+        code(l7::codegen::unsupported),
+        help("`l7c eval` and `l7c test` run this policy with the reference evaluator; the kernel program cannot be generated for it in this build")
+    )]
+    Unsupported { policy: String, construct: String },
+    #[error(transparent)]
+    #[diagnostic(code(l7::codegen::lower))]
+    Lower(#[from] LowerError),
+    #[error("internal error assembling the program: {0}")]
+    #[diagnostic(code(l7::codegen::internal))]
+    Assemble(#[from] AsmError),
+    #[error("internal error writing the object: {0}")]
+    #[diagnostic(code(l7::codegen::internal))]
+    Object(#[from] ElfError),
 }
 
 /// Compile a checked program to an object.
-pub fn compile(_checked: &Checked, _options: &Options) -> Result<Compiled, CodegenError> {
-    Err(CodegenError::Unavailable)
+///
+/// Supported today: programs in which no policy governs any connection
+/// (every socket passes unparsed). Every policy that can govern a
+/// connection is refused with [`CodegenError::Unsupported`] until the head
+/// phase is generated.
+pub fn compile(checked: &Checked, _options: &Options) -> Result<Compiled, CodegenError> {
+    let started = Instant::now();
+    let program = checked.program();
+    // Lowering first: its limits (methods, header names, automaton sizes)
+    // are reported even while the head phase is missing.
+    crate::lower::lower(checked)?;
+    if let Some(policy) = program.policies.first() {
+        return Err(CodegenError::Unsupported {
+            policy: policy.name.clone(),
+            construct: "the request-head phase (the scan/ tables and the lower/ automata in BPF)".to_owned(),
+        });
+    }
+    build(program, HeadPhase::DenyFailClosed, started)
+}
+
+/// Builds the object with the head phase `head` — for the verifier tests
+/// of the frame (`HeadPhase::DenyFailClosed` denies every governed
+/// request): not a policy's program, never what `l7c compile` emits.
+#[doc(hidden)]
+pub fn compile_frame(checked: &Checked, head: HeadPhase) -> Result<Compiled, CodegenError> {
+    build(checked.program(), head, Instant::now())
+}
+
+fn build(program: &Policies, head: HeadPhase, started: Instant) -> Result<Compiled, CodegenError> {
+    let meta = meta(program);
+    let code: Program = frame::emit(program, head)?;
+    let listing = code.listing();
+    let instructions = code.insns().len();
+    let mut object = ObjectBuilder::new();
+    object.program(PROGRAM_SECTION, PROGRAM_NAME, code);
+    for map in maps(&meta) {
+        object.map(map);
+    }
+    object.license("GPL");
+    // Serialising plain data cannot fail.
+    object.meta(serde_json::to_vec(&meta).unwrap_or_default());
+    let object = object.write()?;
+    let report = Report {
+        instructions,
+        max_scan_bytes: program.policies.iter().map(|p| p.limits.header_bytes).max().unwrap_or(0),
+        tables: Vec::new(),
+        compile_micros: started.elapsed().as_micros(),
+    };
+    Ok(Compiled { object, listing, report, meta })
+}
+
+/// The maps of every object (abi::maps).
+fn maps(meta: &Meta) -> Vec<MapDef> {
+    let counters: usize =
+        meta.policies.iter().map(|p| abi::REASON_SLOTS + p.rules.len()).sum::<usize>().max(1);
+    vec![
+        MapDef::sk_storage(abi::maps::CONNECTIONS, layout::state_type()),
+        MapDef::sock_hash(abi::maps::SOCKETS, layout::SOCK_KEY_BYTES, 65_536),
+        MapDef::sock_map(abi::maps::REDIRECTS, (meta.redirect_slots.len() as u32).max(1)),
+        MapDef::percpu_array(abi::maps::COUNTERS, crate::elf::DataType::U64, counters as u32),
+        MapDef::ring_buf(abi::maps::EVENTS, 256 * 1024),
+        MapDef::array(abi::maps::CONFIG, crate::elf::DataType::U32, 1),
+    ]
+}
+
+/// `.l7.meta`: policies, rule names, redirect slots (targets in name order,
+/// from 0), limits and a hash naming the build.
+pub fn meta(program: &Policies) -> Meta {
+    let mut targets = BTreeSet::new();
+    for policy in &program.policies {
+        for rule in &policy.rules {
+            if let Action::Redirect { target, .. } = &rule.action {
+                targets.insert(target.clone());
+            }
+        }
+    }
+    let policies = program
+        .policies
+        .iter()
+        .map(|policy| MetaPolicy {
+            name: policy.name.clone(),
+            rules: policy.rules.iter().map(|rule| rule.name.clone()).collect(),
+            audit: policy.mode == crate::model::Mode::Audit,
+            header_bytes: policy.limits.header_bytes,
+            headers: policy.limits.headers,
+        })
+        .collect();
+    Meta {
+        abi: Meta::ABI_VERSION,
+        policies,
+        redirect_slots: targets.into_iter().enumerate().map(|(slot, name)| (name, slot as u32)).collect(),
+        source_hash: format!("{:016x}", fnv1a64(format!("{:?}", program.policies).as_bytes())),
+    }
+}
+
+/// FNV-1a 64. `Checked` carries the resolved policies, not the source
+/// text, so the hash is over their debug form (deterministic: no hash-map
+/// iteration in the model).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }

@@ -1,0 +1,152 @@
+//! The code generator (`codegen::compile`): what it accepts, what it
+//! refuses and how, and the program frame's listing (insta snapshots).
+//!
+//! Until the head phase is generated (docs/program.md), every policy that
+//! can govern a connection is refused with `CodegenError::Unsupported`;
+//! these tests pin that for every example and every conformance policy, so
+//! no policy silently gets a program that judges differently from the
+//! reference evaluator.
+
+use l7c_compiler::check::Checked;
+use l7c_compiler::codegen::{self, CodegenError, HeadPhase, Options};
+use l7c_compiler::driver::{compile_paths, compile_text};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn checked_text(name: &str, text: &str) -> Checked {
+    let compilation = compile_text(name, text, None);
+    compilation.checked.unwrap_or_else(|| panic!("{name} does not check: {:?}", compilation.diagnostics))
+}
+
+fn examples() -> Vec<(String, Checked)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "l7"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let compilation = compile_paths(std::slice::from_ref(&path)).unwrap();
+            let checked = compilation.checked.unwrap_or_else(|| panic!("{name} does not check"));
+            (name, checked)
+        })
+        .collect()
+}
+
+/// The text between `policy = '''` and `'''` of each conformance file.
+fn conformance() -> Vec<(String, Checked)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(root().join("tests/conformance"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let start = text.find("policy = '''")? + "policy = '''".len();
+            let end = start + text[start..].find("'''")?;
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            Some((name.clone(), checked_text(&format!("{name}.l7"), &text[start..end])))
+        })
+        .collect()
+}
+
+#[test]
+fn every_example_and_conformance_policy_is_refused_by_name() {
+    let all: Vec<(String, Checked)> = examples().into_iter().chain(conformance()).collect();
+    assert!(all.len() >= 14, "found {} policies", all.len());
+    for (name, checked) in &all {
+        match codegen::compile(checked, &Options::default()) {
+            Err(CodegenError::Unsupported { policy, construct }) => {
+                let first = &checked.program().policies[0].name;
+                assert_eq!(&policy, first, "{name}");
+                assert!(construct.contains("request-head phase"), "{name}: {construct}");
+                let message = CodegenError::Unsupported { policy, construct }.to_string();
+                assert!(message.contains("does not support"), "{name}: {message}");
+            }
+            Err(other) => panic!("{name}: refused for another reason: {other}"),
+            Ok(_) => panic!("{name}: compiled, but the head phase is not generated"),
+        }
+    }
+}
+
+#[test]
+fn lowering_errors_come_before_the_refusal() {
+    // 64 distinct methods: more than lowering supports.
+    let methods: Vec<String> = (0..64).map(|i| format!("M{i}")).collect();
+    let text = format!("policy \"p\" {{\n  default deny\n  rule \"r\" {{ method {} allow }}\n}}\n", methods.join(", "));
+    let compilation = compile_text("many.l7", &text, None);
+    let checked = compilation.checked.unwrap_or_else(|| panic!("{:?}", compilation.diagnostics));
+    let error = codegen::compile(&checked, &Options::default()).unwrap_err();
+    assert!(matches!(error, CodegenError::Lower(_)), "{error}");
+}
+
+#[test]
+fn the_frame_listing_of_each_example() {
+    for (name, checked) in examples() {
+        let compiled = codegen::compile_frame(&checked, HeadPhase::DenyFailClosed).unwrap();
+        insta::assert_snapshot!(format!("frame__{name}"), compiled.listing);
+    }
+}
+
+#[test]
+fn the_frame_with_port_scopes() {
+    let checked = checked_text(
+        "scoped.l7",
+        "policy \"a\" {\n  scope remote port 8080, 8443\n  default deny\n}\npolicy \"b\" {\n  scope remote port 9000\n  scope local port 9000\n  default allow\n}\n",
+    );
+    let compiled = codegen::compile_frame(&checked, HeadPhase::DenyFailClosed).unwrap();
+    insta::assert_snapshot!("frame__port_scopes", compiled.listing);
+}
+
+#[test]
+fn address_scopes_are_refused_by_name() {
+    let checked = checked_text("addr.l7", "policy \"a\" {\n  scope remote addr 10.0.0.0/8\n  default deny\n}\n");
+    let error = codegen::compile_frame(&checked, HeadPhase::DenyFailClosed).unwrap_err();
+    assert!(error.to_string().contains("address scopes"), "{error}");
+}
+
+#[test]
+fn output_is_deterministic() {
+    for (name, checked) in examples() {
+        let first = codegen::compile_frame(&checked, HeadPhase::DenyFailClosed).unwrap();
+        let second = codegen::compile_frame(&checked, HeadPhase::DenyFailClosed).unwrap();
+        assert_eq!(first.object, second.object, "{name}: object bytes");
+        assert_eq!(first.listing, second.listing, "{name}: listing");
+        assert_eq!(first.meta, second.meta, "{name}: meta");
+    }
+}
+
+#[test]
+fn meta_names_policies_rules_and_redirect_slots() {
+    let checked = checked_text(
+        "r.l7",
+        "policy \"p\" {\n  mode audit\n  default deny\n  rule \"b\" { path prefix \"/b\" redirect \"zeta\" }\n  rule \"a\" { path prefix \"/a\" redirect \"alpha\" }\n}\n",
+    );
+    let meta = codegen::meta(checked.program());
+    assert_eq!(meta.policies[0].rules, ["b", "a"]);
+    assert!(meta.policies[0].audit);
+    assert_eq!(meta.redirect_slots, [("alpha".to_owned(), 0), ("zeta".to_owned(), 1)]);
+    assert_eq!(meta.source_hash.len(), 16);
+}
+
+#[test]
+fn a_program_without_policies_compiles_to_pass_all() {
+    let compilation = compile_text("empty.l7", "# no policy\n", None);
+    let Some(checked) = compilation.checked else {
+        panic!("an empty program does not check: {:?}", compilation.diagnostics);
+    };
+    let compiled = codegen::compile(&checked, &Options::default()).unwrap();
+    assert!(compiled.meta.policies.is_empty());
+    assert!(compiled.listing.contains("ungoverned"), "{}", compiled.listing);
+    assert!(!compiled.object.is_empty());
+    insta::assert_snapshot!("compile__no_policy", compiled.listing);
+}

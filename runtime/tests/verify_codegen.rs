@@ -1,0 +1,206 @@
+//! The code generator's objects under the kernel's verifier (root only;
+//! without root every test prints `SKIPPED <test>: <reason>` and passes).
+//!
+//! `codegen::compile` refuses every policy that can govern a connection
+//! until the head phase is generated (docs/program.md), so these tests load
+//! the program *frame* (`codegen::compile_frame` with
+//! `HeadPhase::DenyFailClosed`: governed connections are denied at their
+//! first byte) and check its mechanics: storage, scope selection, the
+//! pass-all path and the fail-closed deny.
+
+mod common;
+
+use common::kernel_ready;
+use l7c_compiler::codegen::{self, HeadPhase};
+use l7c_compiler::driver::compile_text;
+use l7c_runtime::harness::{self, RunSpec};
+use l7c_runtime::{Errno, KernelProgram, LoadOptions};
+
+fn frame(source: &str) -> codegen::Compiled {
+    let compilation = compile_text("t.l7", source, None);
+    let checked = compilation.checked.as_ref().expect("the test policy checks");
+    codegen::compile_frame(checked, HeadPhase::DenyFailClosed).expect("the frame compiles")
+}
+
+fn load(compiled: &codegen::Compiled) -> KernelProgram {
+    KernelProgram::load(
+        &compiled.object,
+        &LoadOptions { program: None, attach_map: Some(l7c_compiler::abi::maps::SOCKETS) },
+    )
+    .unwrap_or_else(|error| panic!("the verifier refused the frame: {error}"))
+}
+
+const GOVERNS_ALL: &str = "policy \"p\" {\n  default allow\n}\n";
+const GOVERNS_PORT_1: &str = "policy \"p\" {\n  scope remote port 1\n  default allow\n}\n";
+
+#[test]
+fn the_frame_loads_and_reports_its_cost() {
+    if !kernel_ready("the_frame_loads_and_reports_its_cost") {
+        return;
+    }
+    for (name, source) in [("governs-all", GOVERNS_ALL), ("governs-port-1", GOVERNS_PORT_1)] {
+        let compiled = frame(source);
+        let program = load(&compiled);
+        let processed = program.verified_instruction_count();
+        println!("VERIFIED {name}: {} instructions, {processed:?} processed", compiled.report.instructions);
+        assert!(processed.is_some_and(|n| n < 1_000_000));
+    }
+}
+
+#[test]
+fn a_governed_connection_is_denied_fail_closed() {
+    if !kernel_ready("a_governed_connection_is_denied_fail_closed") {
+        return;
+    }
+    let mut program = load(&frame(GOVERNS_ALL));
+    let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let run = harness::run(&mut program, &RunSpec { input, split: &[5], ..RunSpec::default() }).unwrap();
+    assert_eq!(run.sends.first(), Some(&Err(Errno::EACCES)), "{:?}", run.sends);
+    assert!(run.delivered.is_empty(), "nothing passes: {:?}", run.delivered);
+}
+
+#[test]
+fn an_ungoverned_connection_passes_everything() {
+    if !kernel_ready("an_ungoverned_connection_passes_everything") {
+        return;
+    }
+    let mut program = load(&frame(GOVERNS_PORT_1));
+    let input: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let run = harness::run(&mut program, &RunSpec { input: &input, split: &[1, 7, 3000], ..RunSpec::default() })
+        .unwrap();
+    assert!(run.sends.iter().all(Result::is_ok), "{:?}", run.sends);
+    assert_eq!(run.delivered, input);
+}
+
+fn example_frames() -> Vec<(String, codegen::Compiled)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "l7"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let compilation = l7c_compiler::driver::compile_paths(std::slice::from_ref(&path)).unwrap();
+            let checked = compilation.checked.expect("examples check");
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, codegen::compile_frame(&checked, HeadPhase::DenyFailClosed).unwrap())
+        })
+        .collect()
+}
+
+/// A policy of `rules` rules over distinct path prefixes and a few methods.
+fn generated_policy(rules: usize, header_bytes: &str) -> String {
+    let mut text = format!("policy \"big\" {{\n  default deny\n  limits {{ header_bytes {header_bytes} }}\n");
+    for i in 0..rules {
+        let method = ["GET", "POST", "PUT", "DELETE"][i % 4];
+        text.push_str(&format!("  rule \"r{i}\" {{ method {method}  path prefix \"/svc{i}/v{}\"  allow }}\n", i % 7));
+    }
+    text.push_str("}\n");
+    text
+}
+
+#[test]
+fn every_snapshotted_frame_loads() {
+    if !kernel_ready("every_snapshotted_frame_loads") {
+        return;
+    }
+    for (name, compiled) in example_frames() {
+        let program = load(&compiled);
+        println!(
+            "VERIFIED example {name}: {} instructions, {:?} processed",
+            compiled.report.instructions,
+            program.verified_instruction_count()
+        );
+    }
+}
+
+#[test]
+fn budget_policies_lower_and_their_frames_load() {
+    if !kernel_ready("budget_policies_lower_and_their_frames_load") {
+        return;
+    }
+    for (name, rules, header_bytes) in [
+        ("10 rules", 10, "8KiB"),
+        ("100 rules", 100, "8KiB"),
+        ("1000 rules", 1000, "8KiB"),
+        ("16KiB heads", 10, "16KiB"),
+    ] {
+        let source = generated_policy(rules, header_bytes);
+        let compilation = compile_text("big.l7", &source, None);
+        let checked = compilation.checked.as_ref().expect("the generated policy checks");
+        let started = std::time::Instant::now();
+        // The real compile lowers the policy, then refuses the head phase.
+        let error = codegen::compile(checked, &codegen::Options::default()).unwrap_err();
+        assert!(matches!(error, codegen::CodegenError::Unsupported { .. }), "{name}: {error}");
+        let lowered_in = started.elapsed();
+        let compiled = codegen::compile_frame(checked, HeadPhase::DenyFailClosed).unwrap();
+        let program = load(&compiled);
+        println!(
+            "VERIFIED {name}: lowering+refusal {lowered_in:?}; frame {} instructions, {:?} processed",
+            compiled.report.instructions,
+            program.verified_instruction_count()
+        );
+    }
+}
+
+#[test]
+fn the_compiled_program_without_policies_loads_and_passes_everything() {
+    if !kernel_ready("the_compiled_program_without_policies_loads_and_passes_everything") {
+        return;
+    }
+    let compilation = compile_text("empty.l7", "# no policy\n", None);
+    let checked = compilation.checked.as_ref().expect("an empty program checks");
+    let compiled = codegen::compile(checked, &codegen::Options::default()).expect("it compiles");
+    let mut program = load(&compiled);
+    println!(
+        "VERIFIED no policy (codegen::compile): {} instructions, {:?} processed",
+        compiled.report.instructions,
+        program.verified_instruction_count()
+    );
+    let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\x16\x03\x01 anything at all";
+    let run = harness::run(&mut program, &RunSpec { input, split: &[3, 4], ..RunSpec::default() }).unwrap();
+    assert!(run.sends.iter().all(Result::is_ok), "{:?}", run.sends);
+    assert_eq!(run.delivered, input);
+}
+
+/// Scope selection reads the ports in the right byte order: a policy
+/// scoped to the connection's remote (or local) port governs it (the frame
+/// denies), one scoped to another port does not (everything passes).
+#[test]
+fn port_scopes_select_the_right_connections() {
+    if !kernel_ready("port_scopes_select_the_right_connections") {
+        return;
+    }
+    use std::net::SocketAddr;
+    let remote: SocketAddr = "127.0.0.1:18093".parse().unwrap();
+    let local: SocketAddr = "127.0.0.1:18094".parse().unwrap();
+    let cases = [
+        ("scope remote port 18093", true),
+        ("scope remote port 18094", false),
+        ("scope local port 18094", true),
+        ("scope local port 18093", false),
+        ("scope remote port 1, 18093\n  scope local port 18094", true),
+        ("scope remote port 18093\n  scope local port 7", false),
+    ];
+    for (scope, governed) in cases {
+        let source = format!("policy \"p\" {{\n  {scope}\n  default allow\n}}\n");
+        let mut program = load(&frame(&source));
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let spec = RunSpec {
+            input,
+            endpoints: harness::Endpoints { remote: Some(remote), local: Some(local) },
+            ..RunSpec::default()
+        };
+        let run = harness::run(&mut program, &spec).unwrap();
+        if governed {
+            assert_eq!(run.sends, [Err(Errno::EACCES)], "{scope}");
+            assert!(run.delivered.is_empty(), "{scope}");
+        } else {
+            assert_eq!(run.sends, [Ok(input.len())], "{scope}");
+            assert_eq!(run.delivered, input, "{scope}");
+        }
+    }
+}
