@@ -26,6 +26,8 @@ enum Command {
     Fmt(commands::fmt::Args),
     /// Run the `test` blocks of policy files
     Test(commands::test::Args),
+    /// Compile a policy to a BPF object (or its listing, or a report)
+    Compile(commands::compile::Args),
     /// Evaluate one client byte stream and print the verdicts as JSON
     Eval(commands::eval::Args),
     /// Show, for one stream, canonicalization, each rule tried, and the verdicts
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args),
         Command::Fmt(args) => commands::fmt::run(args),
         Command::Test(args) => commands::test::run(args),
+        Command::Compile(args) => commands::compile::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Explain(args) => commands::explain::run(args),
     }

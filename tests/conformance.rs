@@ -1,8 +1,14 @@
 //! The shared conformance cases (tests/conformance/*.toml, copied from
 //! shared/conformance/) run through the `l7c eval` binary: each case with its
 //! stated split, then under 20 random splits that must print the very same
-//! JSON. Every engine in this build runs them; an engine that is not in the
-//! build is reported as skipped, by name.
+//! JSON. The reference engine runs them everywhere; the kernel engine runs
+//! them as root (each case, stated split and 20 random splits, must print
+//! exactly the reference engine's JSON), and reports `SKIPPED` with the
+//! reason when it cannot: not root, or a policy the code generator refuses
+//! (listed once per policy, with the generator's error). The stated split
+//! runs through `l7c eval --engine kernel`; the random splits run through the
+//! same engine with the policy loaded once (`L7C_CONFORMANCE_ALL_CLI=1` sends
+//! every run through the binary instead, loading the program each time).
 
 use serde::Deserialize;
 use std::io::Write;
@@ -70,8 +76,20 @@ fn suites() -> Vec<(String, Suite)> {
 
 /// Run `l7c eval` on one input; the JSON it printed.
 fn eval(policy: &Path, case: &Case, input: &[u8], split: &[usize]) -> serde_json::Value {
+    let output = eval_on("ref", policy, case, input, split);
+    assert!(
+        output.status.success(),
+        "case `{}`: l7c eval failed: {}",
+        case.name,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("l7c eval prints JSON")
+}
+
+/// Run `l7c eval --engine ENGINE` on one input.
+fn eval_on(engine: &str, policy: &Path, case: &Case, input: &[u8], split: &[usize]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_l7c"));
-    command.arg("eval").arg(policy).args(["--engine", "ref", "--input", "-"]);
+    command.arg("eval").arg(policy).args(["--engine", engine, "--input", "-"]);
     if !split.is_empty() {
         let sizes: Vec<String> = split.iter().map(usize::to_string).collect();
         command.arg("--split").arg(sizes.join(","));
@@ -90,14 +108,7 @@ fn eval(policy: &Path, case: &Case, input: &[u8], split: &[usize]) -> serde_json
     }
     let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("l7c runs");
     child.stdin.take().expect("piped stdin").write_all(input).expect("input written");
-    let output = child.wait_with_output().expect("l7c finishes");
-    assert!(
-        output.status.success(),
-        "case `{}`: l7c eval failed: {}",
-        case.name,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("l7c eval prints JSON")
+    child.wait_with_output().expect("l7c finishes")
 }
 
 /// The verdicts of eval's JSON in the cases' notation: `allow rule:NAME`,
@@ -195,17 +206,139 @@ fn conformance_cases_through_the_reference_engine() {
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// Whether `l7c compile` makes an object of `policy`: `Err` with the
+/// generator's error when it refuses (exit 1); any other failure panics.
+fn generator_compiles(policy: &Path) -> Result<(), String> {
+    let object = policy.with_extension("o");
+    let output = Command::new(env!("CARGO_BIN_EXE_l7c"))
+        .arg("compile")
+        .arg(policy)
+        .arg("-o")
+        .arg(&object)
+        .output()
+        .expect("l7c runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    match output.status.code() {
+        Some(0) => Ok(()),
+        Some(1) if stderr.contains("l7::codegen") => {
+            let reason = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+            Err(reason)
+        }
+        other => panic!("l7c compile {} exited {other:?}: {stderr}", policy.display()),
+    }
+}
+
+/// The policy compiled by the generator and loaded into the kernel once.
+fn load_engine(policy: &Path) -> l7c_runtime::engine::KernelEngine {
+    let compilation = l7c_compiler::driver::compile_paths(&[policy.to_path_buf()]).expect("readable policy");
+    let checked = compilation.checked.as_ref().expect("conformance policies check");
+    let compiled = l7c_compiler::codegen::compile(checked, &l7c_compiler::codegen::Options::default())
+        .expect("`l7c compile` compiled it a moment ago");
+    l7c_runtime::engine::KernelEngine::load(&compiled.object, &compiled.meta)
+        .unwrap_or_else(|error| panic!("{}: the kernel did not load the generated program: {error}", policy.display()))
+}
+
+/// A case's connection as `l7c eval`'s flags give it.
+fn connection_of(case: &Case) -> l7c_compiler::model::ConnectionInfo {
+    let default = l7c_compiler::model::ConnectionInfo::default();
+    l7c_compiler::model::ConnectionInfo {
+        remote_addr: case.remote_addr.as_deref().map_or(default.remote_addr, |a| a.parse().expect("remote_addr is an IP")),
+        remote_port: case.remote_port.unwrap_or(default.remote_port),
+        local_port: case.local_port.unwrap_or(default.local_port),
+        ..default
+    }
+}
+
+/// The JSON without its `engine` field (the one field that names the engine).
+fn without_engine(mut json: serde_json::Value) -> serde_json::Value {
+    if let Some(object) = json.as_object_mut() {
+        object.remove("engine");
+    }
+    json
+}
+
 #[test]
 fn conformance_through_the_kernel_engine() {
-    // The kernel engine arrives with the BPF back end; until then the cases
-    // cannot run on it, and that must be visible in every test log.
-    eprintln!("SKIPPED conformance on the kernel engine: this build has no kernel engine (`l7c eval --engine kernel` exits 2)");
-    let status = Command::new(env!("CARGO_BIN_EXE_l7c"))
-        .args(["eval", "--engine", "kernel", "examples/payments.l7", "--input", "/dev/null"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("l7c runs");
-    assert_eq!(status.code(), Some(2), "the kernel engine must refuse with exit 2 while it is missing");
+    if !l7c_runtime::is_root() {
+        eprintln!("SKIPPED conformance on the kernel engine: needs root (CAP_BPF and CAP_NET_ADMIN) to load sk_msg programs");
+        return;
+    }
+    let every_run_through_the_cli = std::env::var_os("L7C_CONFORMANCE_ALL_CLI").is_some();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conformance-kernel");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut failures = Vec::new();
+    let (mut runs, mut passed, mut skipped_cases) = (0usize, Vec::new(), 0usize);
+    for (file, suite) in suites() {
+        let policy = dir.join(file.replace(".toml", ".l7"));
+        std::fs::write(&policy, &suite.policy).expect("policy written");
+        if let Err(reason) = generator_compiles(&policy) {
+            eprintln!("SKIPPED {file} on the kernel engine ({} cases): {reason}", suite.cases.len());
+            skipped_cases += suite.cases.len();
+            continue;
+        }
+        let mut loaded = if every_run_through_the_cli { None } else { Some(load_engine(&policy)) };
+        for (number, case) in suite.cases.iter().enumerate() {
+            let input = case.bytes();
+            let stated = case.split.clone().unwrap_or_default();
+            let reference = without_engine(eval(&policy, case, &input, &stated));
+            let seed = (number as u64) << 32 | input.len() as u64;
+            let mut splits = vec![stated];
+            splits.extend(random_splits(input.len(), seed, RANDOM_SPLITS));
+            let mut agreed = true;
+            for (attempt, split) in splits.into_iter().enumerate() {
+                // The stated split goes through `l7c eval --engine kernel`;
+                // the random ones through the same engine loaded once (a
+                // load per run would take minutes), unless asked otherwise.
+                let kernel = match loaded.as_mut() {
+                    Some(engine) if attempt > 0 => match engine.run(connection_of(case), &case.bind, &input, &split) {
+                        Ok(outcome) => serde_json::to_value(outcome.to_json("kernel")).expect("JSON"),
+                        Err(error) => {
+                            failures.push(format!("{file} `{}` split {split:?}: the kernel engine failed: {error}", case.name));
+                            agreed = false;
+                            break;
+                        }
+                    },
+                    _ => {
+                        let output = eval_on("kernel", &policy, case, &input, &split);
+                        if !output.status.success() {
+                            failures.push(format!(
+                                "{file} `{}` split {split:?}: l7c eval --engine kernel exited {:?}: {}",
+                                case.name,
+                                output.status.code(),
+                                String::from_utf8_lossy(&output.stderr)
+                            ));
+                            agreed = false;
+                            break;
+                        }
+                        serde_json::from_slice(&output.stdout).expect("l7c eval prints JSON")
+                    }
+                };
+                runs += 1;
+                assert_eq!(kernel["engine"], "kernel");
+                let kernel = without_engine(kernel);
+                if kernel != reference {
+                    failures.push(format!(
+                        "{file} `{}` split {split:?}: the kernel engine printed {kernel}, the reference engine {reference}",
+                        case.name
+                    ));
+                    agreed = false;
+                    break;
+                }
+            }
+            if agreed {
+                passed.push(format!("{file} `{}`", case.name));
+            }
+        }
+    }
+    println!(
+        "conformance (kernel): {} cases agree with the reference engine, {} failed, {skipped_cases} skipped; {runs} kernel runs (stated splits through `l7c eval --engine kernel`)",
+        passed.len(),
+        failures.len()
+    );
+    for case in &passed {
+        println!("  agrees: {case}");
+    }
+    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]

@@ -81,6 +81,24 @@ pub enum KernelError {
         help: String,
     },
 
+    /// The run asked for something the kernel engine cannot do here (a
+    /// connection address off loopback, a policy without the ABI's maps).
+    #[error("the kernel engine cannot run {what}")]
+    #[diagnostic(code(l7::kernel::unsupported), help("{help}"))]
+    Unsupported { what: String, help: String },
+
+    /// The program wrote an event this runtime cannot read as `abi.rs`
+    /// says (or one that names a policy or rule `.l7.meta` does not have).
+    #[error("unreadable verdict event: {reason}")]
+    #[diagnostic(code(l7::kernel::event), help("the program and this runtime disagree about `abi::Event`; rebuild both from one l7c (a mismatch in compiler output is an l7c bug)"))]
+    BadEvent { reason: String },
+
+    /// Bytes reached a redirect target that the verdicts did not send there
+    /// (or did not reach it though they did).
+    #[error("the program misrouted bytes: {what}")]
+    #[diagnostic(code(l7::kernel::misrouted), help("the program sent bytes where its verdicts do not say: an l7c bug; report it with the policy and the input"))]
+    Misrouted { what: String },
+
     /// The peer did not see the end of the stream in time.
     #[error("{what} timed out after {millis} ms ({received} bytes received)")]
     #[diagnostic(code(l7::kernel::timeout), help("the connection did not close in time; raise the timeout or look for bytes the program held back"))]

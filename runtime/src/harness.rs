@@ -17,13 +17,23 @@
 //! target. Every wait is bounded by the connection's timeout; nothing here
 //! can hang.
 //!
+//! [`Endpoints`] choose the connection's addresses instead: the listener
+//! on a given loopback address and port (what a policy's `scope remote
+//! port 8080` sees), the client bound to a given local address and port.
+//! Only 127.0.0.0/8 addresses can be used (anything else would leave the
+//! machine); others are refused with [`KernelError::Unsupported`]. A fixed
+//! port is retried for a while when it is briefly in use (another run on
+//! the same port), and such connections end with an abortive close of the
+//! peer, so the fixed 4-tuple leaves no TIME_WAIT behind and can be used
+//! again at once.
+//!
 //! Invariants: a `Connection` owns its sockets and threads; dropping it
 //! (or finishing it) joins the threads and closes the sockets, which
 //! removes them from the maps.
 
 use std::io::{ErrorKind, Read};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -58,6 +68,27 @@ pub struct RunSpec<'a> {
     pub events_map: Option<&'a str>,
     /// The bound on each wait.
     pub timeout: Duration,
+    /// The connection's addresses (default: ephemeral ports on 127.0.0.1).
+    pub endpoints: Endpoints,
+}
+
+/// Where the policed connection's ends are. `None` is 127.0.0.1 with an
+/// ephemeral port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The address the peer listens on (the connection's remote address
+    /// and port). Must be in 127.0.0.0/8.
+    pub remote: Option<SocketAddr>,
+    /// The address the client binds before connecting (its local address
+    /// and port; port 0 is ephemeral). Must be in 127.0.0.0/8.
+    pub local: Option<SocketAddr>,
+}
+
+impl Endpoints {
+    /// Whether a fixed 4-tuple may be reused right after this connection.
+    fn fixed(&self) -> bool {
+        self.remote.is_some_and(|a| a.port() != 0) || self.local.is_some_and(|a| a.port() != 0)
+    }
 }
 
 impl Default for RunSpec<'_> {
@@ -69,6 +100,7 @@ impl Default for RunSpec<'_> {
             bindings: &[],
             events_map: None,
             timeout: DEFAULT_TIMEOUT,
+            endpoints: Endpoints::default(),
         }
     }
 }
@@ -95,7 +127,13 @@ pub fn run(program: &mut KernelProgram, spec: &RunSpec<'_>) -> Result<KernelRun,
         // Leftovers of earlier runs are not this run's.
         program.drain_events(events)?;
     }
-    let mut connection = Connection::open(program, spec.redirect_map, spec.bindings, spec.timeout)?;
+    let mut connection = Connection::open_at(
+        program,
+        &spec.endpoints,
+        spec.redirect_map,
+        spec.bindings,
+        spec.timeout,
+    )?;
     let sends = pieces(spec.input, spec.split)
         .into_iter()
         .map(|piece| connection.send(piece))
@@ -179,13 +217,28 @@ impl Connection {
         bindings: &[(&str, u32)],
         timeout: Duration,
     ) -> Result<Connection, KernelError> {
-        let (client, server) = loopback_pair(timeout)?;
+        Connection::open_at(program, &Endpoints::default(), redirect_map, bindings, timeout)
+    }
+
+    /// [`Connection::open`] with the connection's addresses chosen (see
+    /// [`Endpoints`]).
+    pub fn open_at(
+        program: &KernelProgram,
+        endpoints: &Endpoints,
+        redirect_map: Option<&str>,
+        bindings: &[(&str, u32)],
+        timeout: Duration,
+    ) -> Result<Connection, KernelError> {
+        let (client, server) = loopback_pair_at(endpoints, timeout)?;
         let enroll = program.attach_map();
         let key = enrollment_key(program, enroll, &client)?;
         program.insert_socket(enroll, &key, client.as_fd())?;
         client
             .set_write_timeout(Some(timeout))
             .map_err(|e| socket_error("setsockopt(SO_SNDTIMEO) on the client", &e))?;
+        if endpoints.fixed() {
+            abortive_close(&server)?;
+        }
         let peer = Collector::spawn(server, "peer")?;
 
         let mut targets = Vec::with_capacity(bindings.len());
@@ -373,6 +426,169 @@ pub fn loopback_pair(timeout: Duration) -> Result<(TcpStream, TcpStream), Kernel
         .set_nodelay(true)
         .map_err(|e| socket_error("setsockopt(TCP_NODELAY)", &e))?;
     Ok((client, server))
+}
+
+/// How long to pause between tries of a fixed address that is in use.
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// A connected loopback pair at `endpoints`: (client, accepted server side).
+pub fn loopback_pair_at(
+    endpoints: &Endpoints,
+    timeout: Duration,
+) -> Result<(TcpStream, TcpStream), KernelError> {
+    if *endpoints == Endpoints::default() {
+        return loopback_pair(timeout);
+    }
+    let remote = loopback_v4(endpoints.remote, "remote")?;
+    let local = loopback_v4(endpoints.local, "local")?;
+    let deadline = Instant::now() + timeout;
+    let listener = retry_in_use(deadline, || TcpListener::bind(remote))
+        .map_err(|e| socket_error(&format!("bind of a listener on {remote}"), &e))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| socket_error("getsockname of the listener", &e))?;
+    let client = retry_in_use(deadline, || connect_from(local, address))
+        .map_err(|e| socket_error(&format!("connect from {local} to {address}"), &e))?;
+    let (server, _) = listener
+        .accept()
+        .map_err(|e| socket_error("accept on the listener", &e))?;
+    client
+        .set_nodelay(true)
+        .map_err(|e| socket_error("setsockopt(TCP_NODELAY)", &e))?;
+    Ok((client, server))
+}
+
+/// `address` (or 127.0.0.1:0) as an IPv4 loopback address, or why not.
+fn loopback_v4(address: Option<SocketAddr>, which: &str) -> Result<SocketAddrV4, KernelError> {
+    match address {
+        None => Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
+        Some(SocketAddr::V4(v4)) if v4.ip().is_loopback() => Ok(v4),
+        Some(other) => Err(KernelError::Unsupported {
+            what: format!("a connection with {which} address {}", other.ip()),
+            help: match other.ip() {
+                IpAddr::V4(_) => "the kernel engine runs a real connection over loopback: use an address in 127.0.0.0/8 (the reference engine takes any address)".to_owned(),
+                IpAddr::V6(_) => "the kernel engine runs IPv4 loopback connections only: use an address in 127.0.0.0/8 (the reference engine takes any address)".to_owned(),
+            },
+        }),
+    }
+}
+
+/// Runs `attempt` until it does not fail with `EADDRINUSE` or
+/// `EADDRNOTAVAIL` (a fixed port still held by an earlier or concurrent
+/// run), or `deadline` passes.
+fn retry_in_use<T>(
+    deadline: Instant,
+    mut attempt: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    loop {
+        match attempt() {
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL))
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A TCP client bound to `local` (`SO_REUSEADDR`) and connected to
+/// `remote` (blocking: a loopback listener completes the handshake at once).
+fn connect_from(local: SocketAddrV4, remote: SocketAddr) -> std::io::Result<TcpStream> {
+    // SAFETY: plain socket(2); the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket owned by nothing else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int_option(&socket, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let SocketAddr::V4(remote) = remote else {
+        return Err(std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
+    };
+    socket_address_call(&socket, local, libc::bind)?;
+    socket_address_call(&socket, remote, libc::connect)?;
+    Ok(TcpStream::from(socket))
+}
+
+/// `bind` or `connect` (one signature) of `socket` to an IPv4 address.
+fn socket_address_call(
+    socket: &OwnedFd,
+    address: SocketAddrV4,
+    call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
+) -> std::io::Result<()> {
+    let address = sockaddr_in(address);
+    // SAFETY: `address` is a valid sockaddr_in of the length passed, and
+    // `socket` is an open socket for the duration of the call.
+    let result = unsafe {
+        call(socket.as_raw_fd(), std::ptr::addr_of!(address).cast(), socklen_of::<libc::sockaddr_in>())
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn sockaddr_in(address: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: address.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(address.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn socklen_of<T>() -> libc::socklen_t {
+    // A sockaddr's size fits a socklen_t.
+    std::mem::size_of::<T>() as libc::socklen_t
+}
+
+fn set_int_option(socket: &impl AsRawFd, level: i32, name: i32, value: i32) -> std::io::Result<()> {
+    // SAFETY: `value` is a live i32 of the length given.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of!(value).cast(),
+            socklen_of::<i32>(),
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `SO_LINGER` {on, 0}: closing `socket` sends a RST instead of a FIN, so
+/// neither end keeps the 4-tuple in TIME_WAIT. Used on the peer of a
+/// fixed-port connection, which closes only after it has read the client's
+/// end of stream, so no byte is lost.
+fn abortive_close(socket: &TcpStream) -> Result<(), KernelError> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a live struct of the length given.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast(),
+            socklen_of::<libc::linger>(),
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(socket_error("setsockopt(SO_LINGER)", &std::io::Error::last_os_error()))
+    }
 }
 
 fn socket_error(step: &str, error: &std::io::Error) -> KernelError {

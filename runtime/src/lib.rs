@@ -9,6 +9,9 @@
 //!   the program's socket map, redirect targets bound to their slots, and
 //!   [`harness::run`], which sends an input cut into `send()` calls and
 //!   reports what the peer and each target received ([`KernelRun`]).
+//! - [`engine`]: the kernel engine of `l7c eval --engine kernel`: a
+//!   compiled policy's verdicts on one stream, as the reference evaluator
+//!   reports them ([`engine::evaluate`], [`engine::KernelEngine`]).
 //! - [`key`]: [`SockKey`], the enrollment map's key (a connection's
 //!   4-tuple in the layout `bpf_sock_ops` gives it).
 //!
@@ -18,6 +21,7 @@
 //! The kernel behaviour this relies on is measured by `tests/mechanics.rs`
 //! and written down in `docs/kernel-mechanics.md`.
 
+pub mod engine;
 pub mod errno;
 pub mod error;
 pub mod harness;
@@ -27,7 +31,7 @@ mod sys;
 
 pub use errno::Errno;
 pub use error::{KernelError, PRIVILEGE_HELP};
-pub use harness::{Connection, KernelRun, RunSpec};
+pub use harness::{Connection, Endpoints, KernelRun, RunSpec};
 pub use key::{SockKey, SOCK_KEY_SIZE};
 pub use loader::{KernelProgram, LoadOptions, MapShape};
 

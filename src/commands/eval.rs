@@ -1,9 +1,10 @@
 //! `l7c eval FILE [--input PATH|-] [--engine ref|kernel] [--split N,N,...]
 //! [--remote-addr IP] [--remote-port P] [--local-port P] [--bind NAME]...`
 
-use super::{compile_or_report, kernel_engine_unavailable, ConnectionArgs};
+use super::{compile_or_report, generate_or_report, has_kernel_privileges, kernel_engine_needs_root, kernel_failure, ConnectionArgs};
 use crate::{usage_error, Engine, Status};
 use l7c_compiler::eval;
+use l7c_runtime::engine;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -25,8 +26,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Status {
-    if args.engine != Engine::Ref {
-        return kernel_engine_unavailable();
+    if args.engine == Engine::All {
+        return usage_error("`l7c eval` runs one engine: `--engine ref` or `--engine kernel`");
+    }
+    if args.engine == Engine::Kernel && !has_kernel_privileges() {
+        return kernel_engine_needs_root();
     }
     if args.split.contains(&0) {
         return usage_error("`--split` sizes must be at least 1");
@@ -39,14 +43,32 @@ pub fn run(args: Args) -> Status {
         Ok(compiled) => compiled,
         Err(status) => return status,
     };
-    let outcome = eval::evaluate(
-        checked.program(),
-        args.connection.connection(),
-        &args.connection.bind,
-        &input,
-        &args.split,
-    );
-    match serde_json::to_string(&outcome.to_json("ref")) {
+    let connection = args.connection.connection();
+    let (outcome, engine) = match args.engine {
+        Engine::Kernel => {
+            let compiled = match generate_or_report(&checked) {
+                Ok(compiled) => compiled,
+                Err(status) => return status,
+            };
+            let outcome = engine::evaluate(
+                &compiled.object,
+                &compiled.meta,
+                connection,
+                &args.connection.bind,
+                &input,
+                &args.split,
+            );
+            match outcome {
+                Ok(outcome) => (outcome, "kernel"),
+                Err(error) => return kernel_failure(error),
+            }
+        }
+        Engine::Ref | Engine::All => (
+            eval::evaluate(checked.program(), connection, &args.connection.bind, &input, &args.split),
+            "ref",
+        ),
+    };
+    match serde_json::to_string(&outcome.to_json(engine)) {
         Ok(json) => {
             crate::outln!("{json}");
             Status::Ok

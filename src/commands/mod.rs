@@ -2,6 +2,7 @@
 //! files and reporting diagnostics, and the connection flags.
 
 pub mod check;
+pub mod compile;
 pub mod eval;
 pub mod explain;
 pub mod fmt;
@@ -10,6 +11,8 @@ pub mod test;
 use crate::{usage_error, Status};
 use clap::Args as ClapArgs;
 use l7c_compiler::check::Checked;
+use l7c_compiler::codegen::{self, Compiled};
+use l7c_runtime::KernelError;
 use l7c_compiler::driver::{self, Compilation};
 use l7c_compiler::model::ConnectionInfo;
 use l7c_compiler::report;
@@ -61,12 +64,70 @@ impl ConnectionArgs {
     }
 }
 
-/// The kernel engine needs the BPF back end and root; until this build has
-/// it, saying so is the only honest answer (exit 2: the request cannot be
-/// served here, nothing was judged).
-pub fn kernel_engine_unavailable() -> Status {
-    usage_error(
-        "the kernel engine is not part of this build yet: it needs the BPF back end (`l7c compile`); \
-         use `--engine ref`",
-    )
+/// Generate the BPF object of a checked program; a refusal of the code
+/// generator is a diagnostic (exit 1: the policy was judged and cannot be
+/// compiled by this build).
+pub fn generate_or_report(checked: &Checked) -> Result<Compiled, Status> {
+    codegen::compile(checked, &codegen::Options::default()).map_err(|error| {
+        eprint!("{}", render_diagnostic(&error));
+        Status::Failed
+    })
+}
+
+/// One miette diagnostic drawn as `check` draws its own (no colour).
+pub fn render_diagnostic(diagnostic: &dyn miette::Diagnostic) -> String {
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .with_width(100)
+        .with_links(false);
+    let mut out = String::new();
+    if handler.render_report(&mut out, diagnostic).is_err() {
+        // Rendering into a String cannot fail; keep a plain line anyway.
+        out = format!("error: {diagnostic}\n");
+    }
+    out
+}
+
+/// Whether this process may load BPF programs and police sockets: root, or
+/// CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN in its effective set.
+pub fn has_kernel_privileges() -> bool {
+    if l7c_runtime::is_root() {
+        return true;
+    }
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let effective = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        let line = status.lines().find(|line| line.starts_with("CapEff:"))?;
+        u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+    });
+    effective.is_some_and(|caps| [CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF].iter().all(|cap| caps & (1u64 << cap) != 0))
+}
+
+/// The refusal of the kernel engine without privileges (exit 2: nothing
+/// was judged).
+pub fn kernel_engine_needs_root() -> Status {
+    usage_error(format!(
+        "the kernel engine needs root: it loads the policy into the running kernel and polices a real TCP connection; \
+         {}, or use `--engine ref`",
+        l7c_runtime::PRIVILEGE_HELP
+    ))
+}
+
+/// Report a failure of the kernel engine. What the compiled program did
+/// wrong (the verifier refused it, its object or events do not follow
+/// `abi.rs`, it misrouted bytes) is exit 1: the policy's compilation was
+/// judged and found wanting. What this machine cannot do (privileges, a
+/// connection off loopback, a socket or kernel failure) is exit 2.
+pub fn kernel_failure(error: KernelError) -> Status {
+    eprint!("{}", render_diagnostic(&error));
+    match error {
+        KernelError::VerifierRejected { .. }
+        | KernelError::BadObject { .. }
+        | KernelError::NoProgram { .. }
+        | KernelError::NoMap { .. }
+        | KernelError::MapShape { .. }
+        | KernelError::BadEvent { .. }
+        | KernelError::Misrouted { .. } => Status::Failed,
+        _ => Status::Usage,
+    }
 }

@@ -1,0 +1,287 @@
+//! Differential testing of the two engines: generated client streams
+//! (valid requests, mutated and malformed ones, pipelined, with
+//! Content-Length and chunked bodies) under random splits, judged by the
+//! reference evaluator and by the compiled program in the kernel; the
+//! outcomes must be equal.
+//!
+//! Each policy is compiled and loaded once and serves many connections.
+//! The policies are the conformance suites' and the examples. The run is
+//! bounded both by a stream count (`L7C_DIFF_STREAMS`, default 10,000 in
+//! all) and by time (`L7C_DIFF_SECONDS`, default 120), and says how far it
+//! got. The seed is printed; `L7C_DIFF_SEED` replays a run.
+//!
+//! Root only (`SKIPPED` otherwise). A policy the code generator refuses is
+//! reported as `SKIPPED <policy>: <the generator's error>`; a disagreement
+//! on a policy it compiles fails the test.
+
+use l7c_compiler::codegen::{self, Compiled};
+use l7c_compiler::driver;
+use l7c_compiler::eval::{self, Outcome};
+use l7c_compiler::model::ConnectionInfo;
+use l7c_runtime::engine::KernelEngine;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Details printed of at most this many disagreements.
+const SHOWN_FAILURES: usize = 10;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// (name, source text) of every policy the streams run against.
+fn policies() -> Vec<(String, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kernel-differential");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut suites: Vec<PathBuf> = std::fs::read_dir(root.join("tests/conformance"))
+        .expect("tests/conformance")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    suites.sort();
+    for suite in suites {
+        let text = std::fs::read_to_string(&suite).expect("readable suite");
+        let table: toml::Table = toml::from_str(&text).expect("suite TOML");
+        let Some(policy) = table.get("policy").and_then(|p| p.as_str()) else { continue };
+        let name = suite.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let path = dir.join(format!("{name}.l7"));
+        std::fs::write(&path, policy).expect("policy written");
+        out.push((format!("conformance/{name}"), path));
+    }
+    // No policy at all: every connection is ungoverned.
+    let ungoverned = dir.join("ungoverned.l7");
+    std::fs::write(&ungoverned, "# no policy: nothing is governed\n").expect("policy written");
+    out.push(("ungoverned".to_owned(), ungoverned));
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
+        .expect("examples")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "l7"))
+        .collect();
+    examples.sort();
+    for example in examples {
+        let name = example.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        out.push((format!("examples/{name}"), example));
+    }
+    out
+}
+
+/// A client stream generator: requests built from pieces a policy cares
+/// about, then sometimes mutated.
+struct Streams {
+    rng: fastrand::Rng,
+}
+
+const METHODS: &[&str] = &["GET", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "get", "G@T", "BREW"];
+const PATHS: &[&str] = &[
+    "/", "/api/users", "/api/users/42", "/api/usersX", "/admin", "/admin/x", "/%61dmin", "/ADMIN", "/healthz",
+    "/api/v1/payments/7", "/api/v1/payments/../x", "/a/./b", "//x", "/a%2Fb", "/a;b", "/pub", "/public/index.html",
+    "/static/app.js", "/v1/status", "/helloworld.Greeter/SayHello", "/a?x=1&y=%41", "/a%zz", "/%", "*",
+    "http://a/api/users", "example.com:443", "/t/acme/x", "/files/../../etc/passwd", "/%2e%2e/x",
+];
+const VERSIONS: &[&str] = &["HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.10", "http/1.1"];
+const HEADERS: &[&str] = &[
+    "Content-Type: application/json",
+    "content-type: application/grpc",
+    "Content-Type: application/grpc-web+proto",
+    "Accept: */*",
+    "User-Agent: l7c-diff/1",
+    "Authorization: Bearer abc",
+    "X-Tenant: acme",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "TE: trailers",
+    "Bad Header: x",
+    "X-Empty:",
+    " folded: line",
+    "X-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "Host: second",
+];
+const HOSTS: &[&str] = &["a", "pay", "svc", "example.com", "example.com:8080", "[::1]", "", "bad host"];
+const MUTATION_BYTES: &[u8] = b"\r\n :%/\0\xff\t;?#.";
+
+impl Streams {
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.rng.usize(..items.len())]
+    }
+
+    fn request(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let method = *self.pick(METHODS);
+        let target = *self.pick(PATHS);
+        let version = *self.pick(VERSIONS);
+        out.extend_from_slice(format!("{method} {target} {version}\r\n").as_bytes());
+        if self.rng.u8(..10) < 8 {
+            out.extend_from_slice(format!("Host: {}\r\n", self.pick(HOSTS)).as_bytes());
+        }
+        for _ in 0..self.rng.usize(..4) {
+            let header = *self.pick(HEADERS);
+            out.extend_from_slice(header.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        match self.rng.u8(..10) {
+            0..=5 => out.extend_from_slice(b"\r\n"),
+            6 | 7 => {
+                let length = self.rng.usize(..40);
+                out.extend_from_slice(format!("Content-Length: {length}\r\n\r\n").as_bytes());
+                out.extend((0..length).map(|i| b'a' + (i % 26) as u8));
+            }
+            8 => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                for _ in 0..self.rng.usize(..3) {
+                    let size = self.rng.usize(1..20);
+                    out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+                    out.extend(std::iter::repeat_n(b'z', size));
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            _ => out.extend_from_slice(b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc"),
+        }
+        out
+    }
+
+    fn mutate(&mut self, stream: &mut Vec<u8>) {
+        for _ in 0..self.rng.usize(1..4) {
+            if stream.is_empty() {
+                return;
+            }
+            let at = self.rng.usize(..stream.len());
+            match self.rng.u8(..4) {
+                0 => stream[at] = *self.pick(MUTATION_BYTES),
+                1 => {
+                    stream.remove(at);
+                }
+                2 => stream.insert(at, *self.pick(MUTATION_BYTES)),
+                _ => stream.truncate(at),
+            }
+        }
+    }
+
+    fn stream(&mut self) -> Vec<u8> {
+        match self.rng.u8(..100) {
+            0..=2 => return (0..self.rng.usize(..60)).map(|_| self.rng.u8(..)).collect(),
+            3 | 4 => {
+                let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+                return preface[..self.rng.usize(1..=preface.len())].to_vec();
+            }
+            _ => {}
+        }
+        let mut stream = Vec::new();
+        for _ in 0..self.rng.usize(1..4) {
+            stream.extend(self.request());
+        }
+        if self.rng.u8(..10) < 3 {
+            self.mutate(&mut stream);
+        }
+        stream
+    }
+
+    fn split(&mut self, len: usize) -> Vec<usize> {
+        match self.rng.u8(..4) {
+            0 => Vec::new(),
+            1 => vec![1; len.saturating_sub(1).min(200)],
+            _ => {
+                let mut sizes = Vec::new();
+                let mut used = 0;
+                while used < len {
+                    let size = self.rng.usize(1..=16.min(len - used).max(1));
+                    sizes.push(size);
+                    used += size;
+                }
+                sizes
+            }
+        }
+    }
+}
+
+fn escape(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+#[test]
+fn kernel_engine_agrees_with_the_reference_on_generated_streams() {
+    if !l7c_runtime::is_root() {
+        eprintln!("SKIPPED kernel differential: needs root (CAP_BPF and CAP_NET_ADMIN) to load sk_msg programs");
+        return;
+    }
+    let total_streams = env_number("L7C_DIFF_STREAMS", 10_000);
+    let deadline = Instant::now() + Duration::from_secs(env_number("L7C_DIFF_SECONDS", 120));
+    let seed = env_number("L7C_DIFF_SEED", fastrand::u64(..));
+    println!("kernel differential: seed {seed} (replay with L7C_DIFF_SEED={seed})");
+
+    // Compile every policy; keep those the generator compiles.
+    let mut loaded: Vec<(String, driver::Compilation, KernelEngine, Compiled)> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    let mut refused = 0usize;
+    for (name, path) in policies() {
+        let compilation = driver::compile_paths(std::slice::from_ref(&path)).expect("readable policy");
+        let Some(checked) = compilation.checked.as_ref() else {
+            panic!("{name} does not compile: {:?}", compilation.diagnostics);
+        };
+        let compiled = match codegen::compile(checked, &codegen::Options::default()) {
+            Ok(compiled) => compiled,
+            Err(error) => {
+                eprintln!("SKIPPED {name} in the kernel differential: {error}");
+                refused += 1;
+                continue;
+            }
+        };
+        match KernelEngine::load(&compiled.object, &compiled.meta) {
+            Ok(engine) => loaded.push((name, compilation, engine, compiled)),
+            Err(error) => failures.push(format!("{name}: the kernel did not load the generated program: {error}")),
+        }
+    }
+    if loaded.is_empty() {
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        eprintln!("SKIPPED kernel differential: the code generator compiles none of the policies (see above)");
+        return;
+    }
+
+    let mut streams = Streams { rng: fastrand::Rng::with_seed(seed) };
+    let ports = [80u16, 8080, 443, 9090, 50051];
+    let (mut run, mut disagreements) = (0u64, 0usize);
+    'streams: for number in 0..total_streams {
+        if Instant::now() >= deadline {
+            println!("kernel differential: time box reached after {run} streams");
+            break 'streams;
+        }
+        let policy_index = (number as usize) % loaded.len();
+        let (name, compilation, engine, compiled) = &mut loaded[policy_index];
+        let program = compilation.checked.as_ref().expect("kept only checked policies").program();
+        let input = streams.stream();
+        let split = streams.split(input.len());
+        let connection = ConnectionInfo { remote_port: *streams.pick(&ports), ..ConnectionInfo::default() };
+        let bound: Vec<String> = compiled
+            .meta
+            .redirect_slots
+            .iter()
+            .filter(|_| streams.rng.u8(..10) < 7)
+            .map(|(target, _)| target.clone())
+            .collect();
+        let reference: Outcome = eval::evaluate(program, connection, &bound, &input, &split);
+        let kernel = engine.run(connection, &bound, &input, &split);
+        run += 1;
+        let agreed = matches!(&kernel, Ok(outcome) if *outcome == reference);
+        if !agreed {
+            disagreements += 1;
+            if failures.len() < SHOWN_FAILURES {
+                failures.push(format!(
+                    "{name}, remote port {}, bound {bound:?}, split {split:?}\n  input: \"{}\"\n  ref:    {reference:?}\n  kernel: {kernel:?}",
+                    connection.remote_port,
+                    escape(&input)
+                ));
+            }
+        }
+    }
+    println!(
+        "kernel differential: {run} streams over {} policies ({refused} skipped: the generator refuses them), {disagreements} disagreements",
+        loaded.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{disagreements} disagreements (seed {seed}); the first ones:\n{}",
+        failures.join("\n\n")
+    );
+}
