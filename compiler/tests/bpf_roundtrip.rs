@@ -93,6 +93,8 @@ mod bpf_roundtrip {
                     Op::St(size) => Insn::St { size, dst, off, imm },
                     Op::Stx(size) => Insn::Stx { size, dst, src, off },
                     Op::AtomicAdd(size) => Insn::AtomicAdd { size, dst, src, off },
+                    Op::CallLocal => Insn::CallLocal { off: imm },
+                    Op::LdFunc => Insn::LdFunc { dst, off: imm },
                 }
             })
     }

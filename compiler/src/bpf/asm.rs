@@ -113,6 +113,14 @@ pub enum AsmError {
     JumpOutsideProgram { insn: usize, offset: i16 },
     #[error("the jump at instruction {insn} lands inside the two-slot instruction at slot {slot}")]
     JumpIntoLdImm64 { insn: usize, slot: usize },
+    #[error("instruction {insn} refers to `{label}`, which is a label but not a function")]
+    NotAFunction { label: Label, insn: usize },
+    #[error("function `{label}` is defined at instruction 0, where the main program starts")]
+    FunctionAtStart { label: Label },
+    #[error("the jump at instruction {insn} to `{label}` leaves its function")]
+    JumpAcrossFunctions { label: Label, insn: usize },
+    #[error("the subprogram reference at instruction {insn} does not land on a function start (offset {offset})")]
+    BadFunctionOffset { insn: usize, offset: i32 },
     #[error("map name `{map}` is empty or contains a NUL byte")]
     BadMapName { map: String },
 }
@@ -122,6 +130,8 @@ pub enum AsmError {
 struct Fixup {
     insn: usize,
     label: Label,
+    /// A subprogram reference (`call_local`, `ld_func`) rather than a jump.
+    func: bool,
 }
 
 /// The instruction builder.
@@ -151,6 +161,7 @@ pub struct Asm {
     comments: Vec<Comment>,
     errors: Vec<AsmError>,
     fresh: u32,
+    functions: Vec<LabelDef>,
 }
 
 macro_rules! alu_methods {
@@ -227,8 +238,39 @@ impl Asm {
     }
 
     fn jump(&mut self, insn: Insn, target: impl Into<Label>) -> &mut Self {
-        self.fixups.push(Fixup { insn: self.insns.len(), label: target.into() });
+        self.fixups.push(Fixup { insn: self.insns.len(), label: target.into(), func: false });
         self.push(insn)
+    }
+
+    /// Starts a subprogram named `name` at the next instruction emitted
+    /// (and defines `name` as a label there). Everything before the first
+    /// function is the main program; a function runs until the next one.
+    /// Jumps stay inside their function; functions are reached with
+    /// [`Asm::call_local`] or passed as callbacks with [`Asm::ld_func`].
+    pub fn function(&mut self, name: impl Into<Label>) -> &mut Self {
+        let name = name.into();
+        let here = self.insns.len();
+        if here == 0 {
+            self.errors.push(AsmError::FunctionAtStart { label: name.clone() });
+        }
+        self.functions.push(LabelDef { name: name.clone(), insn: here });
+        self.label(name)
+    }
+
+    /// `call function`: a BPF-to-BPF call (`src_reg = BPF_PSEUDO_CALL`)
+    /// of a function defined with [`Asm::function`]. Arguments in R1..R5,
+    /// result in R0; R1..R5 are clobbered, R6..R9 and the caller's stack
+    /// kept.
+    pub fn call_local(&mut self, function: impl Into<Label>) -> &mut Self {
+        self.fixups.push(Fixup { insn: self.insns.len(), label: function.into(), func: true });
+        self.push(Insn::CallLocal { off: 0 })
+    }
+
+    /// `dst = &function` (two slots, `src_reg = BPF_PSEUDO_FUNC`): a
+    /// callback argument, e.g. `bpf_loop`'s R2.
+    pub fn ld_func(&mut self, dst: Reg, function: impl Into<Label>) -> &mut Self {
+        self.fixups.push(Fixup { insn: self.insns.len(), label: function.into(), func: true });
+        self.push(Insn::LdFunc { dst, off: 0 })
     }
 
     /// Defines `name` at the next instruction emitted.
@@ -443,6 +485,21 @@ impl Asm {
             let Some(&jump_slot) = starts.get(fixup.insn) else { continue };
             // Slot indexes fit in i64: a Vec holds fewer than i64::MAX items.
             let offset = target_slot as i64 - jump_slot as i64 - 1;
+            if fixup.func {
+                if !self.functions.iter().any(|f| f.insn == target) {
+                    return Err(AsmError::NotAFunction { label: fixup.label.clone(), insn: fixup.insn });
+                }
+                if let Some(insn) = insns.get_mut(fixup.insn) {
+                    // Slot counts of a program fit in i32 (the kernel caps
+                    // programs at 1M instructions); beyond, the kernel refuses.
+                    insn.set_func_offset(offset as i32);
+                }
+                continue;
+            }
+            let function_of = |insn: usize| self.functions.iter().filter(|f| f.insn <= insn).count();
+            if function_of(target) != function_of(fixup.insn) {
+                return Err(AsmError::JumpAcrossFunctions { label: fixup.label.clone(), insn: fixup.insn });
+            }
             let off = i16::try_from(offset).map_err(|_| AsmError::JumpOutOfRange {
                 label: fixup.label.clone(),
                 insn: fixup.insn,
@@ -452,8 +509,17 @@ impl Asm {
                 insn.set_jump_offset(off);
             }
         }
-        let program = Program::assemble(insns, self.label_order, self.comments);
+        let mut program = Program::assemble(insns, self.label_order, self.comments);
         program.check_jumps()?;
+        // Explicit names win over the `sub_N` names of derived starts.
+        for function in self.functions {
+            if let Some(existing) = program.functions.iter_mut().find(|f| f.insn == function.insn) {
+                existing.name = function.name;
+            } else {
+                program.functions.push(function);
+            }
+        }
+        program.functions.sort_by_key(|f| f.insn);
         Ok(program)
     }
 }
@@ -478,19 +544,46 @@ pub struct Program {
     relocations: Vec<Relocation>,
     labels: Vec<LabelDef>,
     comments: Vec<Comment>,
+    functions: Vec<LabelDef>,
 }
 
 impl Program {
     fn assemble(insns: Vec<Insn>, labels: Vec<LabelDef>, comments: Vec<Comment>) -> Program {
         let mut relocations = Vec::new();
         let mut slot = 0;
+        let starts = slot_starts(&insns);
+        let mut functions: Vec<LabelDef> = Vec::new();
         for insn in &insns {
             if let Insn::LdMap { map, .. } = insn {
                 relocations.push(Relocation { slot, map: map.clone() });
             }
+            if let Some(off) = insn.func_offset() {
+                let target = slot as i64 + 1 + i64::from(off);
+                if let Some(target_insn) = starts.iter().position(|&s| s as i64 == target) {
+                    if target_insn > 0 && target_insn < insns.len() && !functions.iter().any(|f| f.insn == target_insn) {
+                        functions.push(LabelDef { name: Label(format!("sub_{target}")), insn: target_insn });
+                    }
+                }
+            }
             slot += insn.slots();
         }
-        Program { insns, relocations, labels, comments }
+        functions.sort_by_key(|f| f.insn);
+        Program { insns, relocations, labels, comments, functions }
+    }
+
+    /// The subprograms after the main program, by first instruction, in
+    /// order: those defined with [`Asm::function`] under their names, and
+    /// any other target of a `call_local`/`ld_func` as `sub_SLOT`.
+    pub fn functions(&self) -> &[LabelDef] {
+        &self.functions
+    }
+
+    /// Instruction ranges of the main program (first) and of each function.
+    pub fn function_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let mut bounds: Vec<usize> = vec![0];
+        bounds.extend(self.functions.iter().map(|f| f.insn));
+        bounds.push(self.insns.len());
+        bounds.windows(2).map(|w| w[0]..w[1]).collect()
     }
 
     /// A program from instructions whose jump offsets are already numbers
@@ -506,6 +599,14 @@ impl Program {
         let starts = slot_starts(&self.insns);
         let total = starts.last().copied().unwrap_or(0);
         for (insn, (jump, &slot)) in self.insns.iter().zip(&starts).enumerate() {
+            if let Some(off) = jump.func_offset() {
+                let target = slot as i64 + 1 + i64::from(off);
+                let lands = target > 0 && (target as usize) < total && starts.binary_search(&(target as usize)).is_ok();
+                if !lands {
+                    return Err(AsmError::BadFunctionOffset { insn, offset: off });
+                }
+                continue;
+            }
             let Some(off) = jump.jump_offset() else { continue };
             // Slot indexes fit in i64: a Vec holds fewer than i64::MAX items.
             let target = slot as i64 + 1 + i64::from(off);

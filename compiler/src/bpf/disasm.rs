@@ -85,6 +85,13 @@ impl Program {
                     let _ = write!(out, " <{}>", label.name);
                 }
             }
+            if let Some(off) = insn.func_offset() {
+                let target = slot as i64 + 1 + i64::from(off);
+                let target_insn = starts.iter().position(|&s| s as i64 == target);
+                if let Some(function) = target_insn.and_then(|t| self.functions().iter().find(|f| f.insn == t)) {
+                    let _ = write!(out, " <{}>", function.name);
+                }
+            }
             let mut trailing: Vec<&str> = Vec::new();
             let automatic = match insn {
                 Insn::LdMap { map, .. } => Some(format!("map {map}")),

@@ -24,6 +24,15 @@ pub const SLOT_BYTES: usize = 8;
 /// (`BPF_PSEUDO_MAP_FD` in `include/uapi/linux/bpf.h`).
 pub const BPF_PSEUDO_MAP_FD: u8 = 1;
 
+/// `src_reg` of a BPF-to-BPF call: `imm` is the callee's slot relative to
+/// the slot after the call (`BPF_PSEUDO_CALL` in `include/uapi/linux/bpf.h`).
+pub const BPF_PSEUDO_CALL: u8 = 1;
+
+/// `src_reg` of an `LD_IMM64` loading a subprogram's address (a callback
+/// for `bpf_loop`): `imm` is the callee's slot relative to the slot after
+/// the load's first slot (`BPF_PSEUDO_FUNC`).
+pub const BPF_PSEUDO_FUNC: u8 = 4;
+
 /// The eleven registers: R0 return value, R1–R5 arguments (clobbered by
 /// calls), R6–R9 callee-saved, R10 the read-only frame pointer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -239,10 +248,14 @@ pub enum Op {
     St(Size),
     Stx(Size),
     AtomicAdd(AtomicSize),
+    /// A BPF-to-BPF call (`src_reg = BPF_PSEUDO_CALL`).
+    CallLocal,
+    /// `LD_IMM64` of a subprogram's address (`src_reg = BPF_PSEUDO_FUNC`).
+    LdFunc,
 }
 
 /// Rows in [`OPCODES`]: one per [`Op`].
-pub const OP_COUNT: usize = 119;
+pub const OP_COUNT: usize = 121;
 
 impl Op {
     /// The op's row in [`OPCODES`]: a dense numbering of all 119 ops, in the
@@ -285,6 +298,8 @@ impl Op {
             Op::Stx(s) => 113 + size(s),
             Op::AtomicAdd(AtomicSize::W) => 117,
             Op::AtomicAdd(AtomicSize::DW) => 118,
+            Op::CallLocal => 119,
+            Op::LdFunc => 120,
         }
     }
 
@@ -304,7 +319,7 @@ impl Op {
     /// Instruction slots the op occupies (2 for `LD_IMM64`, 1 otherwise).
     pub const fn slots(self) -> usize {
         match self {
-            Op::LdImm64 | Op::LdMap => 2,
+            Op::LdImm64 | Op::LdMap | Op::LdFunc => 2,
             _ => 1,
         }
     }
@@ -350,6 +365,19 @@ pub enum Insn {
         helper: Helper,
     },
     Exit,
+    /// A call of a subprogram of the same program (`BPF_PSEUDO_CALL`):
+    /// `off` is the callee's first slot relative to the slot after the call.
+    /// Arguments in R1..R5, result in R0, R6..R9 preserved.
+    CallLocal {
+        off: i32,
+    },
+    /// `dst = &subprogram`: a two-slot `LD_IMM64` with `src_reg =
+    /// BPF_PSEUDO_FUNC`; `off` is the subprogram's first slot relative to
+    /// the slot after the load's first slot.
+    LdFunc {
+        dst: Reg,
+        off: i32,
+    },
     /// `dst = imm ll`: a 64-bit constant, two slots.
     LdImm64 {
         dst: Reg,
@@ -419,6 +447,8 @@ impl Insn {
             Insn::St { size, .. } => Op::St(size),
             Insn::Stx { size, .. } => Op::Stx(size),
             Insn::AtomicAdd { size, .. } => Op::AtomicAdd(size),
+            Insn::CallLocal { .. } => Op::CallLocal,
+            Insn::LdFunc { .. } => Op::LdFunc,
         }
     }
 
@@ -432,6 +462,27 @@ impl Insn {
         match *self {
             Insn::Ja { off } | Insn::Jmp { off, .. } => Some(off),
             _ => None,
+        }
+    }
+
+    /// The relative offset of a subprogram reference (`call_local`,
+    /// `ld_func`), in slots from the slot after the instruction's first.
+    pub fn func_offset(&self) -> Option<i32> {
+        match *self {
+            Insn::CallLocal { off } | Insn::LdFunc { off, .. } => Some(off),
+            _ => None,
+        }
+    }
+
+    /// Sets the offset of a subprogram reference; false (nothing changed)
+    /// for other instructions.
+    pub fn set_func_offset(&mut self, new: i32) -> bool {
+        match self {
+            Insn::CallLocal { off } | Insn::LdFunc { off, .. } => {
+                *off = new;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -469,6 +520,8 @@ impl Insn {
             }
             Insn::Call { helper } => Fields { imm: i64::from(helper.id()), ..none },
             Insn::Exit => none,
+            Insn::CallLocal { off } => Fields { imm: i64::from(off), ..none },
+            Insn::LdFunc { dst, off } => Fields { dst: dst.number(), imm: i64::from(off), ..none },
             Insn::LdImm64 { dst, imm } => Fields { dst: dst.number(), imm, ..none },
             Insn::LdMap { dst, .. } => Fields { dst: dst.number(), ..none },
             Insn::Ldx { dst, src, off, .. }
@@ -495,7 +548,8 @@ impl Insn {
         let low = imm as i32;
         Slot { code: info.code, dst: fields.dst, src, off: fields.off, imm: low }.write(out);
         if info.op.slots() == 2 {
-            let high = (imm >> 32) as i32;
+            // A subprogram's offset is 32 bits; the second half stays 0.
+            let high = if info.op == Op::LdFunc { 0 } else { (imm >> 32) as i32 };
             Slot { code: 0, dst: 0, src: 0, off: 0, imm: high }.write(out);
         }
     }
@@ -580,6 +634,22 @@ impl Insn {
                 reserved("off", first.off == 0)?;
                 reserved("imm", first.imm == 0)?;
                 Insn::Exit
+            }
+            Op::CallLocal => {
+                reserved("dst", first.dst == 0)?;
+                reserved("off", first.off == 0)?;
+                Insn::CallLocal { off: first.imm }
+            }
+            Op::LdFunc => {
+                reserved("off", first.off == 0)?;
+                let rest = bytes.get(SLOT_BYTES..).unwrap_or(&[]);
+                let second = Slot::read(rest, slot + 1).map_err(|_| DecodeError::Truncated { slot })?;
+                let tail_ok = second.code == 0 && second.dst == 0 && second.src == 0 && second.off == 0;
+                if !tail_ok {
+                    return Err(DecodeError::BadLdImm64Tail { slot });
+                }
+                reserved("imm", second.imm == 0)?;
+                Insn::LdFunc { dst, off: first.imm }
             }
             Op::LdImm64 | Op::LdMap => {
                 reserved("off", first.off == 0)?;

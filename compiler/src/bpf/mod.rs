@@ -44,8 +44,8 @@ pub mod table;
 
 pub use asm::{Asm, AsmError, Comment, Label, LabelDef, Placement, Program, Relocation};
 pub use insn::{
-    AluOp, AtomicSize, DecodeError, Endian, Insn, JmpCond, Op, Operand, Reg, Size, SrcKind, Width, BPF_PSEUDO_MAP_FD,
-    SLOT_BYTES,
+    AluOp, AtomicSize, DecodeError, Endian, Insn, JmpCond, Op, Operand, Reg, Size, SrcKind, Width, BPF_PSEUDO_CALL,
+    BPF_PSEUDO_FUNC, BPF_PSEUDO_MAP_FD, SLOT_BYTES,
 };
 pub use table::{Helper, HelperInfo, Key, OpInfo, HELPERS, OPCODES};
 

@@ -16,7 +16,7 @@
 //! kernel accepts all of them.
 
 use super::insn::{
-    AluOp::*, AtomicSize, Endian, JmpCond::*, Op, Size, SrcKind::*, Width::*, BPF_PSEUDO_MAP_FD, OP_COUNT,
+    AluOp::*, AtomicSize, Endian, JmpCond::*, Op, Size, SrcKind::*, Width::*, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_MAP_FD, OP_COUNT,
 };
 use Op::{Alu, AtomicAdd, Call, Exit, Ja, Jmp, LdImm64, LdMap, Ldx, Neg, St, Stx};
 
@@ -174,7 +174,7 @@ pub const OPCODES: [OpInfo; OP_COUNT] = [
     row(Jmp(X32, Slt, Reg), 0xce, "jslt32", "if w{dst} s< w{src} goto {target}"),
     row(Jmp(X32, Sle, Imm), 0xd6, "jsle32", "if w{dst} s<= {imm} goto {target}"),
     row(Jmp(X32, Sle, Reg), 0xde, "jsle32", "if w{dst} s<= w{src} goto {target}"),
-    row(Call, 0x85, "call", "call {imm}"),
+    row(Call, 0x85, "call", "call {imm}").keyed(Key::Src(0)),
     row(Exit, 0x95, "exit", "exit"),
     // LD_IMM64, two slots; src_reg tells a constant from a map reference
     row(LdImm64, 0x18, "lddw", "r{dst} = {imm} ll").keyed(Key::Src(0)),
@@ -197,6 +197,9 @@ pub const OPCODES: [OpInfo; OP_COUNT] = [
     // atomic add: BPF_ATOMIC with imm = BPF_ADD (no fetch)
     row(AtomicAdd(AtomicSize::W), 0xc3, "xaddw", "lock *(u32 *)(r{dst} {off}) += r{src}").keyed(Key::Imm(0)),
     row(AtomicAdd(AtomicSize::DW), 0xdb, "xadddw", "lock *(u64 *)(r{dst} {off}) += r{src}").keyed(Key::Imm(0)),
+    // subprograms: a BPF-to-BPF call and the address of a callback
+    row(Op::CallLocal, 0x85, "call_local", "call {imm}").keyed(Key::Src(BPF_PSEUDO_CALL)),
+    row(Op::LdFunc, 0x18, "ld_func", "ld_pseudo\tr{dst}, 4, {imm}").keyed(Key::Src(BPF_PSEUDO_FUNC)),
 ];
 
 // Row i holds the op numbered i, so `Op::info` can index the table directly.
@@ -327,6 +330,7 @@ mod tests {
         ops.extend(Size::ALL.map(St));
         ops.extend(Size::ALL.map(Stx));
         ops.extend([AtomicAdd(AtomicSize::W), AtomicAdd(AtomicSize::DW)]);
+        ops.extend([Op::CallLocal, Op::LdFunc]);
         ops
     }
 
@@ -393,9 +397,9 @@ mod tests {
                 };
                 (if w == X64 { JMP } else { JMP32 }) | bits | src(k)
             }
-            Op::Call => JMP | 0x80,
+            Op::Call | Op::CallLocal => JMP | 0x80,
             Op::Exit => JMP | 0x90,
-            Op::LdImm64 | Op::LdMap => LD | IMM | size(Size::DW),
+            Op::LdImm64 | Op::LdMap | Op::LdFunc => LD | IMM | size(Size::DW),
             Op::Ldx(s) => LDX | MEM | size(s),
             Op::St(s) => ST | MEM | size(s),
             Op::Stx(s) => STX | MEM | size(s),

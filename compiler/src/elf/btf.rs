@@ -32,6 +32,8 @@ const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
 
@@ -242,6 +244,70 @@ impl BtfBuilder {
             self.words(&[ty, offset, bytes]);
         }
         id
+    }
+
+    /// A `FUNC` (with its `FUNC_PROTO`) for a BPF function: `int
+    /// name(void *ctx)` for a program's main function (global linkage), or
+    /// `long name(unsigned long long index, void *ctx)`, static, for a
+    /// subprogram (the shape of a `bpf_loop` callback; the kernel checks
+    /// only a global function's argument types). Returns the `FUNC`'s id.
+    pub fn function(&mut self, name: &str, main: bool) -> u32 {
+        let int = self.int("int", 4, true);
+        let void_ptr = self.ptr(0);
+        let proto = if main {
+            let ctx = self.string("ctx");
+            let id = self.header("", KIND_FUNC_PROTO, 1, int);
+            self.words(&[ctx, void_ptr]);
+            id
+        } else {
+            let long = self.int("long", 8, true);
+            let u64_ty = self.int("unsigned long long", 8, false);
+            let (index, ctx) = (self.string("index"), self.string("ctx"));
+            let id = self.header("", KIND_FUNC_PROTO, 2, long);
+            self.words(&[index, u64_ty, ctx, void_ptr]);
+            id
+        };
+        // Linkage in vlen: 0 static, 1 global.
+        self.header(name, KIND_FUNC, u32::from(main), proto)
+    }
+
+    /// The `.BTF.ext` section with `func_info` only (no `line_info`, no
+    /// CO-RE relocations): for each `(section, [(byte offset, FUNC id)])`,
+    /// one record per function. Section names go into this BTF's strings,
+    /// so call it before [`BtfBuilder::finish`].
+    pub fn func_info_ext(&mut self, sections: &[(&str, Vec<(u32, u32)>)]) -> Vec<u8> {
+        const EXT_HEADER_LEN: u32 = 32;
+        const FUNC_INFO_REC_SIZE: u32 = 8;
+        let mut info: Vec<u8> = Vec::new();
+        info.extend_from_slice(&FUNC_INFO_REC_SIZE.to_le_bytes());
+        for (section, records) in sections {
+            let name = self.string(section);
+            info.extend_from_slice(&name.to_le_bytes());
+            // A section holds far fewer than 4G functions.
+            info.extend_from_slice(&(records.len() as u32).to_le_bytes());
+            for &(offset, type_id) in records {
+                info.extend_from_slice(&offset.to_le_bytes());
+                info.extend_from_slice(&type_id.to_le_bytes());
+            }
+        }
+        let info_len = info.len() as u32;
+        let mut out = Vec::with_capacity(EXT_HEADER_LEN as usize + info.len());
+        out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        out.push(BTF_VERSION);
+        out.push(0); // flags
+        for word in [
+            EXT_HEADER_LEN,
+            0,        // func_info_off
+            info_len, // func_info_len
+            info_len, // line_info_off
+            0,        // line_info_len
+            info_len, // core_relo_off
+            0,        // core_relo_len
+        ] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        out.extend_from_slice(&info);
+        out
     }
 
     /// The section's bytes: header, types, strings.

@@ -6,10 +6,12 @@
 //! | section | contents |
 //! |---|---|
 //! | one per program (`sk_msg`, `sockops`, …) | the program's bytes; `SHF_ALLOC \| SHF_EXECINSTR`; a global `STT_FUNC` symbol at 0 of the program's exact size |
-//! | `.rel<section>` | one `R_BPF_64_64` per map load, at the load's first slot, against the map's symbol; implicit addend 0 |
+//! | `.rel<section>` | one `R_BPF_64_64` per map load, at the load's first slot, against the map's symbol; implicit addend 0; for each `call_local`/`ld_func`, `R_BPF_64_32`/`R_BPF_64_64` against the `.text` section symbol |
+//! | `.text` (only with functions) | every program's functions after its main code (`Asm::function`), each with a local `STT_FUNC` symbol; `.rel.text` as above |
 //! | `license` | `GPL\0` (GPL-only helpers need it) |
 //! | `.maps` | zeros: one definition struct per map, each with a global `STT_OBJECT` symbol of its size (what relocations and BTF `VAR`s name) |
-//! | `.BTF` | the maps' definition structs, `VAR`s and the `.maps` `DATASEC` ([`btf`]) |
+//! | `.BTF` | the maps' definition structs, `VAR`s and the `.maps` `DATASEC` ([`btf`]); with functions, a `FUNC` per function |
+//! | `.BTF.ext` (only with functions) | func_info: one record per function, by section (no line_info) |
 //! | `.l7.meta` | the caller's bytes (JSON); no flags, so loaders skip it |
 //!
 //! Invariants: the same [`ObjectBuilder`] contents give the same bytes
@@ -25,7 +27,7 @@ use object::{
     elf, Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
 };
 
-use crate::bpf::Program;
+use crate::bpf::{Insn, Program};
 pub use maps::{is_c_identifier, DataType, Field, KvType, MapDef, MapDefError, MapKind, BPF_F_NO_PREALLOC};
 
 /// Name of the section with the caller's metadata.
@@ -139,6 +141,18 @@ impl ObjectBuilder {
                 return Err(ElfError::EmptyProgram { name: entry.name.clone() });
             }
         }
+        for entry in &self.programs {
+            for function in entry.program.functions() {
+                let name = function.name.as_str();
+                if !is_c_identifier(name) {
+                    return Err(ElfError::BadSymbol { name: name.to_owned() });
+                }
+                if symbols.contains(&name) {
+                    return Err(ElfError::DuplicateSymbol { name: name.to_owned() });
+                }
+                symbols.push(name);
+            }
+        }
         for map in &self.maps {
             map.check()?;
             if symbols.contains(&map.name()) {
@@ -177,14 +191,29 @@ impl ObjectBuilder {
         self.check()?;
         let mut obj = Object::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
 
+        // Each program's main function goes in its own section; the
+        // functions after it (subprograms, callbacks) go in `.text`, where
+        // libbpf and aya look for subprograms, one after another.
+        let mut text_len = 0u64;
+        let pieces: Vec<Split<'_>> = self
+            .programs
+            .iter()
+            .map(|entry| {
+                let split = split_program(&entry.program, text_len);
+                text_len += split.1.iter().map(|(_, _, piece)| piece.bytes.len() as u64).sum::<u64>();
+                split
+            })
+            .collect();
+        let has_functions = text_len > 0;
+
         let mut program_sections: Vec<SectionId> = Vec::with_capacity(self.programs.len());
-        for entry in &self.programs {
+        for (entry, (main, _)) in self.programs.iter().zip(&pieces) {
             let section = obj.add_section(Vec::new(), entry.section.as_bytes().to_vec(), SectionKind::Text);
-            obj.set_section_data(section, entry.program.encode(), 8);
+            obj.set_section_data(section, main.bytes.clone(), 8);
             obj.add_symbol(Symbol {
                 name: entry.name.as_bytes().to_vec(),
                 value: 0,
-                size: entry.program.byte_len() as u64,
+                size: main.bytes.len() as u64,
                 kind: SymbolKind::Text,
                 scope: SymbolScope::Dynamic,
                 weak: false,
@@ -193,6 +222,30 @@ impl ObjectBuilder {
             });
             program_sections.push(section);
         }
+        let text_section = if has_functions {
+            let section = obj.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
+            let mut bytes = Vec::with_capacity(text_len as usize);
+            for (_, functions) in &pieces {
+                for (name, offset, piece) in functions {
+                    obj.add_symbol(Symbol {
+                        name: name.as_bytes().to_vec(),
+                        value: *offset,
+                        size: piece.bytes.len() as u64,
+                        kind: SymbolKind::Text,
+                        // Static functions, as clang emits `static` callbacks.
+                        scope: SymbolScope::Compilation,
+                        weak: false,
+                        section: SymbolSection::Section(section),
+                        flags: SymbolFlags::None,
+                    });
+                    bytes.extend_from_slice(&piece.bytes);
+                }
+            }
+            obj.set_section_data(section, bytes, 8);
+            Some(section)
+        } else {
+            None
+        };
 
         let license = obj.add_section(Vec::new(), LICENSE_SECTION.as_bytes().to_vec(), SectionKind::Data);
         let mut license_bytes = self.license.as_bytes().to_vec();
@@ -200,43 +253,82 @@ impl ObjectBuilder {
         obj.set_section_data(license, license_bytes, 1);
 
         let mut map_symbols: Vec<(&str, SymbolId)> = Vec::with_capacity(self.maps.len());
-        if !self.maps.is_empty() {
+        if !self.maps.is_empty() || has_functions {
             let mut btf = btf::BtfBuilder::new();
-            let (placements, maps_size) = btf.declare_maps(&self.maps);
-            let maps_section = obj.add_section(Vec::new(), MAPS_SECTION.as_bytes().to_vec(), SectionKind::Data);
-            obj.set_section_data(maps_section, vec![0u8; maps_size as usize], 8);
-            for (map, placement) in self.maps.iter().zip(&placements) {
-                let symbol = obj.add_symbol(Symbol {
-                    name: map.name().as_bytes().to_vec(),
-                    value: u64::from(placement.offset),
-                    size: u64::from(placement.size),
-                    kind: SymbolKind::Data,
-                    scope: SymbolScope::Dynamic,
-                    weak: false,
-                    section: SymbolSection::Section(maps_section),
-                    flags: SymbolFlags::None,
-                });
-                map_symbols.push((map.name(), symbol));
+            if !self.maps.is_empty() {
+                let (placements, maps_size) = btf.declare_maps(&self.maps);
+                let maps_section = obj.add_section(Vec::new(), MAPS_SECTION.as_bytes().to_vec(), SectionKind::Data);
+                obj.set_section_data(maps_section, vec![0u8; maps_size as usize], 8);
+                for (map, placement) in self.maps.iter().zip(&placements) {
+                    let symbol = obj.add_symbol(Symbol {
+                        name: map.name().as_bytes().to_vec(),
+                        value: u64::from(placement.offset),
+                        size: u64::from(placement.size),
+                        kind: SymbolKind::Data,
+                        scope: SymbolScope::Dynamic,
+                        weak: false,
+                        section: SymbolSection::Section(maps_section),
+                        flags: SymbolFlags::None,
+                    });
+                    map_symbols.push((map.name(), symbol));
+                }
             }
+            let ext = has_functions.then(|| {
+                // func_info: every function of every program, by section.
+                let mut sections: Vec<(&str, Vec<(u32, u32)>)> = Vec::new();
+                let mut text: Vec<(u32, u32)> = Vec::new();
+                for (entry, (_, functions)) in self.programs.iter().zip(&pieces) {
+                    sections.push((entry.section.as_str(), vec![(0, btf.function(&entry.name, true))]));
+                    for (name, offset, _) in functions {
+                        // `.text` stays far below 4 GiB.
+                        text.push((*offset as u32, btf.function(name, false)));
+                    }
+                }
+                sections.push((".text", text));
+                btf.func_info_ext(&sections)
+            });
             let btf_section = obj.add_section(Vec::new(), b".BTF".to_vec(), SectionKind::Other);
             obj.set_section_data(btf_section, btf.finish(), 4);
+            if let Some(ext) = ext {
+                let ext_section = obj.add_section(Vec::new(), b".BTF.ext".to_vec(), SectionKind::Other);
+                obj.set_section_data(ext_section, ext, 4);
+            }
         }
 
-        for (entry, &section) in self.programs.iter().zip(&program_sections) {
-            for relocation in entry.program.relocations() {
-                let Some(&(_, symbol)) = map_symbols.iter().find(|(name, _)| *name == relocation.map) else {
-                    // `check` found every relocation's map above.
-                    return Err(ElfError::UnknownMap { program: entry.name.clone(), map: relocation.map.clone() });
+        let text_symbol = text_section.map(|section| obj.section_symbol(section));
+        let mut targets: Vec<(SectionId, &Piece<'_>)> = Vec::new();
+        for ((main, functions), &section) in pieces.iter().zip(&program_sections) {
+            targets.push((section, main));
+            if let Some(text) = text_section {
+                targets.extend(functions.iter().map(|(_, _, piece)| (text, piece)));
+            }
+        }
+        for (section, piece) in targets {
+            for reloc in &piece.relocs {
+                let (symbol, r_type) = match reloc.target {
+                    RelocTarget::Map(map) => {
+                        let Some(&(_, symbol)) = map_symbols.iter().find(|(name, _)| *name == map) else {
+                            // `check` found every relocation's map above.
+                            return Err(ElfError::UnknownMap { program: String::new(), map: map.to_owned() });
+                        };
+                        (symbol, elf::R_BPF_64_64)
+                    }
+                    RelocTarget::Text { call } => {
+                        let Some(symbol) = text_symbol else {
+                            return Err(ElfError::Object("a subprogram reference without .text".to_owned()));
+                        };
+                        (symbol, if call { elf::R_BPF_64_32 } else { elf::R_BPF_64_64 })
+                    }
                 };
                 obj.add_relocation(
                     section,
                     ObjRelocation {
-                        offset: relocation.byte_offset(),
+                        offset: reloc.offset,
                         symbol,
                         // BPF relocations have implicit addends: a non-zero
                         // one would be written into the instruction.
                         addend: 0,
-                        flags: RelocationFlags::Elf { r_type: elf::R_BPF_64_64 },
+                        flags: RelocationFlags::Elf { r_type },
                     },
                 )
                 .map_err(|error| ElfError::Object(error.to_string()))?;
@@ -250,6 +342,93 @@ impl ObjectBuilder {
 
         obj.write().map_err(|error| ElfError::Object(error.to_string()))
     }
+}
+
+/// What a relocation points at.
+#[derive(Clone, Copy, Debug)]
+enum RelocTarget<'a> {
+    /// A map load, against the map's symbol.
+    Map(&'a str),
+    /// A subprogram reference, against the `.text` section symbol with the
+    /// function's place in the instruction: `call` (`R_BPF_64_32`, imm =
+    /// slot − 1) or `ld_func` (`R_BPF_64_64`, imm = byte offset), the way
+    /// clang refers to `static` functions.
+    Text { call: bool },
+}
+
+/// The bytes of one function and its relocations (offsets in its section).
+#[derive(Clone, Debug)]
+struct Piece<'a> {
+    bytes: Vec<u8>,
+    relocs: Vec<Reloc<'a>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Reloc<'a> {
+    offset: u64,
+    target: RelocTarget<'a>,
+}
+
+/// A program's main function, and its functions as (name, offset in
+/// `.text`, piece).
+type Split<'a> = (Piece<'a>, Vec<(&'a str, u64, Piece<'a>)>);
+
+/// Splits a program into its main function and its functions placed in
+/// `.text` from byte `text_base` on (name, offset in `.text`, piece), with
+/// subprogram references rewritten to `.text`-relative immediates.
+fn split_program(program: &Program, text_base: u64) -> Split<'_> {
+    let ranges = program.function_ranges();
+    let mut starts = program.slot_of_each();
+    starts.push(program.slot_len());
+    let slot_bytes = crate::bpf::SLOT_BYTES as u64;
+    // Byte offset in its section of each function's first instruction.
+    let mut offsets = Vec::with_capacity(ranges.len());
+    let mut text = text_base;
+    for (k, range) in ranges.iter().enumerate() {
+        let len = (starts[range.end] - starts[range.start]) as u64 * slot_bytes;
+        if k == 0 {
+            offsets.push(0);
+        } else {
+            offsets.push(text);
+            text += len;
+        }
+    }
+    let function_at = |insn: usize| ranges.iter().position(|r| r.contains(&insn));
+    let mut main = None;
+    let mut functions = Vec::new();
+    for (k, range) in ranges.iter().enumerate() {
+        let mut piece = Piece { bytes: Vec::new(), relocs: Vec::new() };
+        for index in range.clone() {
+            let insn = &program.insns()[index];
+            let offset = offsets[k] + (starts[index] - starts[range.start]) as u64 * slot_bytes;
+            if let Insn::LdMap { map, .. } = insn {
+                piece.relocs.push(Reloc { offset, target: RelocTarget::Map(map) });
+            }
+            if let Some(off) = insn.func_offset() {
+                let target_slot = starts[index] as i64 + 1 + i64::from(off);
+                let callee = starts.iter().position(|&s| s as i64 == target_slot).and_then(function_at);
+                // `Program` checked that references land on function starts.
+                if let Some(callee) = callee {
+                    let at = offsets[callee];
+                    let call = matches!(insn, Insn::CallLocal { .. });
+                    let imm = if call { (at / slot_bytes) as i64 - 1 } else { at as i64 };
+                    let mut rewritten = insn.clone();
+                    rewritten.set_func_offset(imm as i32);
+                    rewritten.encode(&mut piece.bytes);
+                    piece.relocs.push(Reloc { offset, target: RelocTarget::Text { call } });
+                    continue;
+                }
+            }
+            insn.encode(&mut piece.bytes);
+        }
+        if k == 0 {
+            main = Some(piece);
+        } else {
+            let name = program.functions().get(k - 1).map_or("", |f| f.name.as_str());
+            functions.push((name, offsets[k], piece));
+        }
+    }
+    (main.unwrap_or(Piece { bytes: Vec::new(), relocs: Vec::new() }), functions)
 }
 
 /// Every struct type in `ty`, outermost first.

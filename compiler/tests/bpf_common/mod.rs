@@ -39,16 +39,22 @@ pub fn example(op: Op, variant: usize) -> Insn {
         Op::St(size) => Insn::St { size, dst, off, imm },
         Op::Stx(size) => Insn::Stx { size, dst, src, off },
         Op::AtomicAdd(size) => Insn::AtomicAdd { size, dst, src, off },
+        Op::CallLocal => Insn::CallLocal { off: imm },
+        Op::LdFunc => Insn::LdFunc { dst, off: imm },
     }
 }
 
-/// A program with every form of the table in every variant; each jump goes
-/// to `end`, the final `exit`. Not meant to pass the verifier.
+/// A program with every form of the table in every variant but the
+/// subprogram references (see [`with_functions`]); each jump goes to `end`,
+/// the final `exit`. Not meant to pass the verifier.
 pub fn every_form() -> Program {
     let mut a = Asm::new();
     for variant in 0..VARIANTS {
         for op in Op::all() {
             let insn = example(op, variant);
+            if insn.func_offset().is_some() {
+                continue;
+            }
             match insn {
                 Insn::Ja { .. } => a.ja("end"),
                 Insn::Jmp { width, cond, dst, src, .. } => a.jmp(width, cond, dst, src, "end"),
@@ -59,6 +65,27 @@ pub fn every_form() -> Program {
     a.label("end");
     a.exit();
     a.finish().expect("every_form assembles")
+}
+
+/// A main program and two functions: a `bpf_loop` callback passed with
+/// `ld_func` (which itself calls a helper function) and a function the main
+/// program calls with `call_local`; a map load inside a function.
+pub fn with_functions() -> Program {
+    let mut a = Asm::new();
+    a.mov64(R6, R1);
+    a.mov64(R1, 4).ld_func(R2, "callback").mov64(R3, R10).add64(R3, -8).mov64(R4, 0);
+    a.call(Helper::Loop);
+    a.jeq(R0, 0, "out");
+    a.call_local("helper");
+    a.label("out");
+    a.mov64(R0, 1).exit();
+    a.function("callback");
+    a.ld_map(R1, "map_0");
+    a.call_local("helper");
+    a.mov64(R0, 0).exit();
+    a.function("helper");
+    a.mov64(R0, 7).exit();
+    a.finish().expect("with_functions assembles")
 }
 
 /// The maps `every_form` loads.
