@@ -106,18 +106,21 @@ pub fn prog_attach(
     program: BorrowedFd<'_>,
     attach_type: u32,
 ) -> Result<(), Errno> {
-    let mut attr = ProgAttachAttr {
-        target_fd: fd_u32(target),
-        attach_bpf_fd: fd_u32(program),
-        attach_type,
-        attach_flags: 0,
-        replace_bpf_fd: 0,
-    };
-    bpf(BPF_PROG_ATTACH, &mut attr)
+    attach_command(BPF_PROG_ATTACH, target, program, attach_type)
 }
 
 /// `BPF_PROG_DETACH`, the inverse of [`prog_attach`].
 pub fn prog_detach(
+    target: BorrowedFd<'_>,
+    program: BorrowedFd<'_>,
+    attach_type: u32,
+) -> Result<(), Errno> {
+    attach_command(BPF_PROG_DETACH, target, program, attach_type)
+}
+
+/// Attach and detach take the same attribute; only the command differs.
+fn attach_command(
+    command: libc::c_long,
     target: BorrowedFd<'_>,
     program: BorrowedFd<'_>,
     attach_type: u32,
@@ -129,5 +132,5 @@ pub fn prog_detach(
         attach_flags: 0,
         replace_bpf_fd: 0,
     };
-    bpf(BPF_PROG_DETACH, &mut attr)
+    bpf(command, &mut attr)
 }
