@@ -8,6 +8,9 @@
 //! 1024-byte size line, the trailer allowances), on the chunked requests
 //! of the conformance inputs, and whatever pieces the walker is fed.
 
+mod scan_common;
+use scan_common::Rng;
+
 use l7c_compiler::eval::{evaluate, Reason};
 use l7c_compiler::http::MalformedKind;
 use l7c_compiler::model::{ConnectionInfo, DefaultVerdict, Limits, Mode, OpaqueVerdict, Policy, Program, Scope, VerdictAction};
@@ -82,29 +85,6 @@ fn compare(program: &Program, limits: Limits, body_without_sentinel: &[u8], rng:
     expected
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
 
 const EXTENSIONS: &[&str] = &[
     ";a", ";a=b", ";name=\"v a l\"", ";q=\"x\\\"y\"", ";x=\"\\\t\"", ";e=", ";=v", "; a", ";a =b", ";a=\"unterminated", ";a=\"x\"y",

@@ -9,6 +9,9 @@
 //! the policy) are compared with `eval::evaluate` on a policy that
 //! value-matches some headers.
 
+mod scan_common;
+use scan_common::Rng;
+
 use l7c_compiler::eval::{self, parse_head, HeadViolation, HttpVersion, ParseHeadError, ParsedHead, Reason, TargetForm};
 use l7c_compiler::http::{hex_value, is_tchar, MalformedKind};
 use l7c_compiler::model::{
@@ -229,30 +232,6 @@ fn scan_conformance_inputs_at_every_request_start() {
 // ---------------------------------------------------------------------------
 // Generated heads
 
-/// splitmix64: deterministic, fast, good enough for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
 
 const METHODS: &[&str] = &[
     "GET", "GET", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "OPTIONS", "CONNECT", "CONNECT", "PATCH", "M.SEARCH", "get",
