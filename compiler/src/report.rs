@@ -24,12 +24,29 @@ pub const JSON_VERSION: u32 = 1;
 /// The SARIF schema [`sarif`] follows.
 pub const SARIF_SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
 
-/// Every diagnostic drawn for a person, then the summary line.
-pub fn human(diagnostics: &Diagnostics, sources: &Sources) -> String {
-    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+/// The one way diagnostics are drawn for people: no colour (stable in
+/// tests and CI logs), no wrapping, no terminal links.
+fn handler() -> miette::GraphicalReportHandler {
+    miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
         .with_width(100)
         .with_wrap_lines(false)
-        .with_links(false);
+        .with_links(false)
+}
+
+/// Any miette diagnostic (a code generator or kernel error) drawn like
+/// `check`'s own.
+pub fn render(diagnostic: &dyn miette::Diagnostic) -> String {
+    let mut out = String::new();
+    if handler().render_report(&mut out, diagnostic).is_err() {
+        // Writing to a String cannot fail; keep a plain line all the same.
+        out = format!("error: {diagnostic}\n");
+    }
+    out
+}
+
+/// Every diagnostic drawn for a person, then the summary line.
+pub fn human(diagnostics: &Diagnostics, sources: &Sources) -> String {
+    let handler = handler();
     let mut out = String::new();
     for diagnostic in diagnostics.iter() {
         let rendered = diagnostic.render(sources);

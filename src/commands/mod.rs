@@ -69,22 +69,9 @@ impl ConnectionArgs {
 /// compiled by this build).
 pub fn generate_or_report(checked: &Checked) -> Result<Compiled, Status> {
     codegen::compile(checked, &codegen::Options::default()).map_err(|error| {
-        eprint!("{}", render_diagnostic(&error));
+        eprint!("{}", report::render(&error));
         Status::Failed
     })
-}
-
-/// One miette diagnostic drawn as `check` draws its own (no colour).
-pub fn render_diagnostic(diagnostic: &dyn miette::Diagnostic) -> String {
-    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
-        .with_width(100)
-        .with_links(false);
-    let mut out = String::new();
-    if handler.render_report(&mut out, diagnostic).is_err() {
-        // Rendering into a String cannot fail; keep a plain line anyway.
-        out = format!("error: {diagnostic}\n");
-    }
-    out
 }
 
 /// Whether this process may load BPF programs and police sockets: root, or
@@ -119,7 +106,7 @@ pub fn kernel_engine_needs_root() -> Status {
 /// judged and found wanting. What this machine cannot do (privileges, a
 /// connection off loopback, a socket or kernel failure) is exit 2.
 pub fn kernel_failure(error: KernelError) -> Status {
-    eprint!("{}", render_diagnostic(&error));
+    eprint!("{}", report::render(&error));
     match error {
         KernelError::VerifierRejected { .. }
         | KernelError::BadObject { .. }

@@ -11,7 +11,7 @@
 //! runs the reference engine and the kernel engine on every case and split:
 //! each must meet the expectation, and the two outcomes must be equal.
 
-use super::{compile_or_report, generate_or_report, has_kernel_privileges, kernel_engine_needs_root, kernel_failure, render_diagnostic};
+use super::{compile_or_report, generate_or_report, has_kernel_privileges, kernel_engine_needs_root, kernel_failure};
 use crate::{files_arg, Engine, Status};
 use l7c_compiler::eval::{self, Outcome};
 use l7c_compiler::model::{Program, TestSend};
@@ -67,7 +67,7 @@ pub fn run(args: Args) -> Status {
                 // Nothing can be judged here without the privilege: exit 2.
                 Err(error) if error.is_permission() => return kernel_failure(error),
                 Err(error) => {
-                    eprint!("{}", render_diagnostic(&error));
+                    eprint!("{}", l7c_compiler::report::render(&error));
                     crate::outln!("FAIL {}: the kernel did not load its program: {error}", file.display());
                     failed += 1;
                     continue;
