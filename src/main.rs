@@ -32,6 +32,10 @@ enum Command {
     Eval(commands::eval::Args),
     /// Show, for one stream, canonicalization, each rule tried, and the verdicts
     Explain(commands::explain::Args),
+    /// Enforce a policy on the TCP connections of a cgroup until SIGINT/SIGTERM
+    Run(commands::run::Args),
+    /// Report what this kernel offers, each capability tried for real
+    Probe(commands::probe::Args),
 }
 
 /// Which engine judges the bytes.
@@ -80,6 +84,8 @@ fn main() -> ExitCode {
         Command::Compile(args) => commands::compile::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Explain(args) => commands::explain::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Probe(args) => commands::probe::run(args),
     }
     .into()
 }

@@ -26,3 +26,4 @@ pub mod text;
 pub mod scan;
 pub mod abi;
 pub mod codegen;
+pub mod enroll;

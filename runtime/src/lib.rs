@@ -14,6 +14,11 @@
 //!   reports them ([`engine::evaluate`], [`engine::KernelEngine`]).
 //! - [`key`]: [`SockKey`], the enrollment map's key (a connection's
 //!   4-tuple in the layout `bpf_sock_ops` gives it).
+//! - [`run`]: `l7c run`: a [`Session`] enforces a policy on the
+//!   connections of a cgroup ([`cgroup`]: checks and the enrollment link),
+//!   reloads it without dropping connections, and reports [`metrics`] and
+//!   [`events`]; [`signals`] are the flags its loop reads.
+//! - [`probe`]: `l7c probe`: each kernel capability tried for real.
 //!
 //! Everything here needs CAP_BPF and CAP_NET_ADMIN; without them the
 //! errors say so ([`KernelError::is_permission`]).
@@ -21,12 +26,18 @@
 //! The kernel behaviour this relies on is measured by `tests/mechanics.rs`
 //! and written down in `docs/kernel-mechanics.md`.
 
+pub mod cgroup;
 pub mod engine;
 pub mod errno;
 pub mod error;
 pub mod harness;
 pub mod key;
 pub mod loader;
+pub mod metrics;
+pub mod events;
+pub mod probe;
+pub mod run;
+pub mod signals;
 mod sys;
 
 pub use errno::Errno;
@@ -34,6 +45,7 @@ pub use error::{KernelError, PRIVILEGE_HELP};
 pub use harness::{Connection, Endpoints, KernelRun, RunSpec};
 pub use key::{SockKey, SOCK_KEY_SIZE};
 pub use loader::{KernelProgram, LoadOptions, MapShape};
+pub use run::{RunConfig, RunError, Session};
 
 /// Whether the process runs with an effective uid of 0 (the tests' gate;
 /// the loader itself reports a missing capability precisely).

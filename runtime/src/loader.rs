@@ -153,26 +153,8 @@ impl KernelProgram {
         name: &str,
         cgroup: &std::path::Path,
     ) -> Result<(), KernelError> {
-        let cgroup_dir = std::fs::File::open(cgroup).map_err(|error| {
-            KernelError::syscall(
-                format!("open of cgroup `{}`", cgroup.display()),
-                Errno::from_io(&error),
-                "name a cgroup v2 directory, e.g. /sys/fs/cgroup/unified/NAME",
-            )
-        })?;
-        let available = self
-            .ebpf
-            .programs()
-            .filter(|(_, program)| matches!(program, Program::SockOps(_)))
-            .map(|(name, _)| name.to_owned())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let Some(Program::SockOps(sock_ops)) = self.ebpf.program_mut(name) else {
-            return Err(KernelError::NoProgram {
-                name: name.to_owned(),
-                available,
-            });
-        };
+        let cgroup_dir = crate::cgroup::open_cgroup(cgroup)?;
+        let sock_ops = self.sock_ops_mut(name)?;
         sock_ops
             .load()
             .map_err(|error| program_load_error(name, error))?;
@@ -441,6 +423,122 @@ impl KernelProgram {
                 purpose: "as a socket map".to_owned(),
                 problem: format!("its type is {other}, not SOCKHASH (18) or SOCKMAP (15)"),
             }),
+        }
+    }
+}
+
+/// What `l7c run` needs beyond the engine: the object's `sock_ops`
+/// program, a companion program loaded against this object's maps, and
+/// the keys of a map.
+impl KernelProgram {
+    /// The object's `sock_ops` program `name`.
+    fn sock_ops_mut(&mut self, name: &str) -> Result<&mut aya::programs::SockOps, KernelError> {
+        let available = self
+            .ebpf
+            .programs()
+            .filter(|(_, program)| matches!(program, Program::SockOps(_)))
+            .map(|(name, _)| name.to_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.ebpf.program_mut(name) {
+            Some(Program::SockOps(sock_ops)) => Ok(sock_ops),
+            _ => Err(KernelError::NoProgram {
+                name: name.to_owned(),
+                available,
+            }),
+        }
+    }
+
+    /// Whether the object has a program (of any type) under symbol `name`.
+    pub fn has_program(&self, name: &str) -> bool {
+        self.ebpf.program(name).is_some()
+    }
+
+    /// Loads the object's `sock_ops` program `name` (once; later calls
+    /// return the same program) without attaching it, and returns its fd:
+    /// the caller attaches it, e.g. with a cgroup link it can update.
+    pub fn load_sock_ops(&mut self, name: &str) -> Result<BorrowedFd<'_>, KernelError> {
+        let sock_ops = self.sock_ops_mut(name)?;
+        if sock_ops.fd().is_err() {
+            sock_ops
+                .load()
+                .map_err(|error| program_load_error(name, error))?;
+        }
+        let fd = sock_ops.fd().map_err(|error| KernelError::BadObject {
+            reason: format!("sock_ops `{name}`: {}", error_chain(&error)),
+        })?;
+        Ok(fd.as_fd())
+    }
+
+    /// Loads `program` (not part of the object) as a program of type
+    /// `prog_type`, its map loads resolved to this object's maps by name:
+    /// how the runtime adds the enrollment program to an object built
+    /// without it. The caller owns the returned fd.
+    pub fn load_companion(
+        &self,
+        name: &str,
+        prog_type: u32,
+        program: &l7c_compiler::bpf::Program,
+    ) -> Result<std::os::fd::OwnedFd, KernelError> {
+        let mut code = program.encode();
+        for relocation in program.relocations() {
+            let fd = map_fd(&self.ebpf, &relocation.map)?;
+            let at = relocation.slot * l7c_compiler::bpf::SLOT_BYTES;
+            // An LD_IMM64's first slot: byte 1 holds dst (low nibble) and
+            // src (high nibble), bytes 4..8 the immediate. The relocation
+            // slots come from the assembler, inside the encoded program.
+            let (Some(regs), Some(imm)) = (code.get(at + 1).copied(), code.get_mut(at + 4..at + 8))
+            else {
+                return Err(KernelError::BadObject {
+                    reason: format!("`{name}`: a map load outside the program"),
+                });
+            };
+            imm.copy_from_slice(&fd.as_raw_fd().to_le_bytes());
+            if let Some(byte) = code.get_mut(at + 1) {
+                *byte = (regs & 0x0f) | (l7c_compiler::bpf::BPF_PSEUDO_MAP_FD << 4);
+            }
+        }
+        sys::prog_load(prog_type, 0, name, &code).map_err(|(errno, log)| {
+            if errno == Errno::EPERM && log.trim().is_empty() {
+                KernelError::NotPermitted {
+                    step: format!("BPF_PROG_LOAD of `{name}`"),
+                    errno,
+                }
+            } else {
+                KernelError::VerifierRejected {
+                    program: name.to_owned(),
+                    errno,
+                    log_tail: log_tail(&log),
+                }
+            }
+        })
+    }
+
+    /// Every key of map `map` (`BPF_MAP_GET_NEXT_KEY`), e.g. the enrolled
+    /// connections of `l7_sockets`. Keys removed while iterating may be
+    /// missed, keys added may or may not be listed.
+    pub fn keys(&self, map: &str) -> Result<Vec<Vec<u8>>, KernelError> {
+        let key_size = self.shape(map)?.key_size as usize;
+        let fd = map_fd(&self.ebpf, map)?;
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let mut next = vec![0u8; key_size];
+            match sys::map_next_key(fd, keys.last().map(Vec::as_slice), &mut next) {
+                Ok(()) => keys.push(next),
+                Err(Errno::ENOENT) => return Ok(keys),
+                Err(errno) => {
+                    return Err(KernelError::syscall(
+                        format!("BPF_MAP_GET_NEXT_KEY in map `{map}`"),
+                        errno,
+                        "",
+                    ))
+                }
+            }
+            // A hash map whose element was deleted under us restarts from
+            // the first key; never loop past its capacity.
+            if keys.len() > self.shape(map)?.max_entries as usize {
+                return Ok(keys);
+            }
         }
     }
 }

@@ -134,3 +134,172 @@ fn attach_command(
     };
     bpf(command, &mut attr)
 }
+
+// What `l7c run` and `l7c probe` add: loading a program from raw
+// instructions, cgroup links that can be updated in place, map key
+// iteration and plain map creation.
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+
+/// `BPF_PROG_TYPE_SOCK_OPS`.
+pub const BPF_PROG_TYPE_SOCK_OPS: u32 = 13;
+/// `BPF_CGROUP_SOCK_OPS` in `enum bpf_attach_type`.
+pub const BPF_CGROUP_SOCK_OPS: u32 = 3;
+
+/// Like [`bpf`], for the commands that return a new file descriptor.
+fn bpf_fd<T>(cmd: libc::c_long, attr: &mut T) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: as in `bpf`.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    let fd = i32::try_from(ret).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `union bpf_attr` as `BPF_MAP_CREATE` reads it (the leading fields).
+#[repr(C)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+/// `BPF_MAP_CREATE` of a map without BTF.
+pub fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> Result<std::os::fd::OwnedFd, Errno> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+    };
+    bpf_fd(BPF_MAP_CREATE, &mut attr)
+}
+
+/// `BPF_MAP_GET_NEXT_KEY`: the key after `key` (or the first key when
+/// `key` is `None`) written into `next`; `ENOENT` after the last.
+pub fn map_next_key(map: BorrowedFd<'_>, key: Option<&[u8]>, next: &mut [u8]) -> Result<(), Errno> {
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map),
+        _pad: 0,
+        key: key.map_or(0, |key| key.as_ptr() as u64),
+        value: next.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    bpf(BPF_MAP_GET_NEXT_KEY, &mut attr)
+}
+
+/// `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to
+/// `expected_attach_type`.
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `BPF_PROG_LOAD` of `code` (encoded instructions, map loads already
+/// resolved to fds) as `prog_type`, license GPL. On a refusal the error
+/// carries the verifier's log.
+pub fn prog_load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    name: &str,
+    code: &[u8],
+) -> Result<std::os::fd::OwnedFd, (Errno, String)> {
+    let license = b"GPL\0";
+    let mut log = vec![0u8; 64 * 1024];
+    let mut prog_name = [0u8; 16];
+    // At most 15 bytes: the kernel wants a NUL-terminated name.
+    for (slot, byte) in prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *slot = byte;
+    }
+    let mut attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt: u32::try_from(code.len() / 8).unwrap_or(u32::MAX),
+        insns: code.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: u32::try_from(log.len()).unwrap_or(0),
+        log_buf: log.as_mut_ptr() as u64,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name,
+        prog_ifindex: 0,
+        expected_attach_type,
+    };
+    bpf_fd(BPF_PROG_LOAD, &mut attr).map_err(|errno| {
+        let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+        (errno, String::from_utf8_lossy(log.get(..end).unwrap_or(&[])).into_owned())
+    })
+}
+
+/// `union bpf_attr` as `BPF_LINK_CREATE` reads it for cgroup targets.
+#[repr(C)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// `BPF_LINK_CREATE`: attaches `program` to `target` (a cgroup) for as
+/// long as the returned link fd is open.
+pub fn link_create(
+    program: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    attach_type: u32,
+) -> Result<std::os::fd::OwnedFd, Errno> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: fd_u32(program),
+        target_fd: fd_u32(target),
+        attach_type,
+        flags: 0,
+    };
+    bpf_fd(BPF_LINK_CREATE, &mut attr)
+}
+
+/// `union bpf_attr` as `BPF_LINK_UPDATE` reads it.
+#[repr(C)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+/// `BPF_LINK_UPDATE`: the link runs `program` from now on, atomically.
+pub fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> Result<(), Errno> {
+    let mut attr = LinkUpdateAttr {
+        link_fd: fd_u32(link),
+        new_prog_fd: fd_u32(program),
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    bpf(BPF_LINK_UPDATE, &mut attr)
+}

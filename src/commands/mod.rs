@@ -6,6 +6,8 @@ pub mod compile;
 pub mod eval;
 pub mod explain;
 pub mod fmt;
+pub mod probe;
+pub mod run;
 pub mod test;
 
 use crate::{usage_error, Status};

@@ -1,0 +1,287 @@
+//! Verdict events as `l7c run --events` writes them: one JSON object per
+//! line, from the program's `abi::Event` records and `.l7.meta`.
+//!
+//! ```json
+//! {"kind":"verdict","time":"2026-11-24T15:40:01.123456789Z","policy":"site","rule":"list-users",
+//!  "action":"allow","reason":"rule","audit":false,"logged":true,"index":0,"start":0,"end":43,
+//!  "bytes":43,"local":"127.0.0.1:40000","remote":"127.0.0.1:8080","local_port":40000,
+//!  "remote_port":8080,"pid":null,"cgroup":"/sys/fs/cgroup/unified/app"}
+//! ```
+//!
+//! What the kernel gives and what it does not (docs/runtime.md): the record
+//! carries the ports; the addresses come from the enrolled socket's key in
+//! `l7_sockets` while the connection is still open when the runtime polls
+//! (`null` otherwise); `pid` is always `null` (the enrollment runs in
+//! softirq context on `ACTIVE_ESTABLISHED_CB`, and the record has no pid);
+//! `cgroup` is the `--cgroup` directory the connection was enrolled
+//! through (every enrolled process is in it or below it).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use l7c_compiler::abi::{self, event_flags, record, Event, Meta};
+
+use crate::key::{offset, AF_INET, AF_INET6, SOCK_KEY_SIZE};
+
+/// The remote and local ports of a connection as an event names them
+/// (`remote_port` raw as the context gives it, `local_port` host order).
+pub type PortPair = (u32, u32);
+
+/// Reads a 44-byte `l7_sock_key` back into (local, remote) addresses.
+pub fn parse_key(key: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+    if key.len() != SOCK_KEY_SIZE {
+        return None;
+    }
+    let word = |at: usize| -> Option<[u8; 4]> { key.get(at..at + 4)?.try_into().ok() };
+    let family = u32::from_ne_bytes(word(offset::FAMILY)?);
+    let ip = |at: usize| -> Option<IpAddr> {
+        let bytes: [u8; 16] = key.get(at..at + 16)?.try_into().ok()?;
+        match family {
+            AF_INET => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+            AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
+            _ => None,
+        }
+    };
+    let [_, _, hi, lo] = word(offset::REMOTE_PORT)?;
+    let remote_port = u16::from_be_bytes([hi, lo]);
+    let local_port = u16::try_from(u32::from_ne_bytes(word(offset::LOCAL_PORT)?)).ok()?;
+    Some((
+        SocketAddr::new(ip(offset::LOCAL_IP)?, local_port),
+        SocketAddr::new(ip(offset::REMOTE_IP)?, remote_port),
+    ))
+}
+
+/// The ports of a key as an event carries them.
+pub fn key_ports(key: &[u8]) -> Option<PortPair> {
+    let word = |at: usize| -> Option<u32> { Some(u32::from_ne_bytes(key.get(at..at + 4)?.try_into().ok()?)) };
+    Some((word(offset::REMOTE_PORT)?, word(offset::LOCAL_PORT)?))
+}
+
+/// The remote port of an event in host order (the record keeps the
+/// context's `[0, 0, hi, lo]` bytes).
+pub fn remote_port(raw: u32) -> u16 {
+    let [_, _, hi, lo] = raw.to_ne_bytes();
+    u16::from_be_bytes([hi, lo])
+}
+
+/// What the formatter needs besides the record.
+pub struct Context<'a> {
+    pub meta: &'a Meta,
+    /// The connection's (local, remote) addresses, if still known.
+    pub addresses: Option<(SocketAddr, SocketAddr)>,
+    pub cgroup: &'a str,
+    /// `CLOCK_MONOTONIC` now and the wall clock now, to place the
+    /// record's `bpf_ktime_get_ns()` in time.
+    pub monotonic_now: Duration,
+    pub wall_now: SystemTime,
+}
+
+/// One JSON line (without the newline) for a record; `None` for a record
+/// this runtime cannot read (counted as dropped by the caller).
+pub fn json_line(bytes: &[u8], context: &Context<'_>) -> Option<String> {
+    let event = Event::from_bytes(bytes)?;
+    let time = context
+        .wall_now
+        .checked_sub(context.monotonic_now.saturating_sub(Duration::from_nanos(event.time_ns)))
+        .unwrap_or(context.wall_now);
+    let address = |pick: fn(&(SocketAddr, SocketAddr)) -> SocketAddr| {
+        context
+            .addresses
+            .as_ref()
+            .map_or("null".to_owned(), |pair| json_string(&pick(pair).to_string()))
+    };
+    let common = format!(
+        "\"time\":{},\"index\":{},\"local\":{},\"remote\":{},\"local_port\":{},\"remote_port\":{},\"pid\":null,\"cgroup\":{}",
+        json_string(&rfc3339(time)),
+        event.index,
+        address(|pair| pair.0),
+        address(|pair| pair.1),
+        event.local_port,
+        remote_port(event.remote_port),
+        json_string(context.cgroup),
+    );
+    if event.record == record::SPAN_END {
+        return Some(format!("{{\"kind\":\"span_end\",{common},\"end\":{}}}", event.end));
+    }
+    if event.record != record::VERDICT {
+        return None;
+    }
+    let policy = context.meta.policies.get(usize::from(event.policy))?;
+    let rule = if event.rule == abi::NO_RULE {
+        "null".to_owned()
+    } else {
+        json_string(policy.rules.get(usize::try_from(event.rule).ok()?)?)
+    };
+    let action = abi::action_from_code(event.action)?;
+    let reason = abi::reason_from_code(event.reason_class, event.reason_kind)?;
+    let chunked = event.flags & event_flags::CHUNKED != 0;
+    let bytes_field = if chunked {
+        "null".to_owned()
+    } else {
+        event.end.saturating_sub(event.start).to_string()
+    };
+    Some(format!(
+        "{{\"kind\":\"verdict\",{common},\"policy\":{},\"rule\":{rule},\"action\":{},\"reason\":{},\"audit\":{},\"logged\":{},\"chunked\":{chunked},\"start\":{},\"end\":{},\"bytes\":{bytes_field}}}",
+        json_string(&policy.name),
+        json_string(action.name()),
+        json_string(&reason.name()),
+        event.flags & event_flags::AUDIT != 0,
+        event.flags & event_flags::LOGGED != 0,
+        event.start,
+        event.end,
+    ))
+}
+
+/// `CLOCK_MONOTONIC` now (what `bpf_ktime_get_ns` counts).
+pub fn monotonic_now() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// A JSON string literal.
+pub fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (UTC).
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_nanos()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's
+/// `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SockKey;
+    use l7c_compiler::abi::MetaPolicy;
+    use l7c_compiler::eval::Reason;
+    use l7c_compiler::model::VerdictAction;
+
+    fn meta() -> Meta {
+        Meta {
+            abi: Meta::ABI_VERSION,
+            policies: vec![MetaPolicy {
+                name: "site".into(),
+                rules: vec!["list-users".into(), "no-admin".into()],
+                audit: false,
+                header_bytes: 8192,
+                headers: 100,
+            }],
+            redirect_slots: Vec::new(),
+            source_hash: "0".into(),
+        }
+    }
+
+    #[test]
+    fn keys_read_back_as_user_space_builds_them() {
+        for (local, remote) in [("127.0.0.1:40000", "127.0.0.2:80"), ("[::1]:5", "[fe80::2]:443")] {
+            let key = SockKey::new(local.parse().unwrap(), remote.parse().unwrap());
+            assert_eq!(parse_key(&key.to_bytes()), Some((key.local, key.remote)));
+        }
+    }
+
+    #[test]
+    fn the_enrollment_program_builds_this_key_layout() {
+        use l7c_compiler::enroll::key;
+        let offsets = [key::FAMILY, key::REMOTE_IP, key::LOCAL_IP, key::REMOTE_PORT, key::LOCAL_PORT];
+        let ours = [offset::FAMILY, offset::REMOTE_IP, offset::LOCAL_IP, offset::REMOTE_PORT, offset::LOCAL_PORT];
+        assert_eq!(offsets.map(|o| o as usize), ours);
+        assert_eq!(key::SIZE as usize, SOCK_KEY_SIZE);
+    }
+
+    #[test]
+    fn a_verdict_becomes_one_json_line() {
+        let key = SockKey::new("127.0.0.1:40000".parse().unwrap(), "127.0.0.1:18080".parse().unwrap());
+        let (remote_raw, local) = key_ports(&key.to_bytes()).unwrap();
+        let (class, kind) = abi::reason_code(Reason::Rule);
+        let event = Event {
+            time_ns: 5_000_000_000,
+            start: 0,
+            end: 43,
+            index: 0,
+            rule: 1,
+            policy: 0,
+            action: abi::action_code(VerdictAction::Deny),
+            reason_class: class,
+            reason_kind: kind,
+            flags: event_flags::LOGGED,
+            record: record::VERDICT,
+            _pad: 0,
+            remote_port: remote_raw,
+            local_port: local,
+        };
+        let meta = meta();
+        let context = Context {
+            meta: &meta,
+            addresses: Some((key.local, key.remote)),
+            cgroup: "/sys/fs/cgroup/unified/app",
+            monotonic_now: Duration::from_secs(6),
+            wall_now: UNIX_EPOCH + Duration::from_secs(1_000_000_001),
+        };
+        let line = json_line(&event.to_bytes(), &context).unwrap();
+        assert_eq!(
+            line,
+            "{\"kind\":\"verdict\",\"time\":\"2001-09-09T01:46:40.000000000Z\",\"index\":0,\
+             \"local\":\"127.0.0.1:40000\",\"remote\":\"127.0.0.1:18080\",\"local_port\":40000,\"remote_port\":18080,\
+             \"pid\":null,\"cgroup\":\"/sys/fs/cgroup/unified/app\",\"policy\":\"site\",\"rule\":\"no-admin\",\
+             \"action\":\"deny\",\"reason\":\"rule\",\"audit\":false,\"logged\":true,\"chunked\":false,\
+             \"start\":0,\"end\":43,\"bytes\":43}"
+        );
+        // A record naming a rule the meta lacks is unreadable.
+        let bad = Event { rule: 7, ..event };
+        assert_eq!(json_line(&bad.to_bytes(), &context), None);
+    }
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::new(951_782_400, 5)),
+            "2000-02-29T00:00:00.000000005Z"
+        );
+        assert_eq!(json_string("a\"b\\\n\u{1}"), "\"a\\\"b\\\\\\n\\u0001\"");
+    }
+}

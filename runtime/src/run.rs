@@ -1,0 +1,426 @@
+//! `l7c run`: a compiled policy enforced on every TCP connection the
+//! processes of one cgroup open, reloadable without dropping connections.
+//!
+//! A [`Session`] holds *generations*: each is one loaded object (its own
+//! maps, its `sk_msg` program attached to its own `l7_sockets`, its own
+//! redirect sockets) plus its enrollment program. One cgroup link
+//! ([`Enrollment`]) runs the current generation's enrollment program, so
+//! new connections go into the current generation's `l7_sockets`.
+//!
+//! Which policy an enrolled connection follows: the one that was current
+//! when it was established, until it closes. A socket takes its map's
+//! programs when it is inserted, and its `sk_msg` state (`l7_conn`, the
+//! request it is in the middle of) lives with that program; moving it to
+//! a new program mid-stream would judge a half-sent request with a policy
+//! that never saw its head. So [`Session::reload`] loads the new object,
+//! swaps the link's program atomically (`BPF_LINK_UPDATE`: no connection is
+//! enrolled in neither or both), and keeps the old generation loaded until
+//! its `l7_sockets` is empty (the kernel removes a socket from the map when
+//! it closes); only then is it freed. Freeing it earlier would remove its
+//! sockets from the map and leave them unpoliced.
+//!
+//! Invariants: the current generation is always fully loaded and attached
+//! before the link points at it; a reload that fails at any step leaves
+//! the link and the current generation untouched; dropping the session
+//! drops the link first (no new enrollments), then every generation
+//! (detach, close), so nothing of ours is left in the kernel.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use l7c_compiler::abi::{self, Meta};
+use l7c_compiler::enroll;
+
+use crate::cgroup::{check_cgroup, CgroupError, Enrollment};
+use crate::error::KernelError;
+use crate::events::{self, PortPair};
+use crate::loader::{KernelProgram, LoadOptions};
+use crate::metrics::{Counters, Snapshot};
+use crate::sys;
+
+/// A retired generation is freed once its socket map has been seen empty
+/// this many polls in a row, and no sooner than [`RETIRE_GRACE`] after the
+/// swap (an enrollment callback running during the swap may still insert
+/// into the old map).
+const EMPTY_POLLS_TO_FREE: u32 = 2;
+const RETIRE_GRACE: Duration = Duration::from_secs(1);
+/// How long to wait for a redirect target to accept.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `l7c run` was asked for, besides the policy.
+#[derive(Clone, Debug, Default)]
+pub struct RunConfig {
+    /// The cgroup v2 directory whose processes' connections are enrolled.
+    pub cgroup: PathBuf,
+    /// `--redirect NAME=HOST:PORT`: targets bound to the policy's slots.
+    pub redirects: Vec<(String, SocketAddr)>,
+    /// Report every verdict as an event (`abi::config::EVENTS_ALL`), not
+    /// only logged rules and audit-mode verdicts.
+    pub events_all: bool,
+}
+
+/// Why a policy could not be started or reloaded.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum RunError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("the policy has no redirect target `{name}` (it has: {known})")]
+    #[diagnostic(
+        code(l7::run::unknown_redirect),
+        help("`--redirect NAME=HOST:PORT` binds a target a `redirect` rule names; drop the flag or fix the name")
+    )]
+    UnknownRedirect { name: String, known: String },
+    #[error("cannot connect to redirect target `{name}` at {addr}: {error}")]
+    #[diagnostic(
+        code(l7::run::redirect_connect),
+        help("start the target first: redirected requests are sent over this connection")
+    )]
+    RedirectConnect {
+        name: String,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("the object's `.l7.meta` has ABI version {found}; this runtime reads version {expected}")]
+    #[diagnostic(
+        code(l7::run::abi),
+        help("compile the policy with this l7c (`l7c run` compiles it itself)")
+    )]
+    Abi { found: u32, expected: u32 },
+}
+
+impl RunError {
+    /// Whether the failure is for lack of privileges (exit 2).
+    pub fn is_permission(&self) -> bool {
+        matches!(self, RunError::Kernel(error) if error.is_permission())
+    }
+}
+
+/// One loaded policy (module docs).
+struct Generation {
+    program: KernelProgram,
+    meta: Meta,
+    /// The enrollment program's fd: the object's own `sock_ops` program
+    /// (duplicated fd) or the one loaded next to it.
+    enroll: OwnedFd,
+    /// Connected sockets the redirect slots point at; replies are read
+    /// and discarded so they never fill the receive buffer.
+    targets: Vec<TcpStream>,
+    retired_at: Option<Instant>,
+    empty_polls: u32,
+}
+
+impl Generation {
+    fn load(object: &[u8], meta: &Meta, config: &RunConfig) -> Result<Generation, RunError> {
+        if meta.abi != Meta::ABI_VERSION {
+            return Err(RunError::Abi {
+                found: meta.abi,
+                expected: Meta::ABI_VERSION,
+            });
+        }
+        for (name, _) in &config.redirects {
+            if !meta.redirect_slots.iter().any(|(target, _)| target == name) {
+                return Err(RunError::UnknownRedirect {
+                    name: name.clone(),
+                    known: known_targets(meta),
+                });
+            }
+        }
+        let mut program = KernelProgram::load(
+            object,
+            &LoadOptions {
+                program: None,
+                attach_map: Some(abi::maps::SOCKETS),
+            },
+        )?;
+        if config.events_all {
+            program.write_array(abi::maps::CONFIG, 0, &abi::config::EVENTS_ALL.to_ne_bytes())?;
+        }
+        let mut targets = Vec::new();
+        for (name, addr) in &config.redirects {
+            let Some((_, slot)) = meta.redirect_slots.iter().find(|(target, _)| target == name)
+            else {
+                continue; // checked above
+            };
+            let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).map_err(|error| {
+                RunError::RedirectConnect {
+                    name: name.clone(),
+                    addr: *addr,
+                    error,
+                }
+            })?;
+            stream.set_nonblocking(true).map_err(|error| RunError::RedirectConnect {
+                name: name.clone(),
+                addr: *addr,
+                error,
+            })?;
+            program.insert_socket(abi::maps::REDIRECTS, &slot.to_ne_bytes(), stream.as_fd())?;
+            targets.push(stream);
+        }
+        let enroll = if program.has_program(enroll::PROGRAM_NAME) {
+            let fd = program.load_sock_ops(enroll::PROGRAM_NAME)?;
+            fd.try_clone_to_owned().map_err(|error| {
+                KernelError::syscall(
+                    "dup of the sock_ops program's fd",
+                    crate::Errno::from_io(&error),
+                    "",
+                )
+            })?
+        } else {
+            // An object written before codegen carried the enrollment
+            // program: load ours against its `l7_sockets`.
+            program.load_companion(
+                enroll::PROGRAM_NAME,
+                sys::BPF_PROG_TYPE_SOCK_OPS,
+                &enroll::program(),
+            )?
+        };
+        Ok(Generation {
+            program,
+            meta: meta.clone(),
+            enroll,
+            targets,
+            retired_at: None,
+            empty_polls: 0,
+        })
+    }
+
+    fn enrolled_keys(&self) -> Result<Vec<Vec<u8>>, KernelError> {
+        self.program.keys(abi::maps::SOCKETS)
+    }
+
+    /// Reads and discards what redirect targets answered.
+    fn drain_targets(&mut self) {
+        use std::io::Read;
+        let mut buffer = [0u8; 16 * 1024];
+        for target in &mut self.targets {
+            while matches!(target.read(&mut buffer), Ok(n) if n > 0) {}
+        }
+    }
+}
+
+fn known_targets(meta: &Meta) -> String {
+    if meta.redirect_slots.is_empty() {
+        return "none".to_owned();
+    }
+    meta.redirect_slots
+        .iter()
+        .map(|(name, _)| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What one [`Session::poll`] found.
+#[derive(Debug, Default)]
+pub struct Polled {
+    /// JSON lines, one per record, oldest first per generation.
+    pub events: Vec<String>,
+    /// Records that could not be read as `abi::Event`.
+    pub unreadable: u64,
+    /// Generations freed because their last connection closed.
+    pub freed: usize,
+}
+
+/// A running policy (module docs).
+pub struct Session {
+    config: RunConfig,
+    cgroup_label: String,
+    // Field order is drop order: the link goes first (no new
+    // enrollments), then the generations.
+    enrollment: Enrollment,
+    current: Generation,
+    retired: Vec<Generation>,
+    /// Counts of freed generations, so counters never go down.
+    carried: Counters,
+    /// Addresses of recently enrolled connections, by the ports events
+    /// carry.
+    addresses: HashMap<PortPair, (SocketAddr, SocketAddr)>,
+    pub events_written: u64,
+    pub events_dropped: u64,
+    pub reloads_applied: u64,
+    pub reloads_rejected: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("cgroup", &self.config.cgroup)
+            .field("generations", &(1 + self.retired.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Loads `object` (with its `.l7.meta` as `meta`), attaches its
+    /// `sk_msg` program to `l7_sockets`, binds the redirect targets, and
+    /// attaches its enrollment program to the cgroup.
+    pub fn start(object: &[u8], meta: &Meta, config: RunConfig) -> Result<Session, RunError> {
+        check_cgroup(&config.cgroup)?;
+        let current = Generation::load(object, meta, &config)?;
+        let enrollment = Enrollment::attach(current.enroll.as_fd(), &config.cgroup)?;
+        Ok(Session {
+            cgroup_label: config.cgroup.display().to_string(),
+            config,
+            enrollment,
+            current,
+            retired: Vec::new(),
+            carried: Counters::default(),
+            addresses: HashMap::new(),
+            events_written: 0,
+            events_dropped: 0,
+            reloads_applied: 0,
+            reloads_rejected: 0,
+        })
+    }
+
+    /// Replaces the policy for new connections (module docs); on error
+    /// the running policy stays and the error says why.
+    pub fn reload(&mut self, object: &[u8], meta: &Meta) -> Result<(), RunError> {
+        let result = Generation::load(object, meta, &self.config).and_then(|next| {
+            self.enrollment.replace(next.enroll.as_fd())?;
+            Ok(next)
+        });
+        match result {
+            Ok(next) => {
+                let mut previous = std::mem::replace(&mut self.current, next);
+                previous.retired_at = Some(Instant::now());
+                self.retired.push(previous);
+                self.reloads_applied += 1;
+                Ok(())
+            }
+            Err(error) => {
+                self.rejected();
+                Err(error)
+            }
+        }
+    }
+
+    /// Counts a reload rejected before it reached the kernel (the policy
+    /// did not compile).
+    pub fn rejected(&mut self) {
+        self.reloads_rejected += 1;
+    }
+
+    /// Drains every generation's events, refreshes the address cache, and
+    /// frees retired generations whose connections have all closed.
+    pub fn poll(&mut self) -> Result<Polled, KernelError> {
+        let mut polled = Polled::default();
+        // Keys first: an event's connection may close right after.
+        for generation in std::iter::once(&self.current).chain(&self.retired) {
+            for key in generation.enrolled_keys()? {
+                if let (Some(ports), Some(addresses)) =
+                    (events::key_ports(&key), events::parse_key(&key))
+                {
+                    self.addresses.insert(ports, addresses);
+                }
+            }
+        }
+        let monotonic_now = events::monotonic_now();
+        let wall_now = SystemTime::now();
+        let cgroup = self.cgroup_label.clone();
+        let mut generations: Vec<&mut Generation> = std::iter::once(&mut self.current)
+            .chain(self.retired.iter_mut())
+            .collect();
+        for generation in &mut generations {
+            generation.drain_targets();
+            for record in generation.program.drain_events(abi::maps::EVENTS)? {
+                let addresses = l7c_compiler::abi::Event::from_bytes(&record)
+                    .and_then(|event| self.addresses.get(&(event.remote_port, event.local_port)))
+                    .copied();
+                let context = events::Context {
+                    meta: &generation.meta,
+                    addresses,
+                    cgroup: &cgroup,
+                    monotonic_now,
+                    wall_now,
+                };
+                match events::json_line(&record, &context) {
+                    Some(line) => polled.events.push(line),
+                    None => polled.unreadable += 1,
+                }
+            }
+        }
+        self.events_dropped += polled.unreadable;
+        // Free retired generations with no connection left.
+        let mut index = 0;
+        while let Some(generation) = self.retired.get_mut(index) {
+            let empty = generation.program.keys(abi::maps::SOCKETS)?.is_empty();
+            generation.empty_polls = if empty { generation.empty_polls + 1 } else { 0 };
+            let old_enough = generation
+                .retired_at
+                .is_some_and(|at| at.elapsed() >= RETIRE_GRACE);
+            if generation.empty_polls >= EMPTY_POLLS_TO_FREE && old_enough {
+                let freed = self.retired.remove(index);
+                // Its last events were drained above; keep its counts.
+                if let Ok(counters) = Counters::read(&freed.program, &freed.meta) {
+                    self.carried.add(&counters);
+                }
+                drop(freed);
+                polled.freed += 1;
+            } else {
+                index += 1;
+            }
+        }
+        // The cache only needs connections that may still report.
+        if self.addresses.len() > 65_536 {
+            self.addresses.clear();
+        }
+        Ok(polled)
+    }
+
+    /// What `/metrics` shows now.
+    pub fn snapshot(&self) -> Result<Snapshot, KernelError> {
+        let mut counters = self.carried.clone();
+        let mut enrolled = 0;
+        for generation in std::iter::once(&self.current).chain(&self.retired) {
+            counters.add(&Counters::read(&generation.program, &generation.meta)?);
+            enrolled += generation.enrolled_keys()?.len();
+        }
+        Ok(Snapshot {
+            counters,
+            connections_enrolled: enrolled,
+            events_written: self.events_written,
+            events_dropped: self.events_dropped,
+            reloads_applied: self.reloads_applied,
+            reloads_rejected: self.reloads_rejected,
+            generations: 1 + self.retired.len(),
+            source_hash: self.current.meta.source_hash.clone(),
+        })
+    }
+
+    /// The current generation's program (ids for `bpftool`, maps).
+    pub fn current(&self) -> &KernelProgram {
+        &self.current.program
+    }
+
+    /// Every loaded generation's program, current first.
+    pub fn programs(&self) -> Vec<&KernelProgram> {
+        std::iter::once(&self.current.program)
+            .chain(self.retired.iter().map(|g| &g.program))
+            .collect()
+    }
+
+    /// The kernel id of the current enrollment program.
+    pub fn enrollment_program_id(&self) -> Option<u32> {
+        prog_id(self.current.enroll.as_fd())
+    }
+
+    pub fn cgroup(&self) -> &Path {
+        self.enrollment.cgroup()
+    }
+}
+
+/// The kernel id of a program fd, from `/proc/self/fdinfo`.
+fn prog_id(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("prog_id:"))
+        .and_then(|id| id.trim().parse().ok())
+}

@@ -1,0 +1,296 @@
+//! `l7c run FILE... --cgroup PATH [--redirect NAME=HOST:PORT]...
+//! [--metrics ADDR] [--events PATH|-] [--events-all]`
+//!
+//! Compiles the policy, enforces it on every TCP connection the processes
+//! of the cgroup open (`l7c_runtime::Session`), and runs until SIGINT or
+//! SIGTERM. SIGHUP, or a change to any file the compilation read,
+//! reloads: new connections get the new policy, established ones keep
+//! theirs (docs/runtime.md). A policy that fails to compile or load is
+//! rejected and the running one stays.
+//!
+//! Exit codes: 0 after a clean stop; 1 the policy does not compile or the
+//! kernel refused the compiled program; 2 usage, privileges, cgroup, I/O.
+
+use super::{compile_or_report, generate_or_report, has_kernel_privileges, kernel_failure};
+use crate::{files_arg, usage_error, Status};
+use l7c_compiler::codegen::Compiled;
+use l7c_compiler::report;
+use l7c_runtime::cgroup::check_cgroup;
+use l7c_runtime::metrics;
+use l7c_runtime::run::{RunConfig, RunError, Session};
+use l7c_runtime::signals::Signals;
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the loop drains events, refreshes metrics and looks at
+/// signals; file changes are looked at every [`WATCH_EVERY`].
+const TICK: Duration = Duration::from_millis(50);
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The policy files (compiled together)
+    files: Vec<PathBuf>,
+    /// The cgroup v2 directory whose processes' TCP connections are policed
+    #[arg(long, value_name = "PATH", required = true)]
+    cgroup: PathBuf,
+    /// Bind redirect target NAME to a TCP connection to HOST:PORT
+    #[arg(long = "redirect", value_name = "NAME=HOST:PORT", value_parser = parse_redirect)]
+    redirects: Vec<(String, SocketAddr)>,
+    /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9107) at /metrics
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Write one JSON line per reported verdict to PATH (appended) or `-` (stdout)
+    #[arg(long, value_name = "PATH|-")]
+    events: Option<PathBuf>,
+    /// Report every verdict, not only `log` rules and audit-mode verdicts
+    #[arg(long)]
+    events_all: bool,
+}
+
+fn parse_redirect(text: &str) -> Result<(String, SocketAddr), String> {
+    let (name, target) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=HOST:PORT"))?;
+    if name.is_empty() {
+        return Err(format!("`{text}` has no target name before `=`"));
+    }
+    let addr = target
+        .to_socket_addrs()
+        .map_err(|error| format!("cannot resolve `{target}`: {error}"))?
+        .next()
+        .ok_or_else(|| format!("`{target}` resolves to no address"))?;
+    Ok((name.to_owned(), addr))
+}
+
+/// Where `--events` lines go.
+enum Sink {
+    None,
+    Stdout,
+    File(std::fs::File),
+}
+
+impl Sink {
+    fn open(events: Option<&PathBuf>) -> Result<Sink, Status> {
+        match events {
+            None => Ok(Sink::None),
+            Some(path) if path.as_os_str() == "-" => Ok(Sink::Stdout),
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Sink::File)
+                .map_err(|error| usage_error(format!("cannot open events file `{}`: {error}", path.display()))),
+        }
+    }
+
+    /// Writes the lines; `false` if they could not be written.
+    fn write(&mut self, lines: &[String]) -> bool {
+        if lines.is_empty() {
+            return true;
+        }
+        let mut text = lines.join("\n");
+        text.push('\n');
+        let result = match self {
+            Sink::None => return true,
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes()).and_then(|()| out.flush())
+            }
+            Sink::File(file) => file.write_all(text.as_bytes()),
+        };
+        result.is_ok()
+    }
+
+    fn enabled(&self) -> bool {
+        !matches!(self, Sink::None)
+    }
+}
+
+/// Modification times and sizes of the files a compilation read.
+type Stamps = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
+
+fn stamps(paths: &[PathBuf]) -> Stamps {
+    paths
+        .iter()
+        .map(|path| {
+            let stamp = std::fs::metadata(path)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (path.clone(), stamp)
+        })
+        .collect()
+}
+
+/// Compiles the files to an object; diagnostics go to stderr. Returns the
+/// object and every file the compilation read (to watch).
+fn build(files: &[PathBuf]) -> Result<(Compiled, Vec<PathBuf>), Status> {
+    let (compilation, checked) = compile_or_report(files)?;
+    let compiled = generate_or_report(&checked)?;
+    let mut read: Vec<PathBuf> = compilation
+        .sources
+        .iter()
+        .filter_map(|(_, file)| file.path.clone())
+        .collect();
+    for file in files {
+        if !read.contains(file) {
+            read.push(file.clone());
+        }
+    }
+    Ok((compiled, read))
+}
+
+fn run_error(error: RunError) -> Status {
+    match error {
+        RunError::Kernel(error) => kernel_failure(error),
+        RunError::Abi { .. } => {
+            eprint!("{}", report::render(&error));
+            Status::Failed
+        }
+        other => {
+            eprint!("{}", report::render(&other));
+            Status::Usage
+        }
+    }
+}
+
+pub fn run(args: Args) -> Status {
+    if let Err(status) = files_arg(&args.files) {
+        return status;
+    }
+    if !has_kernel_privileges() {
+        return usage_error(format!(
+            "`l7c run` needs root: it loads the policy into the kernel and attaches it to cgroup `{}`; {}",
+            args.cgroup.display(),
+            l7c_runtime::PRIVILEGE_HELP
+        ));
+    }
+    if let Err(error) = check_cgroup(&args.cgroup) {
+        eprint!("{}", report::render(&error));
+        return Status::Usage;
+    }
+    let (compiled, mut watched) = match build(&args.files) {
+        Ok(built) => built,
+        Err(status) => return status,
+    };
+    let mut sink = match Sink::open(args.events.as_ref()) {
+        Ok(sink) => sink,
+        Err(status) => return status,
+    };
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => return usage_error(format!("cannot install signal handlers (sigaction): {error}")),
+    };
+    let config = RunConfig {
+        cgroup: args.cgroup.clone(),
+        redirects: args.redirects.clone(),
+        events_all: args.events_all,
+    };
+    let mut session = match Session::start(&compiled.object, &compiled.meta, config) {
+        Ok(session) => session,
+        Err(error) => return run_error(error),
+    };
+    let shared: metrics::Shared = Arc::new(Mutex::new(String::new()));
+    publish(&session, &shared);
+    if let Some(addr) = args.metrics {
+        match metrics::serve(addr, Arc::clone(&shared)) {
+            Ok(bound) => eprintln!("l7c: metrics at http://{bound}/metrics"),
+            Err(error) => {
+                drop(session);
+                return usage_error(format!(
+                    "cannot serve metrics on {addr}: {error}; choose a free address with `--metrics HOST:PORT`"
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "l7c: enforcing {} (build {}) on TCP connections opened in cgroup `{}`; SIGHUP or a file change reloads, SIGINT/SIGTERM stops",
+        describe(&compiled),
+        compiled.meta.source_hash,
+        args.cgroup.display()
+    );
+    let mut last_stamps = stamps(&watched);
+    let mut last_watch = Instant::now();
+    let signal = loop {
+        if let Some(signal) = signals.terminated() {
+            break signal;
+        }
+        let mut reload = signals.take_hangup();
+        if last_watch.elapsed() >= WATCH_EVERY {
+            last_watch = Instant::now();
+            let now = stamps(&watched);
+            if now != last_stamps {
+                last_stamps = now;
+                reload = true;
+            }
+        }
+        if reload {
+            match build(&args.files) {
+                Ok((compiled, read)) => match session.reload(&compiled.object, &compiled.meta) {
+                    Ok(()) => {
+                        watched = read;
+                        last_stamps = stamps(&watched);
+                        eprintln!(
+                            "l7c: reloaded: {} (build {}) for new connections; established ones keep their policy",
+                            describe(&compiled),
+                            compiled.meta.source_hash
+                        );
+                    }
+                    Err(error) => {
+                        eprint!("{}", report::render(&error));
+                        eprintln!("l7c: reload rejected: the kernel did not take the new policy; the running one stays");
+                    }
+                },
+                Err(_) => {
+                    session.rejected();
+                    eprintln!("l7c: reload rejected: the policy does not compile; the running one stays");
+                }
+            }
+        }
+        match session.poll() {
+            Ok(polled) => {
+                if sink.enabled() {
+                    let count = polled.events.len() as u64;
+                    if sink.write(&polled.events) {
+                        session.events_written += count;
+                    } else {
+                        session.events_dropped += count;
+                    }
+                }
+            }
+            Err(error) => eprint!("{}", report::render(&error)),
+        }
+        publish(&session, &shared);
+        std::thread::sleep(TICK);
+    };
+    drop(session);
+    eprintln!("l7c: stopped on {}: programs detached, maps freed", l7c_runtime::signals::name(signal));
+    Status::Ok
+}
+
+fn describe(compiled: &Compiled) -> String {
+    if compiled.meta.policies.is_empty() {
+        return "no policy (every connection passes)".to_owned();
+    }
+    compiled
+        .meta
+        .policies
+        .iter()
+        .map(|p| format!("policy `{}`{}", p.name, if p.audit { " (audit)" } else { "" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn publish(session: &Session, shared: &metrics::Shared) {
+    match session.snapshot() {
+        Ok(snapshot) => {
+            if let Ok(mut text) = shared.lock() {
+                *text = metrics::render(&snapshot);
+            }
+        }
+        Err(error) => eprint!("{}", report::render(&error)),
+    }
+}
