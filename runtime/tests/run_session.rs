@@ -191,6 +191,17 @@ fn client_connections_are_enrolled_over_ipv4_and_ipv6() {
     enrolls_and_denies(&session, &cgroup, "127.0.0.1:18100", "127.0.0.1");
     enrolls_and_denies(&session, &cgroup, "[::1]:18101", "::1");
 
+    // A process in a cgroup below it is enrolled too.
+    let child = Cgroup(cgroup.0.join("child"));
+    std::fs::create_dir(&child.0).expect("a child cgroup");
+    enrolls_and_denies(&session, &child, "127.0.0.1:18103", "127.0.0.1");
+    drop(child);
+
+    // The metrics name the policy's rules and count what is enrolled now.
+    let snapshot = session.snapshot().unwrap();
+    assert_eq!(snapshot.counters.rules.keys().cloned().collect::<Vec<_>>(), vec![("p".to_owned(), "r".to_owned())]);
+    assert_eq!(snapshot.generations, 1);
+
     // A connection from outside the cgroup is not enrolled and passes.
     let listener = TcpListener::bind("127.0.0.1:18102").unwrap();
     let mut outside = TcpStream::connect("127.0.0.1:18102").unwrap();
@@ -199,6 +210,32 @@ fn client_connections_are_enrolled_over_ipv4_and_ipv6() {
     assert_eq!(read_for(&mut server, Duration::from_secs(2), 7), b"outside");
     let key = SockKey::new(outside.local_addr().unwrap(), outside.peer_addr().unwrap());
     assert!(!enrolled(&session).contains(&key));
+}
+
+/// The final shape: the object carries the enrollment program itself
+/// (section `sockops`, symbol `enroll::PROGRAM_NAME`), aya loads it, and
+/// the session uses it rather than loading its own.
+#[test]
+fn the_objects_own_enrollment_program_is_used() {
+    let test = "the_objects_own_enrollment_program_is_used";
+    let Some(cgroup) = ready(test) else { return };
+    let mut drop_all = l7c_compiler::bpf::Asm::new();
+    drop_all.mov64(l7c_compiler::bpf::R0, 0).exit();
+    let mut object = l7c_compiler::elf::ObjectBuilder::new();
+    object.program(codegen::PROGRAM_SECTION, codegen::PROGRAM_NAME, drop_all.finish().unwrap());
+    object.program(l7c_compiler::enroll::SECTION, l7c_compiler::enroll::PROGRAM_NAME, l7c_compiler::enroll::program());
+    object.map(l7c_compiler::elf::MapDef::sock_hash(l7c_compiler::abi::maps::SOCKETS, 44, 64));
+    let object = object.write().unwrap();
+    let meta = deny_all().meta;
+    let session = Session::start(&object, &meta, config(&cgroup)).expect("start");
+    assert!(session.current().has_program(l7c_compiler::enroll::PROGRAM_NAME));
+    let id = session.enrollment_program_id().expect("an enrollment program");
+    let info = Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]).output();
+    if let Ok(info) = info {
+        let text = String::from_utf8_lossy(&info.stdout);
+        assert!(text.contains("sock_ops") && text.contains("l7c_enroll"), "{text}");
+    }
+    enrolls_and_denies(&session, &cgroup, "127.0.0.1:18104", "127.0.0.1");
 }
 
 #[test]
