@@ -114,6 +114,8 @@ struct Generation {
     targets: Vec<TcpStream>,
     retired_at: Option<Instant>,
     empty_polls: u32,
+    /// Sockets in its `l7_sockets` at the last poll.
+    enrolled: usize,
 }
 
 impl Generation {
@@ -188,6 +190,7 @@ impl Generation {
             targets,
             retired_at: None,
             empty_polls: 0,
+            enrolled: 0,
         })
     }
 
@@ -241,6 +244,8 @@ pub struct Session {
     /// Addresses of recently enrolled connections, by the ports events
     /// carry.
     addresses: HashMap<PortPair, (SocketAddr, SocketAddr)>,
+    /// Sockets enrolled in every generation at the last poll.
+    enrolled: usize,
     pub events_written: u64,
     pub events_dropped: u64,
     pub reloads_applied: u64,
@@ -272,6 +277,7 @@ impl Session {
             retired: Vec::new(),
             carried: Counters::default(),
             addresses: HashMap::new(),
+            enrolled: 0,
             events_written: 0,
             events_dropped: 0,
             reloads_applied: 0,
@@ -311,9 +317,15 @@ impl Session {
     /// frees retired generations whose connections have all closed.
     pub fn poll(&mut self) -> Result<Polled, KernelError> {
         let mut polled = Polled::default();
-        // Keys first: an event's connection may close right after.
-        for generation in std::iter::once(&self.current).chain(&self.retired) {
-            for key in generation.enrolled_keys()? {
+        // Keys first: an event's connection may close right after. One
+        // walk of each map per poll serves the address cache, the
+        // enrolled count and retiring.
+        let mut enrolled = 0;
+        for generation in std::iter::once(&mut self.current).chain(self.retired.iter_mut()) {
+            let keys = generation.enrolled_keys()?;
+            generation.enrolled = keys.len();
+            enrolled += keys.len();
+            for key in keys {
                 if let (Some(ports), Some(addresses)) =
                     (events::key_ports(&key), events::parse_key(&key))
                 {
@@ -321,6 +333,7 @@ impl Session {
                 }
             }
         }
+        self.enrolled = enrolled;
         let monotonic_now = events::monotonic_now();
         let wall_now = SystemTime::now();
         let cgroup = self.cgroup_label.clone();
@@ -350,7 +363,7 @@ impl Session {
         // Free retired generations with no connection left.
         let mut index = 0;
         while let Some(generation) = self.retired.get_mut(index) {
-            let empty = generation.program.keys(abi::maps::SOCKETS)?.is_empty();
+            let empty = generation.enrolled == 0;
             generation.empty_polls = if empty { generation.empty_polls + 1 } else { 0 };
             let old_enough = generation
                 .retired_at
@@ -374,17 +387,16 @@ impl Session {
         Ok(polled)
     }
 
-    /// What `/metrics` shows now.
+    /// What `/metrics` shows now (the enrolled count as of the last
+    /// [`Session::poll`]).
     pub fn snapshot(&self) -> Result<Snapshot, KernelError> {
         let mut counters = self.carried.clone();
-        let mut enrolled = 0;
         for generation in std::iter::once(&self.current).chain(&self.retired) {
             counters.add(&Counters::read(&generation.program, &generation.meta)?);
-            enrolled += generation.enrolled_keys()?.len();
         }
         Ok(Snapshot {
             counters,
-            connections_enrolled: enrolled,
+            connections_enrolled: self.enrolled,
             events_written: self.events_written,
             events_dropped: self.events_dropped,
             reloads_applied: self.reloads_applied,

@@ -390,3 +390,65 @@ fn dropping_the_session_leaves_nothing_in_the_kernel() {
         assert!(gone("map", *id), "map {id} is still there");
     }
 }
+
+#[test]
+fn curl_in_the_cgroup_fails_with_the_send_error_when_denied() {
+    let test = "curl_in_the_cgroup_fails_with_the_send_error_when_denied";
+    let Some(cgroup) = ready(test) else { return };
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIPPED {test}: curl is not installed (apt-get install -y curl)");
+        return;
+    }
+    let deny = deny_all();
+    let _session = Session::start(&deny.object, &deny.meta, config(&cgroup)).expect("start");
+    let listener = TcpListener::bind("127.0.0.1:18145").unwrap();
+    let script = "exec curl -sS --max-time 5 http://127.0.0.1:18145/x";
+    let mut curl = Command::new("bash")
+        .args(["-c", &format!("echo $$ > {}/cgroup.procs && {script}", cgroup.0.display())])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = accept(&listener, &mut curl);
+    assert!(read_for(&mut server, Duration::from_millis(500), 1).is_empty(), "the server must never see the request");
+    let output = curl.wait_with_output().unwrap();
+    // 55: "Failed sending data to the peer" — send() failed with EACCES.
+    assert_eq!(output.status.code(), Some(55), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn redirect_targets_are_connected_and_bound_at_their_slots() {
+    let test = "redirect_targets_are_connected_and_bound_at_their_slots";
+    let Some(cgroup) = ready(test) else { return };
+    let source = "policy \"p\" {\n  rule \"b\" { path prefix \"/b/\"  redirect \"backup\" }\n  default deny\n}\n";
+    let compilation = compile_text("redirect.l7", source, None);
+    let compiled = codegen::compile_frame(compilation.checked.as_ref().expect("checks"), HeadPhase::DenyFailClosed)
+        .expect("the frame compiles");
+    let slot = compiled.meta.redirect_slots.iter().find(|(name, _)| name == "backup").expect("a slot").1;
+
+    let target = TcpListener::bind("127.0.0.1:18146").unwrap();
+    let bound = RunConfig {
+        redirects: vec![("backup".into(), target.local_addr().unwrap())],
+        ..config(&cgroup)
+    };
+    let session = Session::start(&compiled.object, &compiled.meta, bound).expect("start with a bound target");
+    target.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while target.accept().is_err() {
+        assert!(Instant::now() < deadline, "the runtime never connected to the target");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A SOCKMAP cannot be read from user space with 4-byte values
+    // (ENOSPC); deleting the element proves it was there (an empty slot
+    // fails with EINVAL).
+    let deleted = session.current().delete(l7c_compiler::abi::maps::REDIRECTS, &slot.to_ne_bytes());
+    assert!(matches!(deleted, Ok(true)), "slot {slot} of l7_redirect held no socket: {deleted:?}");
+    drop(session);
+
+    // Nothing listens there: the start fails and says so.
+    let unbound = RunConfig {
+        redirects: vec![("backup".into(), "127.0.0.1:18147".parse().unwrap())],
+        ..config(&cgroup)
+    };
+    let error = Session::start(&compiled.object, &compiled.meta, unbound).unwrap_err();
+    assert!(matches!(error, RunError::RedirectConnect { .. }), "{error:?}");
+}
