@@ -8,8 +8,9 @@
 //! The enforcing program comes from `codegen::compile_frame(...,
 //! HeadPhase::DenyFailClosed)` (denies every governed connection at its
 //! first byte) and the pass-all one from `codegen::compile` of a file
-//! without policy: both work before the head phase is generated. Ports
-//! 18100–18149.
+//! without policy: both work before the head phase is generated; a
+//! hand-assembled stand-in reports events and counters as `abi` says.
+//! Ports 18100–18149.
 
 mod common;
 
@@ -313,6 +314,20 @@ fn bad_flags_are_refused_before_anything_is_loaded() {
     };
     let error = Session::start(&deny.object, &deny.meta, unknown).unwrap_err();
     assert!(matches!(error, RunError::UnknownRedirect { .. }), "{error:?}");
+
+    // A program the verifier refuses: its own last words come back.
+    let mut bad = l7c_compiler::bpf::Asm::new();
+    bad.mov64(l7c_compiler::bpf::R0, l7c_compiler::bpf::R2).exit();
+    let mut object = l7c_compiler::elf::ObjectBuilder::new();
+    object.program(codegen::PROGRAM_SECTION, codegen::PROGRAM_NAME, bad.finish().unwrap());
+    object.map(l7c_compiler::elf::MapDef::sock_hash(l7c_compiler::abi::maps::SOCKETS, 44, 64));
+    let error = Session::start(&object.write().unwrap(), &deny.meta, config(&cgroup)).unwrap_err();
+    match error {
+        RunError::Kernel(l7c_runtime::KernelError::VerifierRejected { log_tail, .. }) => {
+            assert!(log_tail.contains("R2 !read_ok"), "{log_tail}")
+        }
+        other => panic!("expected a verifier refusal, got {other:?}"),
+    }
 }
 
 fn bpftool(args: &[&str]) -> Option<String> {
@@ -451,4 +466,103 @@ fn redirect_targets_are_connected_and_bound_at_their_slots() {
     };
     let error = Session::start(&compiled.object, &compiled.meta, unbound).unwrap_err();
     assert!(matches!(error, RunError::RedirectConnect { .. }), "{error:?}");
+}
+
+/// A stand-in for the generated program's reporting (abi.rs): on every run
+/// it passes the message, writes one `abi::Event` (rule 1 of policy 0,
+/// allow, logged, span `0..msg->size`, the context's ports) to
+/// `l7_events` and adds 1 to that rule's counter in `l7_counters`. Lets
+/// the session's events and metrics be checked against the kernel before
+/// the head phase exists.
+fn reporting_object(meta: &l7c_compiler::abi::Meta) -> Vec<u8> {
+    use l7c_compiler::abi::{self, event_flags, record, Counter, Event};
+    use l7c_compiler::bpf::{sk_msg_md, Asm, Helper, R0, R1, R10, R2, R3, R4, R6};
+    use l7c_compiler::elf::{DataType, MapDef, ObjectBuilder};
+    const EVENT: i16 = -48;
+    const INDEX: i16 = -56;
+    let rule = 1;
+    let mut a = Asm::new();
+    a.mov64(R6, R1);
+    for slot in 0..6 {
+        a.stdw(R10, EVENT + slot * 8, 0);
+    }
+    a.call(Helper::KtimeGetNs);
+    a.stxdw(R10, EVENT + Event::OFFSET_TIME, R0);
+    a.ldxw(R1, R6, sk_msg_md::SIZE);
+    a.stxdw(R10, EVENT + Event::OFFSET_END, R1);
+    a.stw(R10, EVENT + Event::OFFSET_RULE, rule);
+    a.stb(R10, EVENT + Event::OFFSET_ACTION, i32::from(abi::action_code(l7c_compiler::model::VerdictAction::Allow)));
+    a.stb(R10, EVENT + Event::OFFSET_FLAGS, i32::from(event_flags::LOGGED));
+    a.stb(R10, EVENT + Event::OFFSET_RECORD, i32::from(record::VERDICT));
+    a.ldxw(R1, R6, sk_msg_md::REMOTE_PORT);
+    a.stxw(R10, EVENT + Event::OFFSET_REMOTE_PORT, R1);
+    a.ldxw(R1, R6, sk_msg_md::LOCAL_PORT);
+    a.stxw(R10, EVENT + Event::OFFSET_LOCAL_PORT, R1);
+    a.ld_map(R1, abi::maps::EVENTS);
+    a.mov64(R2, R10).add64(R2, i32::from(EVENT));
+    a.mov64(R3, Event::SIZE as i32).mov64(R4, 0);
+    a.call(Helper::RingbufOutput);
+    let index = abi::counter_index(0, 0, Counter::Rule(rule as usize));
+    a.stw(R10, INDEX, index as i32);
+    a.ld_map(R1, abi::maps::COUNTERS);
+    a.mov64(R2, R10).add64(R2, i32::from(INDEX));
+    a.call(Helper::MapLookupElem);
+    a.jeq(R0, 0, "out");
+    a.mov64(R1, 1);
+    a.atomic_add64(R0, 0, R1);
+    a.label("out");
+    a.mov64(R0, 1).exit();
+    let counters = (abi::REASON_SLOTS + meta.policies[0].rules.len()) as u32;
+    let mut object = ObjectBuilder::new();
+    object.program(codegen::PROGRAM_SECTION, codegen::PROGRAM_NAME, a.finish().expect("assembles"));
+    object.program(l7c_compiler::enroll::SECTION, l7c_compiler::enroll::PROGRAM_NAME, l7c_compiler::enroll::program());
+    object.map(MapDef::sock_hash(abi::maps::SOCKETS, 44, 64));
+    object.map(MapDef::sock_map(abi::maps::REDIRECTS, 1));
+    object.map(MapDef::percpu_array(abi::maps::COUNTERS, DataType::U64, counters));
+    object.map(MapDef::ring_buf(abi::maps::EVENTS, 64 * 1024));
+    object.map(MapDef::array(abi::maps::CONFIG, DataType::U32, 1));
+    object.write().expect("the reporting object")
+}
+
+#[test]
+fn events_and_counters_reach_the_json_lines_and_the_metrics() {
+    let test = "events_and_counters_reach_the_json_lines_and_the_metrics";
+    let Some(cgroup) = ready(test) else { return };
+    let source = "policy \"p\" {\n  rule \"first\" { path prefix \"/a/\"  allow }\n  rule \"second\" { path prefix \"/b/\"  allow  log }\n  default deny\n}\n";
+    let compilation = compile_text("report.l7", source, None);
+    let meta = codegen::meta(compilation.checked.as_ref().expect("checks").program());
+    let mut session = Session::start(&reporting_object(&meta), &meta, config(&cgroup)).expect("start");
+
+    let listener = TcpListener::bind("127.0.0.1:18105").unwrap();
+    let mut child = cgroup.spawn("exec 3<>/dev/tcp/127.0.0.1/18105 && printf hello >&3 && sleep 0.5");
+    let mut server = accept(&listener, &mut child);
+    assert_eq!(read_for(&mut server, Duration::from_secs(2), 5), b"hello");
+    let client = server.peer_addr().unwrap();
+
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while lines.is_empty() && Instant::now() < deadline {
+        lines.extend(session.poll().expect("poll").events);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lines.len(), 1, "one send, one verdict: {lines:?}");
+    let line = &lines[0];
+    for part in [
+        "\"kind\":\"verdict\"".to_owned(),
+        "\"policy\":\"p\",\"rule\":\"second\",\"action\":\"allow\",\"reason\":\"rule\"".to_owned(),
+        "\"logged\":true".to_owned(),
+        "\"start\":0,\"end\":5,\"bytes\":5".to_owned(),
+        format!("\"local\":\"{client}\",\"remote\":\"127.0.0.1:18105\""),
+        format!("\"local_port\":{},\"remote_port\":18105", client.port()),
+        format!("\"cgroup\":\"{}\"", cgroup.0.display()),
+    ] {
+        assert!(line.contains(&part), "{part} not in {line}");
+    }
+    let snapshot = session.snapshot().unwrap();
+    assert_eq!(snapshot.counters.rules[&("p".to_owned(), "second".to_owned())], 1);
+    assert_eq!(snapshot.counters.rules[&("p".to_owned(), "first".to_owned())], 0);
+    assert_eq!(snapshot.connections_enrolled, 1, "the client is still connected");
+    let text = l7c_runtime::metrics::render(&snapshot);
+    assert!(text.contains("l7c_rule_verdicts_total{policy=\"p\",rule=\"second\"} 1\n"), "{text}");
+    let _ = child.wait();
 }
