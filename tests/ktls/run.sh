@@ -66,11 +66,13 @@ fetch_kernel() {
   if [ -f "$testbed/$folder/vmlinuz-${folder#linux-}" ] && [ -f "$testbed/$folder/modules/order" ]; then
     cp "$testbed/$folder/vmlinuz-${folder#linux-}" "$dest/vmlinuz"
     cp "$testbed/$folder/modules/"* "$dest/modules/"
-    echo "$testbed/$folder (cached)"
+    echo "kernel: $testbed/$folder (cached)"
     return
   fi
   local package="linux-image-${folder#linux-}-unsigned"
-  ( cd "$dest" && { apt-get download "$package=$version" || apt-get download "linux-image-${folder#linux-}=$version"; } ) >/dev/null 2>&1 ||
+  echo "no cached kernel in $testbed/$folder: downloading $package=$version"
+  download() { apt-get download "$package=$version" || apt-get download "linux-image-${folder#linux-}=$version"; }
+  ( cd "$dest" && { download || { apt-get update -qq && download; }; } ) >/dev/null 2>&1 ||
     die "no cached kernel in $testbed/$folder and apt-get cannot download $package=$version (the Debian archive drops old builds)"
   dpkg-deb -x "$dest"/*.deb "$dest/pkg" || die "cannot unpack the $package package"
   cp "$dest"/pkg/boot/vmlinuz-* "$dest/vmlinuz"
@@ -87,7 +89,7 @@ fetch_kernel() {
     esac
     echo "$name.ko" >>"$dest/modules/order"
   done
-  echo "$package $version (downloaded)"
+  echo "kernel: $package $version (downloaded)"
 }
 
 # ------------------------------------------------------ the guest binary
@@ -135,7 +137,7 @@ for entry in "${kernels[@]}"; do
   read -r folder version expect <<<"$entry"
   [ -z "${L7C_KTLS_ONLY:-}" ] || [ "$L7C_KTLS_ONLY" = "$folder" ] || continue
   say "Debian $version ($folder): it must ${expect%s} kTLS on an enrolled socket"
-  echo "kernel: $(fetch_kernel "$folder" "$version")"
+  fetch_kernel "$folder" "$version"
   make_initramfs "$work/$folder" "$work/$folder/initrd.cpio.gz"
   log="$work/$folder/console.log"
   boot_started=$SECONDS
