@@ -585,7 +585,7 @@ fn run_enforces_a_policy_on_curl_in_the_cgroup() {
     // Allowed: the response arrives.
     let (code, body) = curl(&cgroup, &[&url("/hello/a")]);
     assert_eq!((code, body.as_str()), (0, "ok GET /hello/a 0\n"));
-    // Denied: the send fails (EACCES; curl: "Failed sending data", exit
+    // Denied: the send fails (EACCES; curl: "Send failure: Permission denied", exit
     // 55) and the server never sees the request.
     let (code, body) = curl(&cgroup, &[&url("/admin/x")]);
     assert_eq!(code, 55, "curl on a denied request: {body}");

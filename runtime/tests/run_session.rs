@@ -426,7 +426,7 @@ fn curl_in_the_cgroup_fails_with_the_send_error_when_denied() {
     let mut server = accept(&listener, &mut curl);
     assert!(read_for(&mut server, Duration::from_millis(500), 1).is_empty(), "the server must never see the request");
     let output = curl.wait_with_output().unwrap();
-    // 55: "Failed sending data to the peer" — send() failed with EACCES.
+    // 55: "Send failure: Permission denied" — send() failed with EACCES.
     assert_eq!(output.status.code(), Some(55), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
