@@ -378,6 +378,17 @@ fn probe_tries_every_capability() {
     assert_eq!(out.status.code(), Some(if required_ok { 0 } else { 1 }));
     // kTLS is tried, not assumed: the detail names the setsockopt.
     assert!(find("ktls")["detail"].as_str().unwrap().contains("TCP_ULP") || find("ktls")["available"] == true);
+    // Without privileges nothing can be tried: exit 2 and what to do.
+    if installed("setpriv", "--version") {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+            .arg(env!("CARGO_BIN_EXE_l7c"))
+            .arg("probe")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_BPF"));
+    }
     // The human form says the same.
     let human = l7c().arg("probe").output().unwrap();
     assert_eq!(human.status.code(), out.status.code());

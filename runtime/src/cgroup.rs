@@ -86,7 +86,10 @@ fn unescape_mountinfo(field: &str) -> String {
 
 /// Checks that `path` is a directory on a cgroup v2 mount.
 pub fn check_cgroup(path: &Path) -> Result<(), CgroupError> {
-    let mounts = cgroup2_mounts();
+    check_against(path, &cgroup2_mounts())
+}
+
+fn check_against(path: &Path, mounts: &[PathBuf]) -> Result<(), CgroupError> {
     if mounts.is_empty() {
         return Err(CgroupError::NoCgroup2);
     }
@@ -196,6 +199,14 @@ mod tests {
         assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
         assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
         assert_eq!(unescape_mountinfo(r"/odd\x"), r"/odd\x");
+    }
+
+    #[test]
+    fn without_a_cgroup2_mount_the_error_says_how_to_mount_one() {
+        let error = check_against(Path::new("/sys/fs/cgroup/app"), &[]).unwrap_err();
+        assert!(matches!(error, CgroupError::NoCgroup2));
+        let help = miette::Diagnostic::help(&error).map(|h| h.to_string()).unwrap_or_default();
+        assert!(help.contains("mount -t cgroup2"), "{help}");
     }
 
     #[test]
