@@ -289,6 +289,14 @@ impl Asm {
         self
     }
 
+    /// Whether an instruction emitted so far jumps to (or calls) `label`:
+    /// code generators emit a block only when something reaches it (the
+    /// kernel's verifier refuses unreachable instructions).
+    pub fn is_referenced(&self, label: impl Into<Label>) -> bool {
+        let label = label.into();
+        self.fixups.iter().any(|fixup| fixup.label == label)
+    }
+
     /// A label name not used before by this builder: `prefix.N`. Define it
     /// with [`Asm::label`] where it belongs.
     pub fn fresh_label(&mut self, prefix: &str) -> Label {

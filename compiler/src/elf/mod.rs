@@ -71,6 +71,8 @@ pub struct ObjectBuilder {
     maps: Vec<MapDef>,
     license: String,
     meta: Option<Vec<u8>>,
+    /// Read-only data: the symbol naming its start, and its bytes.
+    rodata: Option<(String, Vec<u8>)>,
 }
 
 impl Default for ObjectBuilder {
@@ -82,7 +84,7 @@ impl Default for ObjectBuilder {
 impl ObjectBuilder {
     /// An empty object with license `GPL`.
     pub fn new() -> ObjectBuilder {
-        ObjectBuilder { programs: Vec::new(), maps: Vec::new(), license: "GPL".to_owned(), meta: None }
+        ObjectBuilder { programs: Vec::new(), maps: Vec::new(), license: "GPL".to_owned(), meta: None, rodata: None }
     }
 
     /// Adds `program` in its own executable `section` (`sk_msg`,
@@ -108,6 +110,15 @@ impl ObjectBuilder {
     /// Sets the contents of `.l7.meta`.
     pub fn meta(&mut self, bytes: Vec<u8>) -> &mut Self {
         self.meta = Some(bytes);
+        self
+    }
+
+    /// Adds a `.rodata` section holding `bytes`, named by the data symbol
+    /// `symbol` at its start. Programs reach it with `ld_map(reg, symbol)`:
+    /// loaders (aya, libbpf) turn the relocation into a pointer to the
+    /// frozen, read-only array map they create for `.rodata`.
+    pub fn rodata(&mut self, symbol: &str, bytes: Vec<u8>) -> &mut Self {
+        self.rodata = Some((symbol.to_owned(), bytes));
         self
     }
 
@@ -176,9 +187,21 @@ impl ObjectBuilder {
                 return Err(ElfError::ConflictingStruct { name: name.to_owned() });
             }
         }
+        if let Some((symbol, bytes)) = &self.rodata {
+            if !is_c_identifier(symbol) {
+                return Err(ElfError::BadSymbol { name: symbol.clone() });
+            }
+            if symbols.contains(&symbol.as_str()) {
+                return Err(ElfError::DuplicateSymbol { name: symbol.clone() });
+            }
+            if bytes.is_empty() {
+                return Err(ElfError::Object("an empty .rodata section".to_owned()));
+            }
+        }
+        let rodata_symbol = self.rodata.as_ref().map(|(symbol, _)| symbol.as_str());
         for entry in &self.programs {
             for relocation in entry.program.relocations() {
-                if !self.maps.iter().any(|m| m.name() == relocation.map) {
+                if rodata_symbol != Some(relocation.map.as_str()) && !self.maps.iter().any(|m| m.name() == relocation.map) {
                     return Err(ElfError::UnknownMap { program: entry.name.clone(), map: relocation.map.clone() });
                 }
             }
@@ -272,6 +295,21 @@ impl ObjectBuilder {
                     });
                     map_symbols.push((map.name(), symbol));
                 }
+            }
+            if let Some((name, bytes)) = &self.rodata {
+                let section = obj.add_section(Vec::new(), b".rodata".to_vec(), SectionKind::ReadOnlyData);
+                obj.set_section_data(section, bytes.clone(), 8);
+                let symbol = obj.add_symbol(Symbol {
+                    name: name.as_bytes().to_vec(),
+                    value: 0,
+                    size: bytes.len() as u64,
+                    kind: SymbolKind::Data,
+                    scope: SymbolScope::Dynamic,
+                    weak: false,
+                    section: SymbolSection::Section(section),
+                    flags: SymbolFlags::None,
+                });
+                map_symbols.push((name.as_str(), symbol));
             }
             let ext = has_functions.then(|| {
                 // func_info: every function of every program, by section.
