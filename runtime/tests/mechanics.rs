@@ -854,3 +854,58 @@ fn context_fields_match_the_enrollment_key_layout() {
     assert_eq!(e.local_port, u32::from(local.port()));
     assert_eq!(&key[40..44], &e.local_port.to_ne_bytes());
 }
+
+/// A run after a partial `apply_bytes` in the same message (a pipelined
+/// request whose head is incomplete) must hold the rest with a cork. On
+/// 6.18 a bare cork there breaks the stream: the next `send()` returns 0
+/// and its bytes vanish, or held bytes are delivered twice. A
+/// `msg_pull_data` in the corking run (even of one byte) makes the kernel
+/// rebuild the message and the cork then works: the generator pulls
+/// before every hold (docs/kernel-mechanics.md).
+#[test]
+fn a_cork_after_a_partial_apply_works_after_a_pull() {
+    gate!("a_cork_after_a_partial_apply_works_after_a_pull");
+    let first = Plan { apply: 20, cork: ZERO, ..Plan::pass() };
+    let pull = Plan { pull_start: 0, pull_end: 20, apply: ZERO, cork: ZERO, ..Plan::pass() };
+    let bare = Plan { cork_plus: 1, apply: ZERO, ..Plan::drop() };
+    let pulled = Plan { cork_plus: 1, apply: ZERO, pull_start: 0, pull_end: 1, ..Plan::drop() };
+    for sizes in [&[30usize, 10][..], &[15, 15, 10][..]] {
+        let t = trace(&[first, bare, pull], sizes, &[], REDIRECT);
+        println!(
+            "bare cork after apply 20, sends {sizes:?}: send results {:?}, {} of {} bytes delivered, intact: {}",
+            t.sends,
+            t.delivered.len(),
+            t.input.len(),
+            t.delivered == t.input
+        );
+        let t = trace(&[first, pulled, pull], sizes, &[], REDIRECT);
+        t.print("apply 20, then pull 1 + cork size+1, then pass");
+        assert_eq!(t.sends.iter().map(|s| s.clone().unwrap_or(0)).sum::<usize>(), t.input.len(), "{:?}", t.sends);
+        assert_eq!(t.delivered, t.input, "sends {sizes:?}");
+        let last = t.runs.iter().flatten().last().expect("runs");
+        assert_eq!(offset_of(&t.input, &last.head), Some(20), "the held run starts at the held byte");
+    }
+}
+
+/// A redirect given in a message the kernel held (after a cork) frees the
+/// bytes after the redirected part: `tcp_bpf_send_verdict` frees the
+/// whole held message once the redirect is sent (`if (cork) { sk_msg_free
+/// ...; msg = NULL; }`), so the program never runs on them and `send()`
+/// reported them sent. The generator therefore closes such a connection
+/// after the redirect (abi `HELD_TAIL`; docs/kernel-mechanics.md,
+/// "Redirects and held messages"). Without a cork the same redirect
+/// re-runs the program on the rest (`apply_bytes_reruns_...`).
+#[test]
+fn a_redirect_from_a_held_message_frees_the_bytes_after_it() {
+    gate!("a_redirect_from_a_held_message_frees_the_bytes_after_it");
+    let hold = Plan { cork_plus: 1, apply: ZERO, ..Plan::drop() };
+    let redirect = Plan { action: REDIRECT_MAP, key: 5, apply: 20, cork: ZERO, ..Plan::pass() };
+    let pass = Plan { apply: ZERO, cork: ZERO, ..Plan::pass() };
+    let t = trace(&[hold, redirect, pass], &[10, 30, 10], &[("up", 5)], REDIRECT_ARRAY);
+    t.print("hold 10, then redirect 20 of the held 40, then pass");
+    assert_eq!(t.sends, vec![Ok(10), Ok(30), Ok(10)], "every send reports its bytes sent");
+    assert_eq!(t.redirected, vec![("up".to_owned(), t.input[..20].to_vec())]);
+    assert_eq!(t.delivered, t.input[40..].to_vec(), "bytes 20..40 reach nobody; the next send passes");
+    let runs: usize = t.runs.iter().map(Vec::len).sum();
+    assert_eq!(runs, 3, "no run on the freed bytes");
+}
