@@ -241,7 +241,7 @@ fn kernel_engine_agrees_with_the_reference_on_generated_streams() {
 
     let mut streams = Streams { rng: fastrand::Rng::with_seed(seed) };
     let ports = [80u16, 8080, 443, 9090, 50051];
-    let (mut run, mut disagreements) = (0u64, 0usize);
+    let (mut run, mut disagreements, mut held_tails) = (0u64, 0usize, 0usize);
     'streams: for number in 0..total_streams {
         if Instant::now() >= deadline {
             println!("kernel differential: time box reached after {run} streams");
@@ -261,9 +261,18 @@ fn kernel_engine_agrees_with_the_reference_on_generated_streams() {
             .map(|(target, _)| target.clone())
             .collect();
         let reference: Outcome = eval::evaluate(program, connection, &bound, &input, &split);
-        let kernel = engine.run(connection, &bound, &input, &split);
+        let kernel = engine.run_report(connection, &bound, &input, &split);
         run += 1;
-        let agreed = matches!(&kernel, Ok(outcome) if *outcome == reference);
+        let agreed = matches!(&kernel, Ok(report) if report.outcome == reference);
+        if !agreed && matches!(&kernel, Ok(report) if report.is_documented_held_tail(&reference)) {
+            // The one documented kernel limitation, checked exactly (see
+            // KernelReport::is_documented_held_tail); counted and shown.
+            held_tails += 1;
+            if held_tails <= SHOWN_FAILURES {
+                println!("documented kernel limitation (held tail), {name}, split {split:?}: \"{}\"", escape(&input));
+            }
+            continue;
+        }
         if !agreed {
             disagreements += 1;
             if failures.len() < SHOWN_FAILURES {
@@ -276,7 +285,7 @@ fn kernel_engine_agrees_with_the_reference_on_generated_streams() {
         }
     }
     println!(
-        "kernel differential: {run} streams over {} policies ({refused} skipped: the generator refuses them), {disagreements} disagreements",
+        "kernel differential: {run} streams over {} policies ({refused} skipped: the generator refuses them), {disagreements} disagreements, {held_tails} redirects cut by the documented held-tail limitation",
         loaded.len()
     );
     assert!(

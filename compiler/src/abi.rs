@@ -34,6 +34,14 @@ pub mod config {
     /// Report every verdict as an event, not only logged rules and audit
     /// mode (what the kernel engine uses to read verdicts).
     pub const EVENTS_ALL: u32 = 1 << 0;
+    /// Index of the config map's flags word (the bits above).
+    pub const FLAGS: u32 = 0;
+    /// Index of the word whose bit `slot` says redirect slot `slot` is
+    /// bound (read in audit mode, where a redirect must not act: the
+    /// runtime keeps it in step with `l7_redirect`; slots 0..=31).
+    pub const BOUND_SLOTS: u32 = 1;
+    /// Entries of the config map.
+    pub const ENTRIES: u32 = 2;
 }
 
 /// Action codes in events.
@@ -158,6 +166,11 @@ pub mod event_flags {
     /// The request has a chunked body: its end is reported later by a
     /// [`super::record::SPAN_END`] record, or is the end of the input.
     pub const CHUNKED: u8 = 1 << 2;
+    /// A redirect given in a message the kernel held (a cork) with bytes
+    /// after the redirected request: the kernel frees those bytes with the
+    /// held message, so the connection is closed after this verdict
+    /// (docs/kernel-mechanics.md, "Redirects and held messages").
+    pub const HELD_TAIL: u8 = 1 << 3;
 }
 
 /// Kinds of ring buffer records.

@@ -44,8 +44,8 @@ pub fn evaluate(
     bound: &[String],
     input: &[u8],
     split: &[usize],
-) -> Result<Outcome, KernelError> {
-    KernelEngine::load(object, meta)?.run(connection, bound, input, split)
+) -> Result<KernelReport, KernelError> {
+    KernelEngine::load(object, meta)?.run_report(connection, bound, input, split)
 }
 
 /// A compiled policy loaded once and run over any number of connections.
@@ -110,6 +110,18 @@ impl KernelEngine {
         input: &[u8],
         split: &[usize],
     ) -> Result<Outcome, KernelError> {
+        self.run_report(connection, bound, input, split).map(|report| report.outcome)
+    }
+
+    /// Like [`KernelEngine::run`], with what the kernel could not do as
+    /// the reference says ([`KernelReport`]).
+    pub fn run_report(
+        &mut self,
+        connection: ConnectionInfo,
+        bound: &[String],
+        input: &[u8],
+        split: &[usize],
+    ) -> Result<KernelReport, KernelError> {
         let bindings: Vec<(&str, u32)> = self
             .meta
             .redirect_slots
@@ -127,7 +139,44 @@ impl KernelEngine {
             endpoints: endpoints(connection)?,
         };
         let run = harness::run(&mut self.program, &spec)?;
-        outcome(&run, &self.meta, input)
+        report(&run, &self.meta, input)
+    }
+}
+
+/// A kernel run's outcome, and the one documented way it can differ from
+/// the reference engine's (docs/kernel-mechanics.md, "Redirects and held
+/// messages"): the kernel frees the bytes after a redirected request when
+/// the message was held by a cork, so the program closes the connection
+/// after that verdict. `held_tail` is the index of that redirect verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelReport {
+    pub outcome: Outcome,
+    pub held_tail: Option<usize>,
+}
+
+impl KernelReport {
+    /// Whether this outcome differs from the reference's `reference` only
+    /// in the documented way: the same verdicts up to and including the
+    /// redirect at `held_tail` (which the reference also redirects), none
+    /// after it, and no more bytes delivered than the reference delivers.
+    pub fn is_documented_held_tail(&self, reference: &Outcome) -> bool {
+        let Some(cut) = self.held_tail else { return false };
+        let kernel = &self.outcome;
+        reference.verdicts.get(cut).is_some_and(|v| v.action == VerdictAction::Redirect)
+            && kernel.verdicts.len() == cut + 1
+            && reference.verdicts.get(..=cut) == Some(kernel.verdicts.as_slice())
+            && kernel.delivered <= reference.delivered
+    }
+
+    /// What to tell a person when `held_tail` is set.
+    pub fn held_tail_note(&self) -> Option<String> {
+        self.held_tail.map(|cut| {
+            format!(
+                "request {cut} was redirected from a message the kernel held (its head came in pieces) with more bytes after it; \
+                 the kernel frees those bytes with the held message, so the program closed the connection after this verdict \
+                 (a kernel limitation: docs/kernel-mechanics.md, \"Redirects and held messages\")"
+            )
+        })
     }
 }
 
@@ -154,6 +203,11 @@ pub fn endpoints(connection: ConnectionInfo) -> Result<Endpoints, KernelError> {
 /// redirect verdicts' bytes, or when a `send()` failed other than as a
 /// drop does.
 pub fn outcome(run: &KernelRun, meta: &Meta, input: &[u8]) -> Result<Outcome, KernelError> {
+    report(run, meta, input).map(|report| report.outcome)
+}
+
+/// [`outcome`] with the documented kernel limitation it may show.
+pub fn report(run: &KernelRun, meta: &Meta, input: &[u8]) -> Result<KernelReport, KernelError> {
     let input_len = input.len() as u64;
     let reported = decode_events(&run.events, meta, input_len)?;
     let mut accepted = 0u64;
@@ -180,10 +234,14 @@ pub fn outcome(run: &KernelRun, meta: &Meta, input: &[u8]) -> Result<Outcome, Ke
     } else {
         accepted.saturating_sub(delivered + redirected)
     };
-    Ok(Outcome {
-        verdicts: reported.into_iter().map(|r| r.verdict).collect(),
-        delivered,
-        pending,
+    let held_tail = reported.iter().position(|r| r.flags & event_flags::HELD_TAIL != 0);
+    Ok(KernelReport {
+        outcome: Outcome {
+            verdicts: reported.into_iter().map(|r| r.verdict).collect(),
+            delivered,
+            pending,
+        },
+        held_tail,
     })
 }
 

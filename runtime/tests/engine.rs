@@ -113,7 +113,9 @@ fn the_engine_runs_the_connection_at_the_ports_asked_for_and_reads_its_events() 
         );
     }
     // The one-shot form loads, runs and unloads.
-    let outcome = engine::evaluate(&object, &meta(), ConnectionInfo::default(), &[], input, &[]).expect("evaluate");
+    let report = engine::evaluate(&object, &meta(), ConnectionInfo::default(), &[], input, &[]).expect("evaluate");
+    assert_eq!(report.held_tail, None);
+    let outcome = report.outcome;
     assert_eq!(outcome.verdicts.len(), 1);
     assert_eq!(outcome.verdicts[0].start, raw_remote_port(80));
 }

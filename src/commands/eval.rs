@@ -59,7 +59,12 @@ pub fn run(args: Args) -> Status {
                 &args.split,
             );
             match outcome {
-                Ok(outcome) => (outcome, "kernel"),
+                Ok(report) => {
+                    if let Some(note) = report.held_tail_note() {
+                        eprintln!("note[l7::kernel::held-tail]: {note}");
+                    }
+                    (report.outcome, "kernel")
+                }
                 Err(error) => return kernel_failure(error),
             }
         }

@@ -118,10 +118,13 @@ impl Engines {
             outcomes.push(("ref", eval::evaluate(program, send.connection, &send.bound, &send.input, split)));
         }
         if let Some(kernel) = self.kernel.as_mut() {
-            let outcome = kernel
-                .run(send.connection, &send.bound, &send.input, split)
+            let report = kernel
+                .run_report(send.connection, &send.bound, &send.input, split)
                 .map_err(|error| format!("kernel engine, split {split:?}: {error}"))?;
-            outcomes.push(("kernel", outcome));
+            if let Some(note) = report.held_tail_note() {
+                return Err(format!("kernel engine, split {split:?}: {note}"));
+            }
+            outcomes.push(("kernel", report.outcome));
         }
         Ok(outcomes)
     }

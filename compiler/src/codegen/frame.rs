@@ -3,10 +3,18 @@
 //! r7 = the connection's state (non-null after the prologue).
 
 use super::layout::{self, phase};
+use super::program::{self, PolicyPlan};
+use super::tables::SharedTables;
 use super::CodegenError;
 use crate::abi;
 use crate::bpf::{sk_msg_md, verdict, Asm, Helper, Program, R0, R1, R2, R3, R4, R6, R7, R8, R9};
 use crate::model::{Policy, Program as Policies};
+
+/// The governed phases: the generated ones, or the frame's stand-in.
+pub enum Phases<'a> {
+    StandIn(HeadPhase),
+    Generated { plans: &'a [PolicyPlan<'a>], shared: &'a SharedTables },
+}
 
 /// What the head phase does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +28,7 @@ pub enum HeadPhase {
 
 const BPF_SK_STORAGE_GET_F_CREATE: i32 = 1;
 
-pub fn emit(program: &Policies, head: HeadPhase) -> Result<Program, CodegenError> {
+pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenError> {
     let mut a = Asm::new();
     a.note("l7c sk_msg verdict program (docs/program.md)");
     a.note("prologue: r6 = msg; r7 = this connection's l7_conn state (created on first use)");
@@ -38,6 +46,10 @@ pub fn emit(program: &Policies, head: HeadPhase) -> Result<Program, CodegenError
     a.jeq(R1, i32::from(phase::PASS_ALL), "pass_all");
     a.jeq(R1, i32::from(phase::DEAD), "deny");
     a.jeq(R1, i32::from(phase::HEAD), "head");
+    if let Phases::Generated { .. } = phases {
+        a.jeq(R1, i32::from(phase::CHUNK), "chunk");
+        a.jeq(R1, i32::from(phase::BODY), "body_phase");
+    }
     a.jne(R1, i32::from(phase::NEW), "deny").comment("unknown phase: fail closed");
 
     a.label("select");
@@ -63,10 +75,23 @@ pub fn emit(program: &Policies, head: HeadPhase) -> Result<Program, CodegenError
     }
 
     a.label("head");
-    match head {
-        HeadPhase::DenyFailClosed => {
+    match &phases {
+        Phases::StandIn(HeadPhase::DenyFailClosed) => {
             a.note("head phase: not generated in this build; deny (fail closed)");
             a.ja("deny");
+        }
+        Phases::Generated { plans, shared } => {
+            a.note("r8 = the stream offset of this run's first byte; then the governing policy");
+            to_policy(&mut a, plans, program::head_label);
+            a.label("chunk");
+            to_policy(&mut a, plans, program::chunk_label);
+            a.label("body_phase");
+            a.ldxdw(R8, R7, layout::OFFSET);
+            a.ja("body");
+            for plan in plans.iter() {
+                program::emit_policy(&mut a, plan, shared);
+            }
+            program::emit_shared_exits(&mut a, shared.chunk_start);
         }
     }
 
@@ -94,7 +119,24 @@ pub fn emit(program: &Policies, head: HeadPhase) -> Result<Program, CodegenError
     a.call(Helper::MsgCorkBytes);
     a.mov64(R0, verdict::DROP);
     a.exit();
+    if let Phases::Generated { plans, shared } = &phases {
+        program::emit_report(&mut a);
+        for plan in plans.iter() {
+            program::emit_callbacks(&mut a, plan.index, plan.lowered.limits, shared, plan.tables, plan.facts, plan.fact_mask);
+        }
+    }
     Ok(a.finish()?)
+}
+
+/// r8 = the run's stream offset, then a jump to the governing policy's
+/// `label` (an unknown policy denies).
+fn to_policy(a: &mut Asm, plans: &[PolicyPlan<'_>], label: fn(usize) -> crate::bpf::Label) {
+    a.ldxdw(R8, R7, layout::OFFSET);
+    a.ldxb(R1, R7, layout::POLICY);
+    for plan in plans {
+        a.jeq(R1, plan.index as i32, label(plan.index));
+    }
+    a.ja("deny").comment("no such policy: fail closed");
 }
 
 /// Jumps to `head` (with the policy recorded) when `policy`'s scope

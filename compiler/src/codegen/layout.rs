@@ -1,5 +1,11 @@
 //! The per-connection state in `l7_conn` (SK_STORAGE) and the other byte
 //! layouts the program shares with user space.
+//!
+//! `struct l7_conn_state` (docs/program.md, "State"): a fixed part (phase,
+//! stream offsets, the verdict being reported, decision scratch), the head
+//! scanner's `HeadState` (56 B) and the chunk scanner's `ChunkState`
+//! (32 B) at fixed offsets, then the governing policy's automaton states
+//! (`AREA`, a `u32` each) and the facts bitmap, sized per compilation.
 
 use crate::elf::{DataType, Field};
 
@@ -17,33 +23,142 @@ pub mod phase {
     pub const PASS_ALL: u8 = 2;
     /// Denied: every later run denies (the kernel's drop is sticky too).
     pub const DEAD: u8 = 3;
+    /// Inside a chunked body.
+    pub const CHUNK: u8 = 4;
+    /// Inside a Content-Length body longer than one `apply_bytes`.
+    pub const BODY: u8 = 5;
+}
+
+/// Bits of `state.flags`.
+pub mod flags {
+    /// The current request was redirected: its body follows it.
+    pub const REDIRECTED: u8 = 1;
 }
 
 /// Offsets in `struct l7_conn_state`.
 pub const PHASE: i16 = 0;
 /// The governing policy's index (valid from `HEAD` on).
 pub const POLICY: i16 = 1;
-/// Requests seen on the connection.
+/// [`flags`].
+pub const FLAGS: i16 = 2;
+/// `BPF_F_INGRESS` for the current request's redirect.
+pub const REDIRECT_FLAGS: i16 = 3;
+/// Requests given a verdict so far (the next verdict's index).
 pub const INDEX: i16 = 4;
-/// Stream offset of the next byte the program has not given a verdict on.
+/// Stream offset of the first byte of this run's message data (the next
+/// byte without a verdict).
 pub const OFFSET: i16 = 8;
 /// Body bytes still to pass (u64: bodies can exceed one `apply_bytes`).
 pub const BODY_LEFT: i16 = 16;
-/// Bytes of the state (the head scanner's 56-byte `HeadState` and the
-/// 32-byte `ChunkState` will extend it).
-pub const STATE_BYTES: u32 = 24;
+/// Stream offset where the message of the last redirect ends: a pass
+/// before it must redirect to the connection itself (program.md).
+pub const REDIRECT_MSG_END: i16 = 24;
+/// The current request's redirect slot.
+pub const SLOT: i16 = 32;
+/// Bytes of the head just scanned.
+pub const HEAD_LEN: i16 = 36;
+/// Decision scratch: the rule being tried, the rule that matched.
+pub const DEC_RULE: i16 = 40;
+pub const DEC_MATCH: i16 = 44;
+/// Decision scratch: some literal of the clause held; every clause so far held.
+pub const DEC_CLAUSE: i16 = 48;
+pub const DEC_OK: i16 = 49;
+/// The scanned method's id.
+pub const METHOD_ID: i16 = 50;
+/// Event flags of the open chunked request (for its span-end record).
+pub const REQ_FLAGS: i16 = 51;
+/// Bytes the scan may read this run; chunk bytes taken this run.
+pub const SCAN_LEN: i16 = 52;
+pub const CHUNK_TAKEN: i16 = 56;
+/// Where a collect loop starts in the members table.
+pub const COLLECT_START: i16 = 60;
+/// The verdict being reported (the `report` function reads these).
+pub const V_START: i16 = 64;
+pub const V_END: i16 = 72;
+pub const V_RULE: i16 = 80;
+/// Counter index of the policy's first reason slot.
+pub const V_BASE: i16 = 84;
+pub const V_ACTION: i16 = 88;
+pub const V_CLASS: i16 = 89;
+pub const V_KIND: i16 = 90;
+pub const V_FLAGS: i16 = 91;
+pub const V_RECORD: i16 = 92;
+/// Index of the request the record is about.
+pub const V_INDEX: i16 = 96;
+/// 1 while the kernel may hold a cork message for this socket (set by a
+/// hold; a redirect frees it): see docs/kernel-mechanics.md, "Redirects
+/// and held messages".
+pub const CORKED: i16 = 100;
+/// `scan::HeadState` (56 bytes).
+pub const HEAD: i16 = 104;
+/// `scan::ChunkState` (32 bytes).
+pub const CHUNK: i16 = 160;
+/// The governing policy's automaton states start here.
+pub const AREA: i16 = 192;
 
-/// The BTF type of the state.
-pub fn state_type() -> DataType {
+/// Offsets inside `HeadState` (scan/walk.rs, tested there).
+pub mod head {
+    pub const PRESENT: i16 = 0;
+    pub const REPEATED: i16 = 8;
+    pub const VALUE_BAD: i16 = 16;
+    pub const CONTENT_LENGTH: i16 = 24;
+    pub const OFFSET: i16 = 32;
+    pub const VIOLATION_OFFSET: i16 = 36;
+    pub const STATE: i16 = 40;
+    pub const SUB: i16 = 42;
+    pub const FIELDS: i16 = 44;
+    pub const HEADER_ID: i16 = 46;
+    pub const ESCAPE_HIGH: i16 = 47;
+    pub const LITERAL_LEN: i16 = 48;
+    pub const MINOR_VERSION: i16 = 49;
+    pub const FORM: i16 = 50;
+    pub const STATUS: i16 = 51;
+    pub const VIOLATION: i16 = 52;
+    pub const BYTES: i16 = 56;
+}
+
+/// Offsets inside `ChunkState` (scan/chunk.rs).
+pub mod chunk {
+    pub const SIZE: i16 = 0;
+    pub const REMAINING: i16 = 8;
+    pub const TRAILER_BYTES: i16 = 16;
+    pub const TRAILER_FIELDS: i16 = 20;
+    pub const LINE_LEN: i16 = 24;
+    pub const STATE: i16 = 26;
+    pub const STATUS: i16 = 27;
+}
+
+/// The BTF type of the state: the named fixed fields, then the scanners'
+/// states and the automata area as bytes (`total` bytes in all).
+pub fn state_type(total: u32) -> DataType {
+    let total = total.max(AREA as u32);
     DataType::Struct {
         name: "l7_conn_state".to_owned(),
         fields: vec![
             Field::new("phase", DataType::Bytes(1)),
             Field::new("policy", DataType::Bytes(1)),
-            Field::new("pad", DataType::Bytes(2)),
+            Field::new("flags", DataType::Bytes(1)),
+            Field::new("redirect_flags", DataType::Bytes(1)),
             Field::new("index", DataType::U32),
             Field::new("offset", DataType::U64),
             Field::new("body_left", DataType::U64),
+            Field::new("redirect_msg_end", DataType::U64),
+            Field::new("scratch", DataType::Bytes((HEAD - 32) as u32)),
+            Field::new("head", DataType::Bytes((CHUNK - HEAD) as u32)),
+            Field::new("chunk", DataType::Bytes((AREA - CHUNK) as u32)),
+            Field::new("automata", DataType::Bytes(total - AREA as u32)),
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scanners_states_fit_their_places() {
+        assert_eq!(std::mem::size_of::<crate::scan::HeadState>() as i16, CHUNK - HEAD);
+        assert_eq!(std::mem::size_of::<crate::scan::ChunkState>() as i16, AREA - CHUNK);
+        assert!(V_INDEX + 4 <= CORKED && CORKED < HEAD);
     }
 }

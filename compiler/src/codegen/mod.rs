@@ -13,19 +13,25 @@
 //! what is missing. It never emits a program that would judge a request
 //! differently from the reference evaluator.
 
+mod blob;
+mod callbacks;
 mod frame;
 pub mod layout;
+mod program;
+mod tables;
 
 use crate::abi::{self, Meta, MetaPolicy};
 use crate::bpf::{AsmError, Program};
 use crate::check::Checked;
 use crate::elf::{ElfError, MapDef, ObjectBuilder};
 use crate::lower::LowerError;
-use crate::model::{Action, Program as Policies};
+use crate::model::{Action, Mode, Program as Policies};
+use crate::scan::{ChunkTables, HeadTables, ScanBuildError};
 use std::collections::BTreeSet;
 use std::time::Instant;
 
 pub use frame::HeadPhase;
+use frame::Phases;
 
 /// The `sk_msg` program's symbol name in the object.
 pub const PROGRAM_NAME: &str = "l7c_verdict";
@@ -79,27 +85,60 @@ pub enum CodegenError {
     #[error("internal error writing the object: {0}")]
     #[diagnostic(code(l7::codegen::internal))]
     Object(#[from] ElfError),
+    #[error("internal error building the scanner tables: {0}")]
+    #[diagnostic(code(l7::codegen::internal))]
+    Scan(#[from] ScanBuildError),
 }
 
-/// Compile a checked program to an object.
-///
-/// Supported today: programs in which no policy governs any connection
-/// (every socket passes unparsed). Every policy that can govern a
-/// connection is refused with [`CodegenError::Unsupported`] until the head
-/// phase is generated.
+/// Compile a checked program to an object: the scan and chunk tables,
+/// each policy's automata and decision in `.rodata`, and one `sk_msg`
+/// program whose head phase steps them with `bpf_loop` (docs/program.md).
 pub fn compile(checked: &Checked, _options: &Options) -> Result<Compiled, CodegenError> {
     let started = Instant::now();
     let program = checked.program();
-    // Lowering first: its limits (methods, header names, automaton sizes)
-    // are reported even while the head phase is missing.
-    crate::lower::lower(checked)?;
-    if let Some(policy) = program.policies.first() {
-        return Err(CodegenError::Unsupported {
-            policy: policy.name.clone(),
-            construct: "the request-head phase (the scan/ tables and the lower/ automata in BPF)".to_owned(),
-        });
+    let lowered = crate::lower::lower(checked)?;
+    if lowered.policies.is_empty() {
+        // Nothing is governed: the frame passes every socket, and its head
+        // phase is unreachable.
+        let code = frame::emit(program, Phases::StandIn(HeadPhase::DenyFailClosed))?;
+        return build(program, code, None, layout::AREA as u32 + 8, Vec::new(), started);
     }
-    build(program, HeadPhase::DenyFailClosed, started)
+    for policy in &lowered.policies {
+        let targets = policy.decision.redirect_targets.len();
+        if policy.mode == Mode::Audit && targets > 32 {
+            return Err(CodegenError::Unsupported {
+                policy: policy.name.clone(),
+                construct: format!("audit mode with {targets} redirect targets (at most 32: the bound-slot bitmap is one u32)"),
+            });
+        }
+    }
+    let mut blob = blob::Blob::new();
+    let shared = tables::shared(&mut blob, HeadTables::shared()?, ChunkTables::shared()?);
+    let placed: Vec<tables::PolicyTables> = lowered
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(index, policy)| tables::policy(&mut blob, policy, index, layout::AREA))
+        .collect();
+    let area = placed.iter().map(|t| t.area_bytes).max().unwrap_or(0);
+    let facts = tables::facts_offset(area);
+    let fact_capacity = placed.iter().map(|t| t.fact_words).max().unwrap_or(1).next_power_of_two();
+    let state_bytes = facts as u32 + fact_capacity * 8;
+    let mut rules_before = 0usize;
+    let plans: Vec<program::PolicyPlan<'_>> = lowered
+        .policies
+        .iter()
+        .zip(&placed)
+        .enumerate()
+        .map(|(index, (policy, tables))| {
+            let counter_base = (index * abi::REASON_SLOTS + rules_before) as u32;
+            rules_before += policy.decision.rules.len();
+            program::PolicyPlan { index, lowered: policy, tables, counter_base, facts, fact_mask: fact_capacity - 1 }
+        })
+        .collect();
+    let code = frame::emit(program, Phases::Generated { plans: &plans, shared: &shared })?;
+    let table_sizes = blob.tables();
+    build(program, code, Some(blob.into_bytes()), state_bytes, table_sizes, started)
 }
 
 /// Builds the object with the head phase `head` — for the verifier tests
@@ -107,18 +146,28 @@ pub fn compile(checked: &Checked, _options: &Options) -> Result<Compiled, Codege
 /// request): not a policy's program, never what `l7c compile` emits.
 #[doc(hidden)]
 pub fn compile_frame(checked: &Checked, head: HeadPhase) -> Result<Compiled, CodegenError> {
-    build(checked.program(), head, Instant::now())
+    let code = frame::emit(checked.program(), Phases::StandIn(head))?;
+    build(checked.program(), code, None, layout::AREA as u32 + 8, Vec::new(), Instant::now())
 }
 
-fn build(program: &Policies, head: HeadPhase, started: Instant) -> Result<Compiled, CodegenError> {
+fn build(
+    program: &Policies,
+    code: Program,
+    rodata: Option<Vec<u8>>,
+    state_bytes: u32,
+    tables: Vec<(String, usize)>,
+    started: Instant,
+) -> Result<Compiled, CodegenError> {
     let meta = meta(program);
-    let code: Program = frame::emit(program, head)?;
     let listing = code.listing();
     let instructions = code.insns().len();
     let mut object = ObjectBuilder::new();
     object.program(PROGRAM_SECTION, PROGRAM_NAME, code);
-    for map in maps(&meta) {
+    for map in maps(&meta, state_bytes) {
         object.map(map);
+    }
+    if let Some(bytes) = rodata {
+        object.rodata(blob::SYMBOL, bytes);
     }
     object.license("GPL");
     // Serialising plain data cannot fail.
@@ -127,23 +176,23 @@ fn build(program: &Policies, head: HeadPhase, started: Instant) -> Result<Compil
     let report = Report {
         instructions,
         max_scan_bytes: program.policies.iter().map(|p| p.limits.header_bytes).max().unwrap_or(0),
-        tables: Vec::new(),
+        tables,
         compile_micros: started.elapsed().as_micros(),
     };
     Ok(Compiled { object, listing, report, meta })
 }
 
 /// The maps of every object (abi::maps).
-fn maps(meta: &Meta) -> Vec<MapDef> {
+fn maps(meta: &Meta, state_bytes: u32) -> Vec<MapDef> {
     let counters: usize =
         meta.policies.iter().map(|p| abi::REASON_SLOTS + p.rules.len()).sum::<usize>().max(1);
     vec![
-        MapDef::sk_storage(abi::maps::CONNECTIONS, layout::state_type()),
+        MapDef::sk_storage(abi::maps::CONNECTIONS, layout::state_type(state_bytes)),
         MapDef::sock_hash(abi::maps::SOCKETS, layout::SOCK_KEY_BYTES, 65_536),
         MapDef::sock_map(abi::maps::REDIRECTS, (meta.redirect_slots.len() as u32).max(1)),
         MapDef::percpu_array(abi::maps::COUNTERS, crate::elf::DataType::U64, counters as u32),
         MapDef::ring_buf(abi::maps::EVENTS, 256 * 1024),
-        MapDef::array(abi::maps::CONFIG, crate::elf::DataType::U32, 1),
+        MapDef::array(abi::maps::CONFIG, crate::elf::DataType::U32, abi::config::ENTRIES),
     ]
 }
 

@@ -1,0 +1,394 @@
+//! Where each table of a compilation sits in the `.rodata` blob, and where
+//! each automaton's state sits in the connection's `l7_conn` storage.
+//!
+//! The scan keeps every automaton state as a `u32` in the storage, and
+//! the "facts" bitmap: one bit per pattern an automaton can accept. A
+//! sticky lane's seen word *is* a word of the bitmap (its 64 patterns are
+//! facts `64 w .. 64 w + 63`), so the scan ORs into it directly; at-end
+//! lanes' accept sets are collected into it after the scan (the members
+//! tables hold fact numbers, not pattern ids). The decision then tests
+//! facts, method sets and presence bits, literal by literal.
+
+use super::blob::Blob;
+use super::layout;
+use crate::lower::{Atom, Automaton, LoweredAction, LoweredPolicy, PatternAutomaton, PatternLane, TokenTable, DEAD};
+use crate::scan::{ChunkTables, HeadTables};
+
+/// Padding after a `next` table: the verifier only knows a class byte is
+/// at most 255, so `state * classes + class` may reach 255 entries past
+/// the last row.
+const CLASS_SLACK: usize = 256;
+
+/// One automaton lane in the blob and in the storage.
+#[derive(Debug, Clone)]
+pub struct LaneAt {
+    pub class: u32,
+    pub next: u32,
+    /// `capacity - 1`: states are masked with it (capacity a power of two).
+    pub mask: u32,
+    pub classes: u32,
+    /// Offset of the lane's `u32` state in the storage.
+    pub state: i16,
+    pub kind: LaneKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum LaneKind {
+    /// A token automaton (method, header name): `id_at_end[state]` (u8).
+    Token { id_at_end: u32 },
+    /// An at-end pattern lane: `accept[state]` (u32 set) and the set
+    /// offsets into the policy's members table (`sets[set]`,
+    /// `sets[set + 1]`, absolute indexes), sets masked with `set_mask`.
+    AtEnd { accept: u32, sets: u32, set_mask: u32 },
+    /// A sticky lane: `seen[state]` (u64) ORed into facts word `word`.
+    Sticky { seen: u32, word: u32 },
+}
+
+/// The lanes of one pattern automaton (path, or one header's value).
+#[derive(Debug, Clone, Default)]
+pub struct AutomatonAt {
+    pub lanes: Vec<LaneAt>,
+}
+
+/// One policy's tables and state offsets.
+#[derive(Debug, Clone)]
+pub struct PolicyTables {
+    pub method: LaneAt,
+    pub name: LaneAt,
+    pub path: AutomatonAt,
+    /// (header id, its value automaton).
+    pub values: Vec<(u8, AutomatonAt)>,
+    /// Members (fact numbers) of every at-end lane's accept sets.
+    pub members: u32,
+    pub members_mask: u32,
+    /// Decision records (8 bytes each) and their count.
+    pub records: u32,
+    pub record_count: u32,
+    pub records_mask: u32,
+    /// Per rule: action, log, ingress, pad, slot (u32).
+    pub rules: u32,
+    pub rules_mask: u32,
+    /// Method sets (u64 masks over method ids).
+    pub method_sets: u32,
+    pub method_sets_mask: u32,
+    /// Bit `id`: a repeated field line with that id is
+    /// `malformed:duplicate-header`.
+    pub refuse_duplicates: u64,
+    /// Words of the facts bitmap this policy uses.
+    pub fact_words: u32,
+    /// Bytes of the storage area its automaton states use.
+    pub area_bytes: u32,
+}
+
+/// The head scanner's and chunk scanner's tables, shared by all policies.
+#[derive(Debug, Clone)]
+pub struct SharedTables {
+    pub head_class: u32,
+    pub head_main: u32,
+    pub head_main_mask: u32,
+    pub head_sub: u32,
+    pub head_sub_mask: u32,
+    pub head_reject: u32,
+    pub head_reject_mask: u32,
+    pub head_role: u32,
+    pub head_start: u16,
+    pub literal_start: u16,
+    pub max_literal: u8,
+    pub chunk_class: u32,
+    pub chunk_table: u32,
+    pub chunk_mask: u32,
+    pub chunk_start: u8,
+    pub chunk_data: u8,
+    pub chunk_data_cr: u8,
+    /// `starts_http[byte]`: 1 when a connection may start with it.
+    pub starts_http: u32,
+}
+
+/// Decision record kinds and flags (8 bytes: kind, flags, u16, u32).
+pub mod record {
+    pub const FALSE: u8 = 0;
+    pub const TRUE: u8 = 1;
+    pub const METHOD: u8 = 2;
+    pub const PRESENT: u8 = 3;
+    pub const FACT: u8 = 4;
+    pub const NEGATED: u8 = 1;
+    pub const END_CLAUSE: u8 = 2;
+    pub const END_RULE: u8 = 4;
+}
+
+/// Rule action codes in the rule table.
+pub mod rule_action {
+    pub const ALLOW: u8 = 0;
+    pub const DENY: u8 = 1;
+    pub const ALLOW_TUNNEL: u8 = 2;
+    pub const REDIRECT: u8 = 3;
+}
+
+pub fn shared(blob: &mut Blob, head: &HeadTables, chunk: &ChunkTables) -> SharedTables {
+    let head_class = blob.add("head byte classes", &head.byte_class, 0);
+    let head_main = blob.add_u32("head lexer", &head.main, 0);
+    let head_sub = blob.add_u16("head value syntax", &head.sub, 0);
+    let head_reject = blob.add("head value rejects", &head.sub_reject, 0);
+    let head_role = blob.add_u16("head value roles", &head.role_start, 0);
+    let chunk_class = blob.add("chunk byte classes", &chunk.byte_class, 0);
+    let chunk_table = blob.add_u32("chunk machine", &chunk.table, 0);
+    let starts: Vec<u8> = (0..=255u8)
+        .map(|byte| u8::from(crate::http::is_tchar(byte) || matches!(byte, b'\r' | b'\n' | b' ' | b'\t')))
+        .collect();
+    let starts_http = blob.add("connection start bytes", &starts, 0);
+    SharedTables {
+        head_class,
+        head_main,
+        head_main_mask: head.main.len() as u32 - 1,
+        head_sub,
+        head_sub_mask: head.sub.len() as u32 - 1,
+        head_reject,
+        head_reject_mask: head.sub_reject.len() as u32 - 1,
+        head_role,
+        head_start: head.start,
+        literal_start: head.literal_start,
+        max_literal: head.max_literal,
+        chunk_class,
+        chunk_table,
+        chunk_mask: chunk.table.len() as u32 - 1,
+        chunk_start: chunk.start,
+        chunk_data: chunk.data,
+        chunk_data_cr: chunk.data_cr,
+        starts_http,
+    }
+}
+
+/// Builds the tables of `policy` into `blob`; `area` is where its
+/// automaton states start in the storage.
+pub fn policy(blob: &mut Blob, policy: &LoweredPolicy, index: usize, area: i16) -> PolicyTables {
+    let mut next_state = area;
+    let mut take_state = || {
+        let at = next_state;
+        next_state += 4;
+        at
+    };
+    let name = |what: &str| format!("policy {index} {what}");
+
+    let method = token_lane(blob, &policy.methods, &name("method"), take_state());
+    let header_names = token_lane(blob, &policy.headers.names, &name("header names"), take_state());
+
+    // Facts: sticky words first (one word per sticky lane), then at-end
+    // patterns, automaton by automaton.
+    let automata: Vec<(Option<u8>, &PatternAutomaton)> = std::iter::once((None, &policy.path))
+        .chain(
+            policy
+                .headers
+                .headers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, slot)| slot.values.as_ref().map(|values| (Some(i as u8 + 1), values))),
+        )
+        .collect();
+    let mut word = 0u32;
+    let mut sticky_words: Vec<Vec<u32>> = Vec::new();
+    for (_, automaton) in &automata {
+        sticky_words.push(automaton.sticky_lanes.iter().map(|_| { word += 1; word - 1 }).collect());
+    }
+    let mut fact = word * 64;
+    // fact of (automaton index, pattern) for at-end patterns.
+    let mut fact_of: Vec<Vec<u32>> = Vec::new();
+    for (k, (_, automaton)) in automata.iter().enumerate() {
+        let facts = automaton
+            .lane_of_pattern
+            .iter()
+            .map(|lane| match lane {
+                PatternLane::AtEnd { .. } => {
+                    fact += 1;
+                    fact - 1
+                }
+                PatternLane::Sticky { lane, bit } => sticky_words[k][usize::from(*lane)] * 64 + u32::from(*bit),
+            })
+            .collect();
+        fact_of.push(facts);
+    }
+    let fact_words = fact.div_ceil(64).max(1);
+
+    // Members: every at-end lane's sets, as fact numbers.
+    let mut members: Vec<u32> = Vec::new();
+    let mut placed: Vec<AutomatonAt> = Vec::new();
+    for (k, (header, automaton)) in automata.iter().enumerate() {
+        let what = match header {
+            None => "path".to_owned(),
+            Some(id) => format!("header {id} value"),
+        };
+        let mut at = AutomatonAt::default();
+        for (l, lane) in automaton.lanes.iter().enumerate() {
+            let mut sets: Vec<u32> = Vec::with_capacity(lane.sets.len() + 1);
+            for set in 0..lane.sets.len() as u32 {
+                sets.push(members.len() as u32);
+                members.extend(lane.sets.get(set).iter().map(|&pattern| fact_of[k][pattern as usize]));
+            }
+            sets.push(members.len() as u32);
+            let set_capacity = (lane.sets.len()).next_power_of_two();
+            sets.resize(set_capacity + 1, members.len() as u32);
+            let (class, next, mask) = lane_tables(blob, lane, &name(&format!("{what} lane {l}")));
+            let capacity = mask as usize + 1;
+            let mut accept = lane.accept_set.clone();
+            accept.resize(capacity, 0);
+            let accept = blob.add_u32(name(&format!("{what} lane {l} accept")), &accept, 0);
+            let sets = blob.add_u32(name(&format!("{what} lane {l} sets")), &sets, 0);
+            at.lanes.push(LaneAt {
+                class,
+                next,
+                mask,
+                classes: lane.class_count,
+                state: take_state(),
+                kind: LaneKind::AtEnd { accept, sets, set_mask: set_capacity as u32 - 1 },
+            });
+        }
+        for (s, lane) in automaton.sticky_lanes.iter().enumerate() {
+            let (class, next, mask) = lane_tables(blob, &lane.automaton, &name(&format!("{what} sticky {s}")));
+            let mut seen = lane.seen_mask.clone();
+            seen.resize(mask as usize + 1, 0);
+            let seen = blob.add_u64(name(&format!("{what} sticky {s} seen")), &seen, 0);
+            at.lanes.push(LaneAt {
+                class,
+                next,
+                mask,
+                classes: lane.automaton.class_count,
+                state: take_state(),
+                kind: LaneKind::Sticky { seen, word: sticky_words[k][s] },
+            });
+        }
+        placed.push(at);
+    }
+    let members_capacity = members.len().max(1).next_power_of_two();
+    members.resize(members_capacity, 0);
+    let members_at = blob.add_u32(name("accept members"), &members, 0);
+
+    // Decision records.
+    let decision = &policy.decision;
+    let mut records: Vec<u8> = Vec::new();
+    let mut push = |kind: u8, flags: u8, arg16: u16, arg32: u32| {
+        records.push(kind);
+        records.push(flags);
+        records.extend_from_slice(&arg16.to_le_bytes());
+        records.extend_from_slice(&arg32.to_le_bytes());
+    };
+    for rule in &decision.rules {
+        let clauses = rule.first_clause..rule.first_clause + rule.clause_count;
+        if clauses.is_empty() {
+            push(record::TRUE, record::END_CLAUSE | record::END_RULE, 0, 0);
+            continue;
+        }
+        for clause in clauses.clone() {
+            let last_clause = clause + 1 == clauses.end;
+            let literals = decision.clause(clause);
+            let end = |last_literal: bool| {
+                let mut flags = 0;
+                if last_literal {
+                    flags |= record::END_CLAUSE;
+                    if last_clause {
+                        flags |= record::END_RULE;
+                    }
+                }
+                flags
+            };
+            if literals.is_empty() {
+                push(record::FALSE, end(true), 0, 0);
+                continue;
+            }
+            for (i, literal) in literals.iter().enumerate() {
+                let flags = end(i + 1 == literals.len()) | if literal.negated { record::NEGATED } else { 0 };
+                match decision.atoms.get(literal.atom as usize) {
+                    Some(Atom::MethodIn { set }) => push(record::METHOD, flags, 0, *set),
+                    Some(Atom::HeaderPresent { header }) => push(record::PRESENT, flags, u16::from(*header), 0),
+                    Some(Atom::Path { pattern }) => push(record::FACT, flags, 0, fact_of[0][*pattern as usize]),
+                    Some(Atom::HeaderValue { header, pattern }) => {
+                        let k = automata.iter().position(|(h, _)| *h == Some(*header));
+                        match k {
+                            Some(k) => push(record::FACT, flags, 0, fact_of[k][*pattern as usize]),
+                            None => push(record::FALSE, flags & !record::NEGATED, 0, 0),
+                        }
+                    }
+                    // An unknown atom never holds (fail closed).
+                    None => push(record::FALSE, flags & !record::NEGATED, 0, 0),
+                }
+            }
+        }
+    }
+    let record_count = (records.len() / 8) as u32;
+    let records_capacity = (record_count as usize).max(1).next_power_of_two();
+    records.resize(records_capacity * 8, 0);
+    let records_at = blob.add(name("decision records"), &records, 0);
+
+    let mut rules: Vec<u8> = Vec::new();
+    for rule in &decision.rules {
+        let (action, ingress, slot) = match &rule.action {
+            LoweredAction::Allow => (rule_action::ALLOW, 0, 0),
+            LoweredAction::Deny => (rule_action::DENY, 0, 0),
+            LoweredAction::AllowTunnel => (rule_action::ALLOW_TUNNEL, 0, 0),
+            LoweredAction::Redirect { target, ingress } => (rule_action::REDIRECT, u8::from(*ingress), *target),
+        };
+        rules.extend_from_slice(&[action, u8::from(rule.log), ingress, 0]);
+        rules.extend_from_slice(&slot.to_le_bytes());
+    }
+    let rules_capacity = decision.rules.len().max(1).next_power_of_two();
+    // Padding rules deny (fail closed).
+    while rules.len() < rules_capacity * 8 {
+        rules.extend_from_slice(&[rule_action::DENY, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    let rules_at = blob.add(name("rules"), &rules, 0);
+    let mut sets = decision.method_sets.clone();
+    let sets_capacity = sets.len().max(1).next_power_of_two();
+    sets.resize(sets_capacity, 0);
+    let method_sets = blob.add_u64(name("method sets"), &sets, 0);
+
+    let refuse_duplicates = policy
+        .headers
+        .headers
+        .iter()
+        .enumerate()
+        .filter(|(_, slot)| slot.refuse_duplicates)
+        .fold(0u64, |mask, (i, _)| mask | 1u64 << ((i + 1) & 63));
+
+    PolicyTables {
+        method,
+        name: header_names,
+        path: placed.first().cloned().unwrap_or_default(),
+        values: automata.iter().zip(placed.iter()).skip(1).filter_map(|((h, _), at)| h.map(|h| (h, at.clone()))).collect(),
+        members: members_at,
+        members_mask: members_capacity as u32 - 1,
+        records: records_at,
+        record_count,
+        records_mask: records_capacity as u32 - 1,
+        rules: rules_at,
+        rules_mask: rules_capacity as u32 - 1,
+        method_sets,
+        method_sets_mask: sets_capacity as u32 - 1,
+        refuse_duplicates,
+        fact_words,
+        area_bytes: (next_state - area) as u32,
+    }
+}
+
+fn token_lane(blob: &mut Blob, table: &TokenTable, what: &str, state: i16) -> LaneAt {
+    let (class, next, mask) = lane_tables(blob, &table.automaton, what);
+    let mut ids = table.id_at_end.clone();
+    ids.resize(mask as usize + 1, 0);
+    let id_at_end = blob.add(format!("{what} ids"), &ids, 0);
+    LaneAt { class, next, mask, classes: table.automaton.class_count, state, kind: LaneKind::Token { id_at_end } }
+}
+
+/// The byte classes and the `next` table (u16, rows padded to a power of
+/// two, plus [`CLASS_SLACK`] dead entries); returns (class, next, mask).
+fn lane_tables(blob: &mut Blob, automaton: &Automaton, what: &str) -> (u32, u32, u32) {
+    let class = blob.add(format!("{what} classes"), &automaton.byte_class, 0);
+    let capacity = (automaton.state_count as usize).max(2).next_power_of_two();
+    let mut next: Vec<u16> = automaton.next.iter().map(|&s| s as u16).collect();
+    next.resize(capacity * automaton.class_count as usize, DEAD as u16);
+    let next = blob.add_u16(format!("{what} next"), &next, CLASS_SLACK);
+    (class, next, capacity as u32 - 1)
+}
+
+/// Storage offsets of the per-run scratch and scan state (see
+/// `layout`); the automaton area starts at [`layout::AREA`].
+pub fn facts_offset(area_bytes: u32) -> i16 {
+    let end = layout::AREA as u32 + area_bytes;
+    end.next_multiple_of(8) as i16
+}
