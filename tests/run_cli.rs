@@ -560,6 +560,8 @@ fn events_by_rule(path: &Path) -> BTreeMap<(String, String), usize> {
         let action = event["action"].as_str().unwrap().to_owned();
         assert!(event["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{event}");
         assert_eq!(event["remote_port"], 18210, "{event}");
+        assert_eq!(event["remote"], "127.0.0.1:18210", "the connection's addresses: {event}");
+        assert_eq!(event["local"].as_str().and_then(|l| l.rsplit_once(':')).map(|(_, port)| port.to_owned()), Some(event["local_port"].to_string()), "{event}");
         *counts.entry((rule, action)).or_default() += 1;
     }
     counts

@@ -10,7 +10,8 @@
 //!
 //! What the kernel gives and what it does not (docs/runtime.md): the record
 //! carries the ports; the addresses come from the enrolled socket's key in
-//! `l7_sockets` while the connection is still open when the runtime polls
+//! `l7_sockets` while the connection is still open when the runtime polls,
+//! or else from `/proc/net/tcp{,6}` while the kernel still lists the socket
 //! (`null` otherwise); `pid` is always `null` (the enrollment runs in
 //! softirq context on `ACTIVE_ESTABLISHED_CB`, and the record has no pid);
 //! `cgroup` is the `--cgroup` directory the connection was enrolled
@@ -62,6 +63,55 @@ pub fn key_ports(key: &[u8]) -> Option<PortPair> {
 pub fn remote_port(raw: u32) -> u16 {
     let [_, _, hi, lo] = raw.to_ne_bytes();
     u16::from_be_bytes([hi, lo])
+}
+
+/// TCP sockets of this network namespace by (local port, remote port),
+/// from `/proc/net/tcp` and `/proc/net/tcp6`: the addresses of a
+/// connection that left `l7_sockets` before the runtime read its key (it
+/// closed; the kernel lists it in `TIME_WAIT` or `FIN_WAIT` for a while).
+/// A port pair seen with two different address pairs is left out rather
+/// than guessed.
+pub fn proc_net_tcp() -> std::collections::HashMap<(u16, u16), (SocketAddr, SocketAddr)> {
+    let mut found = std::collections::HashMap::new();
+    let mut ambiguous = std::collections::HashSet::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        for line in text.lines().skip(1) {
+            let mut fields = line.split_whitespace().skip(1);
+            let (Some(local), Some(remote)) = (fields.next(), fields.next()) else { continue };
+            let (Some(local), Some(remote)) = (proc_net_addr(local), proc_net_addr(remote)) else { continue };
+            let ports = (local.port(), remote.port());
+            match found.insert(ports, (local, remote)) {
+                Some(previous) if previous != (local, remote) => {
+                    ambiguous.insert(ports);
+                }
+                _ => {}
+            }
+        }
+    }
+    for ports in ambiguous {
+        found.remove(&ports);
+    }
+    found
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): each 32-bit
+/// word of the address as the kernel holds it (network order), printed as
+/// a native-endian number.
+fn proc_net_addr(field: &str) -> Option<SocketAddr> {
+    let (ip, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for chunk in ip.as_bytes().chunks(8) {
+        let word = u32::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// What the formatter needs besides the record.
@@ -273,6 +323,25 @@ mod tests {
         // A record naming a rule the meta lacks is unreadable.
         let bad = Event { rule: 7, ..event };
         assert_eq!(json_line(&bad.to_bytes(), &context), None);
+    }
+
+    #[test]
+    fn proc_net_addresses_read_back() {
+        // 127.0.0.1:8080 as x86-64 prints it.
+        if cfg!(target_endian = "little") {
+            assert_eq!(proc_net_addr("0100007F:1F90"), Some("127.0.0.1:8080".parse().unwrap()));
+            assert_eq!(
+                proc_net_addr("00000000000000000000000001000000:0050"),
+                Some("[::1]:80".parse().unwrap())
+            );
+        }
+        assert_eq!(proc_net_addr("zz:1"), None);
+        // A socket of our own is listed with its addresses.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let local = client.local_addr().unwrap();
+        let remote = client.peer_addr().unwrap();
+        assert_eq!(proc_net_tcp().get(&(local.port(), remote.port())), Some(&(local, remote)));
     }
 
     #[test]

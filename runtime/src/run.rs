@@ -340,12 +340,24 @@ impl Session {
         let mut generations: Vec<&mut Generation> = std::iter::once(&mut self.current)
             .chain(self.retired.iter_mut())
             .collect();
+        // Read once per poll, and only for an event whose connection
+        // already left the map.
+        let mut proc_net: Option<HashMap<(u16, u16), (SocketAddr, SocketAddr)>> = None;
         for generation in &mut generations {
             generation.drain_targets();
             for record in generation.program.drain_events(abi::maps::EVENTS)? {
-                let addresses = l7c_compiler::abi::Event::from_bytes(&record)
-                    .and_then(|event| self.addresses.get(&(event.remote_port, event.local_port)))
-                    .copied();
+                let addresses = l7c_compiler::abi::Event::from_bytes(&record).and_then(|event| {
+                    self.addresses
+                        .get(&(event.remote_port, event.local_port))
+                        .copied()
+                        .or_else(|| {
+                            let ports = (
+                                u16::try_from(event.local_port).ok()?,
+                                events::remote_port(event.remote_port),
+                            );
+                            proc_net.get_or_insert_with(events::proc_net_tcp).get(&ports).copied()
+                        })
+                });
                 let context = events::Context {
                     meta: &generation.meta,
                     addresses,
