@@ -4,10 +4,10 @@
 //! signals, and `bpftool`/`/proc` to check that nothing is left.
 //!
 //! Kernel tests need root; without it they print `SKIPPED <test>: <reason>`
-//! (the error-path tests run either way). The test that needs an enforcing
-//! policy skips while `l7c compile` refuses every policy (the head phase is
-//! not generated yet), detected from the compile error itself, so it runs
-//! as soon as the generator lands. Ports 18200–18299.
+//! (the error-path tests run either way). The tests that need an enforcing
+//! policy skip, printing why, if this build's `l7c compile` refuses their
+//! policy (`l7::codegen::unsupported`); any other compile error fails
+//! them. Ports 18200–18299.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -544,7 +544,7 @@ fn compiles(test: &str, policy: &Path, dir: &Path) -> bool {
         stderr.contains("l7::codegen::unsupported"),
         "the e2e policy fails to compile for another reason:\n{stderr}"
     );
-    eprintln!("SKIPPED {test}: l7c compile refuses the policy (head phase not generated yet)");
+    eprintln!("SKIPPED {test}: l7c compile refuses the policy (this build does not generate it)");
     false
 }
 

@@ -8,7 +8,7 @@
 //! The enforcing program comes from `codegen::compile_frame(...,
 //! HeadPhase::DenyFailClosed)` (denies every governed connection at its
 //! first byte) and the pass-all one from `codegen::compile` of a file
-//! without policy: both work before the head phase is generated; a
+//! without policy, so these tests do not depend on the head phase; a
 //! hand-assembled stand-in reports events and counters as `abi` says.
 //! Ports 18100–18149.
 
@@ -472,8 +472,8 @@ fn redirect_targets_are_connected_and_bound_at_their_slots() {
 /// it passes the message, writes one `abi::Event` (rule 1 of policy 0,
 /// allow, logged, span `0..msg->size`, the context's ports) to
 /// `l7_events` and adds 1 to that rule's counter in `l7_counters`. Lets
-/// the session's events and metrics be checked against the kernel before
-/// the head phase exists.
+/// the session's events and metrics be checked against the kernel
+/// independently of the code generator.
 fn reporting_object(meta: &l7c_compiler::abi::Meta) -> Vec<u8> {
     use l7c_compiler::abi::{self, event_flags, record, Counter, Event};
     use l7c_compiler::bpf::{sk_msg_md, Asm, Helper, R0, R1, R10, R2, R3, R4, R6};
