@@ -52,6 +52,13 @@ fn usage_errors_exit_2_and_bad_policies_exit_1() {
     let bad_target = l7c(&["compile", "examples/payments.l7", "--target-kernel", "six", "-o", out]);
     assert_eq!(bad_target.status.code(), Some(2));
     assert!(stderr(&bad_target).contains("X.Y"), "{}", stderr(&bad_target));
+    let old_target = l7c(&["compile", "examples/payments.l7", "--target-kernel", "5.10", "-o", out]);
+    assert_eq!(old_target.status.code(), Some(1), "{}", stderr(&old_target));
+    assert!(stderr(&old_target).contains("l7::codegen::target-kernel") && stderr(&old_target).contains("bpf_loop"), "{}", stderr(&old_target));
+    assert!(!Path::new(out).exists(), "nothing is written for a target the program cannot load on");
+    let supported = temp("target-6.1.o");
+    let ok = l7c(&["compile", "examples/payments.l7", "--target-kernel", "6.1", "-o", supported.to_str().unwrap()]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
 
     let broken = temp("broken.l7");
     std::fs::write(&broken, "policy \"p\" { rule \"r\" { path prefix \"/a\" allow } }\n").expect("written");

@@ -54,6 +54,16 @@ fn policies() -> Vec<(String, PathBuf)> {
     let ungoverned = dir.join("ungoverned.l7");
     std::fs::write(&ungoverned, "# no policy: nothing is governed\n").expect("policy written");
     out.push(("ungoverned".to_owned(), ungoverned));
+    // Audit mode with redirects (bound or not: the runtime's bound-slot
+    // bitmap), tunnels and chunked bodies: every verdict kind reported
+    // while every byte passes.
+    let audit = dir.join("audit-redirect.l7");
+    std::fs::write(
+        &audit,
+        "policy \"watch\" {\n  mode audit\n  default deny\n  opaque allow\n  rule \"grpc\" { header \"content-type\" prefix \"application/grpc\"  redirect \"envoy\" }\n  rule \"ws\" { path prefix \"/ws\"  allow tunnel }\n  rule \"read\" { method GET, HEAD  allow }\n  rule \"up\" { method POST  path prefix \"/api\"  allow  log }\n}\n",
+    )
+    .expect("policy written");
+    out.push(("audit-redirect".to_owned(), audit));
     let mut examples: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
         .expect("examples")
         .filter_map(|e| e.ok().map(|e| e.path()))

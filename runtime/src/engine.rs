@@ -129,6 +129,10 @@ impl KernelEngine {
             .filter(|(name, _)| bound.contains(name))
             .map(|(name, slot)| (name.as_str(), *slot))
             .collect();
+        // Audit mode reads which slots are bound from the config map (a
+        // redirect there must not act, so it cannot ask the helper).
+        let bound_slots = bindings.iter().filter(|(_, slot)| *slot < 32).fold(0u32, |bits, (_, slot)| bits | 1 << slot);
+        self.program.write_array(abi::maps::CONFIG, abi::config::BOUND_SLOTS, &bound_slots.to_ne_bytes())?;
         let spec = RunSpec {
             input,
             split,
@@ -162,9 +166,17 @@ impl KernelReport {
     pub fn is_documented_held_tail(&self, reference: &Outcome) -> bool {
         let Some(cut) = self.held_tail else { return false };
         let kernel = &self.outcome;
-        reference.verdicts.get(cut).is_some_and(|v| v.action == VerdictAction::Redirect)
+        // The cut request's span ends where the kernel cut it (a chunked
+        // body's end is never seen), at most where the reference ends it.
+        let same_cut_verdict = match (reference.verdicts.get(cut), kernel.verdicts.get(cut)) {
+            (Some(theirs), Some(ours)) => {
+                theirs.action == VerdictAction::Redirect && ours.end <= theirs.end && Verdict { end: theirs.end, ..ours.clone() } == *theirs
+            }
+            _ => false,
+        };
+        same_cut_verdict
             && kernel.verdicts.len() == cut + 1
-            && reference.verdicts.get(..=cut) == Some(kernel.verdicts.as_slice())
+            && reference.verdicts.get(..cut) == kernel.verdicts.get(..cut)
             && kernel.delivered <= reference.delivered
     }
 
@@ -338,8 +350,10 @@ fn complete_span(reported: &mut ReportedVerdict, span_ended: bool, input_len: u6
     let audit = reported.audit();
     let verdict = &mut reported.verdict;
     let chunked = reported.flags & event_flags::CHUNKED != 0;
-    // A chunked body never ended: it was cut off by the end of the input.
-    if chunked && !span_ended {
+    // A chunked body never ended: it was cut off by the end of the input
+    // (or, for a held-tail redirect, by the kernel at the reported end).
+    let held_tail = reported.flags & event_flags::HELD_TAIL != 0;
+    if chunked && !span_ended && !held_tail {
         verdict.end = input_len;
     }
     // An enforced deny takes the rest of the connection.

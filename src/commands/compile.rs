@@ -59,9 +59,14 @@ pub fn run(args: Args) -> Status {
     if args.verify && !has_kernel_privileges() {
         return kernel_engine_needs_root();
     }
-    // The generator has one target today; the version is checked for form
-    // and kept for when `codegen::Options` takes it.
-    let _target_kernel = args.target_kernel;
+    // One program serves every kernel from the minimum on: the target is
+    // checked against it, nothing else depends on it.
+    if let Some(target) = args.target_kernel {
+        if let Err(error) = l7c_compiler::codegen::check_target(target) {
+            eprint!("{}", l7c_compiler::report::render(&error));
+            return Status::Failed;
+        }
+    }
     let (_, checked) = match compile_or_report(std::slice::from_ref(&args.file)) {
         Ok(compiled) => compiled,
         Err(status) => return status,

@@ -65,6 +65,23 @@ pub struct Report {
 #[derive(Debug, Clone, Default)]
 pub struct Options {}
 
+/// The oldest kernel the generated program loads on, and why
+/// (docs/program.md, "Minimum kernel").
+pub const MIN_KERNEL: (u32, u32) = (5, 17);
+const MIN_KERNEL_WHY: &str = "the head scan runs in a `bpf_loop` callback (5.17); it also needs `msg->sk` and `sk_storage_get` on it (5.8) and the BPF ring buffer (5.8)";
+
+/// `--target-kernel X.Y`: refuses a target older than [`MIN_KERNEL`].
+pub fn check_target(target: (u32, u32)) -> Result<(), CodegenError> {
+    if target < MIN_KERNEL {
+        return Err(CodegenError::TargetTooOld {
+            target: format!("{}.{}", target.0, target.1),
+            minimum: format!("{}.{}", MIN_KERNEL.0, MIN_KERNEL.1),
+            why: MIN_KERNEL_WHY.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum CodegenError {
     /// A construct the generator does not translate yet: refused rather
@@ -85,6 +102,13 @@ pub enum CodegenError {
     #[error("internal error writing the object: {0}")]
     #[diagnostic(code(l7::codegen::internal))]
     Object(#[from] ElfError),
+    /// `--target-kernel` names a kernel the program cannot load on.
+    #[error("the generated program needs Linux {minimum} or newer; --target-kernel {target} is older: {why}")]
+    #[diagnostic(
+        code("l7::codegen::target-kernel"),
+        help("deploy on Linux {minimum}+ (Debian 12's 6.1 works); no fallback program is generated for older kernels")
+    )]
+    TargetTooOld { target: String, minimum: String, why: String },
     #[error("internal error building the scanner tables: {0}")]
     #[diagnostic(code(l7::codegen::internal))]
     Scan(#[from] ScanBuildError),
