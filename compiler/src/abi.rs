@@ -87,8 +87,30 @@ pub fn reason_from_code(class: u8, kind: u8) -> Option<Reason> {
     })
 }
 
-/// The number of distinct reasons (class, kind) a counter can be kept for.
-pub const REASON_SLOTS: usize = 4 + MalformedKind::ALL.len() + LimitKind::ALL.len() + 1;
+/// Denials for a failed helper: the program could not judge the bytes
+/// (reason class [`internal::CLASS`]). The language's reasons describe
+/// requests; these describe the kernel program, so they live only in the
+/// ABI: counted in their own slots, reported in events, and turned into an
+/// error by the kernel engine (never into a verdict the reference could
+/// give).
+pub mod internal {
+    pub const CLASS: u8 = 7;
+    /// `bpf_msg_pull_data` failed.
+    pub const PULL_DATA: u8 = 0;
+    /// A run found nothing to take (never expected: fail closed).
+    pub const NOTHING_TAKEN: u8 = 1;
+    /// Kinds by code, as counters and events name them (`internal:<name>`).
+    pub const NAMES: [&str; 2] = ["pull-data", "nothing-taken"];
+
+    /// The counter slot of an internal denial of `kind`.
+    pub fn slot(kind: u8) -> usize {
+        super::REASON_SLOTS - NAMES.len() + usize::from(kind).min(NAMES.len() - 1)
+    }
+}
+
+/// The number of distinct reasons (class, kind) a counter can be kept for:
+/// the language's reasons, then the internal ones.
+pub const REASON_SLOTS: usize = 5 + MalformedKind::ALL.len() + LimitKind::ALL.len() + internal::NAMES.len();
 
 /// The slot of a reason among the per-reason counters.
 pub fn reason_slot(reason: Reason) -> usize {
@@ -331,7 +353,8 @@ mod tests {
         slots.sort();
         slots.dedup();
         assert_eq!(slots.len(), reasons.len(), "slots are distinct");
-        assert!(slots.iter().all(|s| *s < REASON_SLOTS));
+        assert!(slots.iter().all(|s| *s < internal::slot(0)));
+        assert_eq!(internal::slot(internal::NOTHING_TAKEN), REASON_SLOTS - 1);
         for action in [VerdictAction::Allow, VerdictAction::Deny, VerdictAction::Redirect, VerdictAction::Tunnel] {
             assert_eq!(action_from_code(action_code(action)), Some(action));
         }

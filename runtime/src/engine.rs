@@ -319,6 +319,12 @@ pub fn decode_events(records: &[Vec<u8>], meta: &Meta, input_len: u64) -> Result
 
 /// One VERDICT record as a verdict (span as reported).
 fn verdict_of(event: &Event, index: usize, meta: &Meta) -> Result<Verdict, String> {
+    if event.reason_class == abi::internal::CLASS {
+        let name = abi::internal::NAMES.get(usize::from(event.reason_kind)).copied().unwrap_or("unknown");
+        return Err(format!(
+            "the program denied request {index} with internal:{name}: a helper failed, so the kernel could not judge those bytes (fail closed)"
+        ));
+    }
     let action = abi::action_from_code(event.action).ok_or_else(|| format!("unknown action code {}", event.action))?;
     let reason = abi::reason_from_code(event.reason_class, event.reason_kind)
         .ok_or_else(|| format!("unknown reason code ({}, {})", event.reason_class, event.reason_kind))?;
@@ -462,6 +468,31 @@ mod tests {
     fn flagged(mut event: Event, flags: u8) -> Event {
         event.flags = flags;
         event
+    }
+
+    #[test]
+    fn an_internal_denial_is_an_error_that_names_the_helper() {
+        let mut denied = event(1, 30, 0, VerdictAction::Deny, Reason::Default, None);
+        denied.reason_class = abi::internal::CLASS;
+        denied.reason_kind = abi::internal::PULL_DATA;
+        let records = vec![event(0, 0, 30, VerdictAction::Allow, Reason::Rule, Some(0)).to_bytes().to_vec(), denied.to_bytes().to_vec()];
+        let error = decode_events(&records, &meta(false), 60).unwrap_err().to_string();
+        assert!(error.contains("internal:pull-data") && error.contains("request 1"), "{error}");
+    }
+
+    #[test]
+    fn a_held_tail_cut_is_recognised_only_in_its_documented_shape() {
+        let redirect = |end| Verdict { index: 0, start: 0, end, action: VerdictAction::Redirect, reason: Reason::Rule, rule: Some("grpc".into()) };
+        let deny = Verdict { index: 1, start: 40, end: 90, action: VerdictAction::Deny, reason: Reason::Default, rule: None };
+        let reference = Outcome { verdicts: vec![redirect(40), deny.clone()], delivered: 0, pending: 0 };
+        let cut = |verdicts: Vec<Verdict>, held_tail| KernelReport { outcome: Outcome { verdicts, delivered: 0, pending: 9 }, held_tail };
+        assert!(cut(vec![redirect(40)], Some(0)).is_documented_held_tail(&reference));
+        assert!(cut(vec![redirect(35)], Some(0)).is_documented_held_tail(&reference), "a chunked request's span ends where it was cut");
+        assert!(!cut(vec![redirect(45)], Some(0)).is_documented_held_tail(&reference), "never past the reference's end");
+        assert!(!cut(vec![redirect(40)], None).is_documented_held_tail(&reference), "only when the program says so");
+        assert!(!cut(vec![redirect(40), deny], Some(0)).is_documented_held_tail(&reference), "nothing after the cut");
+        let allowed = Outcome { verdicts: vec![Verdict { action: VerdictAction::Allow, ..redirect(40) }], ..reference.clone() };
+        assert!(!cut(vec![redirect(40)], Some(0)).is_documented_held_tail(&allowed), "the reference must redirect too");
     }
 
     fn decode(events: &[Event], meta: &Meta, input_len: u64) -> Result<Vec<Verdict>, KernelError> {

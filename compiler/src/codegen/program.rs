@@ -81,7 +81,7 @@ fn window(a: &mut Asm, index: usize, limit: i32, what: &str) {
     a.ldxdw(R2, R6, sk_msg_md::DATA).ldxdw(R3, R6, sk_msg_md::DATA_END).sub64(R3, R2);
     a.jge(R3, R9, pulled.clone());
     a.mov64(R1, R6).mov64(R2, 0).mov64(R3, R9).mov64(R4, 0).call(Helper::MsgPullData);
-    a.jne(R0, 0, "internal").comment("a failed pull denies (fail closed)");
+    a.jne(R0, 0, "internal_pull").comment("a failed pull denies (fail closed)");
     a.label(pulled);
     a.stxdw(R10, CTX + CTX_STATE, R7);
     a.ldxdw(R2, R6, sk_msg_md::DATA).stxdw(R10, CTX + CTX_DATA, R2);
@@ -159,6 +159,7 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
 
     a.label(head_label(p));
     a.note(format!("policy {}: the request head (docs/program.md)", lowered.name));
+    a.stw(R7, layout::V_BASE, plan.counter_base as i32);
     window(a, p, limit, "head");
 
     a.note("connection start: opaque, or (a prefix of) the HTTP/2 preface");
@@ -199,7 +200,7 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.note("incomplete head: hold the bytes until one more arrives (the verdict of a corking run is not applied)");
     a.note("pull first: a bare cork after a partial apply_bytes loses or repeats bytes (docs/kernel-mechanics.md)");
     a.mov64(R1, R6).mov64(R2, 0).mov64(R3, 1).mov64(R4, 0).call(Helper::MsgPullData);
-    a.jne(R0, 0, "internal");
+    a.jne(R0, 0, "internal_pull");
     a.mov64(R1, R6).mov64(R2, 0).call(Helper::MsgApplyBytes);
     a.ldxw(R2, R6, sk_msg_md::SIZE).add64(R2, 1);
     a.mov64(R1, R6).call(Helper::MsgCorkBytes);
@@ -433,6 +434,7 @@ fn chunk_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     let names = Names::new(p);
     a.label(chunk_label(p));
     a.note(format!("policy {}: a chunked body's framing (data passes in bulk)", plan.lowered.name));
+    a.stw(R7, layout::V_BASE, plan.counter_base as i32);
     a.stw(R7, layout::CHUNK_TAKEN, 0);
     a.ldxb(R1, R7, layout::CHUNK + cs::STATUS).jeq(R1, 2, l("chunk_refused"));
     window(a, p, CHUNK_WINDOW, "chunk");
@@ -523,7 +525,7 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
     }
 
     a.label("take_r9_some");
-    a.jeq(R9, 0, "internal").comment("nothing taken: never pass with apply_bytes(0)");
+    a.jeq(R9, 0, "internal_nothing").comment("nothing taken: never pass with apply_bytes(0)");
     a.label("take_r9");
     a.note("pass r9 bytes: the next run starts after them");
     a.ldxdw(R1, R7, layout::OFFSET).add64(R1, R9).stxdw(R7, layout::OFFSET, R1);
@@ -600,8 +602,24 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
     a.call(Helper::MsgRedirectHash);
     a.exit();
 
+    a.note("the program cannot judge the bytes (a helper failed): deny with an internal reason (fail closed)");
+    for (label, kind) in [("internal_pull", abi::internal::PULL_DATA), ("internal_nothing", abi::internal::NOTHING_TAKEN)] {
+        if a.is_referenced(label) {
+            a.label(label);
+            a.stb(R7, layout::V_KIND, i32::from(kind));
+            a.ja("internal");
+        }
+    }
     a.label("internal");
-    a.note("a helper failed: deny (fail closed)");
+    a.stb(R7, layout::V_ACTION, i32::from(abi::action_code(VerdictAction::Deny)));
+    a.stb(R7, layout::V_CLASS, i32::from(abi::internal::CLASS));
+    a.stb(R7, layout::V_RECORD, i32::from(record::VERDICT));
+    a.stb(R7, layout::V_FLAGS, 0);
+    a.stw(R7, layout::V_RULE, NO_RULE as i32);
+    a.stxdw(R7, layout::V_START, R8);
+    a.stdw(R7, layout::V_END, 0);
+    a.ldxw(R1, R7, layout::INDEX).stxw(R7, layout::V_INDEX, R1);
+    report(a);
     a.ja("deny");
 }
 
@@ -632,7 +650,13 @@ pub fn emit_report(a: &mut Asm) {
     a.jeq(R2, i32::from(abi::reason_code(Reason::Malformed(MalformedKind::Host)).0), "report_count");
     a.add64(R1, malformed);
     a.jeq(R2, i32::from(abi::reason_code(Reason::Limit(crate::http::LimitKind::Headers)).0), "report_count");
-    a.ja("report_event");
+    a.jne(R2, i32::from(abi::internal::CLASS), "report_event");
+    let last = abi::internal::NAMES.len() as i32 - 1;
+    a.mov64(R1, R3).jle(R1, last, "report_internal");
+    a.mov64(R1, last);
+    a.label("report_internal");
+    a.add64(R1, abi::internal::slot(0) as i32);
+    a.ja("report_count");
     a.label("report_count");
     a.ldxw(R2, R6, layout::V_BASE).add64(R1, R2);
     count(a, "report_rule");
