@@ -264,8 +264,13 @@ impl Running {
     }
 
     /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
+    fn stop(self) -> std::process::ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// `signal` (TERM or INT), then the exit status.
+    fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
+        self.signal(signal);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -500,8 +505,15 @@ fn run_enrolls_reloads_and_leaves_nothing_behind() {
     run.wait_for("l7c: reloaded", 2);
     assert_eq!(server.paths(), vec!["/hello", "/still"]);
 
-    let status = run.stop();
+    let stderr = run.stderr.clone();
+    let status = run.stop_with("INT");
     assert!(status.success(), "exit status {status:?}");
+    // The reader thread may still be taking the last line from the pipe.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !stderr.lock().unwrap().contains("stopped on SIGINT") {
+        assert!(Instant::now() < deadline, "no clean-stop message:\n{}", stderr.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_nothing_left(&programs, &maps, &cgroup);
     // Nothing was logged: a file without policy reports no verdict.
     assert_eq!(std::fs::read_to_string(&events).unwrap_or_default(), "");
