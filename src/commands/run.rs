@@ -33,6 +33,7 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 #[derive(clap::Args)]
 pub struct Args {
     /// The policy files (compiled together)
+    #[arg(required = true)]
     files: Vec<PathBuf>,
     /// The cgroup v2 directory whose processes' TCP connections are policed
     #[arg(long, value_name = "PATH", required = true)]
@@ -252,6 +253,12 @@ pub fn run(args: Args) -> Status {
         }
         match session.poll() {
             Ok(polled) => {
+                if polled.freed > 0 {
+                    eprintln!(
+                        "l7c: {} older policy generation(s) freed: their last connection closed",
+                        polled.freed
+                    );
+                }
                 if sink.enabled() {
                     let count = polled.events.len() as u64;
                     if sink.write(&polled.events) {
