@@ -705,7 +705,9 @@ fn audit_mode_reports_without_blocking() {
     let policy = dir.join("audit.l7");
     std::fs::write(
         &policy,
-        "policy \"watch\" {\n  scope remote port 18220\n  mode audit\n  default deny\n  rule \"admin\" { path prefix \"/admin/\"  deny  log }\n}\n",
+        "policy \"watch\" {\n  scope remote port 18220\n  mode audit\n  default deny\n  \
+         rule \"admin\" { path prefix \"/admin/\"  deny  log }\n  \
+         rule \"spare\" { path prefix \"/spare/\"  redirect \"spare\"  log }\n}\n",
     )
     .unwrap();
     if !compiles(test, &policy, &dir) {
@@ -713,18 +715,47 @@ fn audit_mode_reports_without_blocking() {
     }
     let events = dir.join("events.jsonl");
     let server = Server::start("127.0.0.1:18220");
-    let run = Running::start(&[policy.to_str().unwrap(), "--cgroup", cgroup.path(), "--events", events.to_str().unwrap()]);
+    let spare = Server::start("127.0.0.1:18221");
+    let run = Running::start(&[
+        policy.to_str().unwrap(),
+        "--cgroup",
+        cgroup.path(),
+        "--redirect",
+        "spare=127.0.0.1:18221",
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    // Neither a deny nor a redirect acts: both requests reach the server.
     let (code, body) = curl(&cgroup, &["http://127.0.0.1:18220/admin/x"]);
     assert_eq!((code, body.as_str()), (0, "ok GET /admin/x 0\n"), "audit mode never blocks");
-    assert_eq!(server.paths(), vec!["/admin/x"]);
+    let (code, body) = curl(&cgroup, &["http://127.0.0.1:18220/spare/y"]);
+    assert_eq!((code, body.as_str()), (0, "ok GET /spare/y 0\n"), "audit mode never redirects");
+    assert_eq!(server.paths(), vec!["/admin/x", "/spare/y"]);
+    assert!(spare.paths().is_empty());
+    // ...and both are reported as what they would have been (the target is
+    // bound, so the redirect is a redirect, not `redirect-unbound`).
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut text = String::new();
-    while !text.contains("\"audit\":true") && Instant::now() < deadline {
+    while text.matches("\"audit\":true").count() < 2 && Instant::now() < deadline {
         text = std::fs::read_to_string(&events).unwrap_or_default();
         std::thread::sleep(Duration::from_millis(50));
     }
-    let event: serde_json::Value = serde_json::from_str(text.lines().next().expect("an audit event")).unwrap();
-    assert_eq!((event["rule"].as_str(), event["action"].as_str(), event["audit"].as_bool()), (Some("admin"), Some("deny"), Some(true)));
+    let reported: Vec<(String, String, bool)> = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["kind"] == "verdict")
+        .map(|event| {
+            (
+                event["rule"].as_str().unwrap_or("").to_owned(),
+                event["action"].as_str().unwrap_or("").to_owned(),
+                event["audit"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        vec![("admin".to_owned(), "deny".to_owned(), true), ("spare".to_owned(), "redirect".to_owned(), true)]
+    );
     assert!(run.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }

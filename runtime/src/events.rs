@@ -3,7 +3,8 @@
 //!
 //! ```json
 //! {"kind":"verdict","time":"2026-11-24T15:40:01.123456789Z","policy":"site","rule":"list-users",
-//!  "action":"allow","reason":"rule","audit":false,"logged":true,"index":0,"start":0,"end":43,
+//!  "action":"allow","reason":"rule","audit":false,"logged":true,"chunked":false,"held_tail":false,
+//!  "index":0,"start":0,"end":43,
 //!  "bytes":43,"local":"127.0.0.1:40000","remote":"127.0.0.1:8080","local_port":40000,
 //!  "remote_port":8080,"pid":null,"cgroup":"/sys/fs/cgroup/unified/app"}
 //! ```
@@ -38,7 +39,10 @@ pub fn parse_key(key: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     let ip = |at: usize| -> Option<IpAddr> {
         let bytes: [u8; 16] = key.get(at..at + 16)?.try_into().ok()?;
         match family {
-            AF_INET => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+            AF_INET => {
+                let [a, b, c, d, ..] = bytes;
+                Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+            }
             AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
             _ => None,
         }
@@ -107,7 +111,7 @@ fn proc_net_addr(field: &str) -> Option<SocketAddr> {
         bytes.extend_from_slice(&word.to_ne_bytes());
     }
     let ip = match bytes.len() {
-        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes.as_slice()).ok()?)),
         16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes.as_slice()).ok()?)),
         _ => return None,
     };
@@ -163,7 +167,11 @@ pub fn json_line(bytes: &[u8], context: &Context<'_>) -> Option<String> {
         json_string(policy.rules.get(usize::try_from(event.rule).ok()?)?)
     };
     let action = abi::action_from_code(event.action)?;
-    let reason = abi::reason_from_code(event.reason_class, event.reason_kind)?;
+    let reason = if event.reason_class == abi::internal::CLASS {
+        format!("internal:{}", abi::internal::NAMES.get(usize::from(event.reason_kind))?)
+    } else {
+        abi::reason_from_code(event.reason_class, event.reason_kind)?.name()
+    };
     let chunked = event.flags & event_flags::CHUNKED != 0;
     let bytes_field = if chunked {
         "null".to_owned()
@@ -171,12 +179,13 @@ pub fn json_line(bytes: &[u8], context: &Context<'_>) -> Option<String> {
         event.end.saturating_sub(event.start).to_string()
     };
     Some(format!(
-        "{{\"kind\":\"verdict\",{common},\"policy\":{},\"rule\":{rule},\"action\":{},\"reason\":{},\"audit\":{},\"logged\":{},\"chunked\":{chunked},\"start\":{},\"end\":{},\"bytes\":{bytes_field}}}",
+        "{{\"kind\":\"verdict\",{common},\"policy\":{},\"rule\":{rule},\"action\":{},\"reason\":{},\"audit\":{},\"logged\":{},\"chunked\":{chunked},\"held_tail\":{},\"start\":{},\"end\":{},\"bytes\":{bytes_field}}}",
         json_string(&policy.name),
         json_string(action.name()),
-        json_string(&reason.name()),
+        json_string(&reason),
         event.flags & event_flags::AUDIT != 0,
         event.flags & event_flags::LOGGED != 0,
+        event.flags & event_flags::HELD_TAIL != 0,
         event.start,
         event.end,
     ))
@@ -318,8 +327,12 @@ mod tests {
              \"local\":\"127.0.0.1:40000\",\"remote\":\"127.0.0.1:18080\",\"local_port\":40000,\"remote_port\":18080,\
              \"pid\":null,\"cgroup\":\"/sys/fs/cgroup/unified/app\",\"policy\":\"site\",\"rule\":\"no-admin\",\
              \"action\":\"deny\",\"reason\":\"rule\",\"audit\":false,\"logged\":true,\"chunked\":false,\
-             \"start\":0,\"end\":43,\"bytes\":43}"
+             \"held_tail\":false,\"start\":0,\"end\":43,\"bytes\":43}"
         );
+        // A helper failure is reported under its internal reason.
+        let internal = Event { reason_class: abi::internal::CLASS, reason_kind: abi::internal::PULL_DATA, ..event };
+        let line = json_line(&internal.to_bytes(), &context).unwrap();
+        assert!(line.contains("\"reason\":\"internal:pull-data\""), "{line}");
         // A record naming a rule the meta lacks is unreadable.
         let bad = Event { rule: 7, ..event };
         assert_eq!(json_line(&bad.to_bytes(), &context), None);

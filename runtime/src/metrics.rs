@@ -64,6 +64,17 @@ impl Counters {
                     .entry((policy.name.clone(), reason.name()))
                     .or_default() += value(index);
             }
+            // The program's own failures (a helper failed: fail closed),
+            // in the last reason slots (`abi::internal`).
+            let base = abi::counter_index(policy_index, rules_before, Counter::Reason(Reason::Rule))
+                - abi::reason_slot(Reason::Rule);
+            for (kind, name) in abi::internal::NAMES.iter().enumerate() {
+                let slot = abi::internal::slot(u8::try_from(kind).unwrap_or(u8::MAX));
+                *counters
+                    .reasons
+                    .entry((policy.name.clone(), format!("internal:{name}")))
+                    .or_default() += value(base + slot);
+            }
             for (rule_index, rule) in policy.rules.iter().enumerate() {
                 let index = abi::counter_index(policy_index, rules_before, Counter::Rule(rule_index));
                 *counters
@@ -126,7 +137,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         ));
     }
     out.push_str(&body);
-    out.push_str("# HELP l7c_reason_verdicts_total Verdicts by reason (rule, default, malformed:KIND, limit:KIND, opaque, tunnel, redirect-unbound).\n# TYPE l7c_reason_verdicts_total counter\n");
+    out.push_str("# HELP l7c_reason_verdicts_total Verdicts by reason (rule, default, malformed:KIND, limit:KIND, opaque, tunnel, redirect-unbound; internal:KIND when a helper failed and the program denied, failing closed).\n# TYPE l7c_reason_verdicts_total counter\n");
     for ((policy, reason), count) in &snapshot.counters.reasons {
         out.push_str(&format!(
             "l7c_reason_verdicts_total{{policy={},reason={}}} {count}\n",
@@ -261,7 +272,11 @@ mod tests {
         assert_eq!(counters.reasons[&("a".into(), "default".into())], 3);
         let name = Reason::Malformed(MalformedKind::ALL[0]).name();
         assert_eq!(counters.reasons[&("b".into(), name)], 1);
-        assert_eq!(counters.reasons.len(), 2 * abi::REASON_SLOTS);
+        assert_eq!(counters.reasons.len(), 2 * abi::REASON_SLOTS, "every reason slot is named once");
+        values[abi::counter_index(1, 2, Counter::Reason(Reason::Rule)) - abi::reason_slot(Reason::Rule)
+            + abi::internal::slot(abi::internal::PULL_DATA)] = 4;
+        let counters = Counters::from_values(&values, &meta);
+        assert_eq!(counters.reasons[&("b".into(), "internal:pull-data".into())], 4);
         assert_eq!(counters.rules.values().sum::<u64>(), 7);
 
         let mut total = counters.clone();

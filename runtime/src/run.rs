@@ -142,9 +142,14 @@ impl Generation {
             },
         )?;
         if config.events_all {
-            program.write_array(abi::maps::CONFIG, 0, &abi::config::EVENTS_ALL.to_ne_bytes())?;
+            program.write_array(
+                abi::maps::CONFIG,
+                abi::config::FLAGS,
+                &abi::config::EVENTS_ALL.to_ne_bytes(),
+            )?;
         }
         let mut targets = Vec::new();
+        let mut bound_slots = 0u32;
         for (name, addr) in &config.redirects {
             let Some((_, slot)) = meta.redirect_slots.iter().find(|(target, _)| target == name)
             else {
@@ -164,6 +169,18 @@ impl Generation {
             })?;
             program.insert_socket(abi::maps::REDIRECTS, &slot.to_ne_bytes(), stream.as_fd())?;
             targets.push(stream);
+            if *slot < 32 {
+                bound_slots |= 1 << slot;
+            }
+        }
+        // Audit mode reads which slots are bound from the config map (a
+        // redirect there must not act, so it cannot ask the helper); an
+        // object without that word has no audit-mode redirects to judge.
+        let has_bound_word = program.maps().iter().any(|map| {
+            map.name == abi::maps::CONFIG && map.max_entries > abi::config::BOUND_SLOTS
+        });
+        if has_bound_word {
+            program.write_array(abi::maps::CONFIG, abi::config::BOUND_SLOTS, &bound_slots.to_ne_bytes())?;
         }
         let enroll = if program.has_program(enroll::PROGRAM_NAME) {
             let fd = program.load_sock_ops(enroll::PROGRAM_NAME)?;

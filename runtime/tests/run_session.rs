@@ -452,6 +452,12 @@ fn redirect_targets_are_connected_and_bound_at_their_slots() {
         assert!(Instant::now() < deadline, "the runtime never connected to the target");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Audit mode learns which slots are bound from the config map.
+    let bound = session
+        .current()
+        .lookup(l7c_compiler::abi::maps::CONFIG, &l7c_compiler::abi::config::BOUND_SLOTS.to_ne_bytes())
+        .expect("lookup");
+    assert_eq!(bound, Some((1u32 << slot).to_ne_bytes().to_vec()), "the bound-slots word");
     // A SOCKMAP cannot be read from user space with 4-byte values
     // (ENOSPC); deleting the element proves it was there (an empty slot
     // fails with EINVAL).
