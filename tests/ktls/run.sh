@@ -93,11 +93,11 @@ fetch_kernel() {
 }
 
 # ------------------------------------------------------ the guest binary
-say "building the in-guest checks (tests/ktls/guest, static, release)"
+say "building the in-guest checks (tests/ktls/guest, static, profile guest)"
 build_started=$SECONDS
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release --locked \
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --profile guest --locked \
   --manifest-path "$here/guest/Cargo.toml" --target "$target" || die "building tests/ktls/guest failed"
-guest="$CARGO_TARGET_DIR/$target/release/l7c-ktls-guest"
+guest="$CARGO_TARGET_DIR/$target/guest/l7c-ktls-guest"
 [ -x "$guest" ] || die "no binary at $guest"
 echo "built in $((SECONDS - build_started)) s: $guest"
 
