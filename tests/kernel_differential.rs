@@ -64,6 +64,21 @@ fn policies() -> Vec<(String, PathBuf)> {
     )
     .expect("policy written");
     out.push(("audit-redirect".to_owned(), audit));
+    // More accepted patterns than the guarded decision lists (every prefix
+    // of the generator's X-Long value: the program decides linearly), and
+    // `contains` matchers in a sticky lane (more than 4 on one header).
+    let mut many = String::from("policy \"many\" {\n  default allow\n");
+    for length in (1..=70).rev() {
+        let action = if length % 3 == 0 { "deny" } else { "allow" };
+        many.push_str(&format!("  rule \"long{length}\" {{ method POST  header \"x-long\" prefix \"{}\"  {action} }}\n", "a".repeat(length)));
+    }
+    for (word, action) in [("l7c", "allow"), ("diff/", "deny"), ("curl", "deny"), ("/1", "allow"), ("-d", "deny"), ("bot", "deny")] {
+        many.push_str(&format!("  rule \"ua-{}\" {{ header \"user-agent\" contains nocase \"{word}\"  {action} }}\n", word.trim_matches('/')));
+    }
+    many.push_str("}\n");
+    let many_path = dir.join("many-candidates.l7");
+    std::fs::write(&many_path, many).expect("policy written");
+    out.push(("many-candidates".to_owned(), many_path));
     let mut examples: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
         .expect("examples")
         .filter_map(|e| e.ok().map(|e| e.path()))

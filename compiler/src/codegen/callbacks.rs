@@ -12,7 +12,7 @@
 //! counter lives in the storage, so one pass verifies every iteration.
 
 use super::layout::{self, chunk as cs, head as hs};
-use super::tables::{record, LaneAt, LaneKind, PolicyTables, SharedTables};
+use super::tables::{record, LaneAt, LaneKind, PolicyTables, SharedTables, CANDIDATES};
 use crate::bpf::{Asm, Label, Reg, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9};
 use crate::http::{LimitKind, MalformedKind};
 use crate::lower::START;
@@ -42,6 +42,8 @@ pub struct Names {
     pub scan: String,
     pub collect: String,
     pub decide: String,
+    pub guarded: String,
+    pub sticky: String,
     pub chunk: String,
 }
 
@@ -51,17 +53,24 @@ impl Names {
             scan: format!("l7_scan_p{policy}"),
             collect: format!("l7_collect_p{policy}"),
             decide: format!("l7_decide_p{policy}"),
+            guarded: format!("l7_guarded_p{policy}"),
+            sticky: format!("l7_sticky_p{policy}"),
             chunk: format!("l7_chunk_p{policy}"),
         }
     }
 }
 
 /// Emits the four callbacks of policy `index`.
-pub fn emit(a: &mut Asm, index: usize, limits: Limits, shared: &SharedTables, tables: &PolicyTables, facts: i16, fact_mask: u32) {
+#[allow(clippy::too_many_arguments)]
+pub fn emit(a: &mut Asm, index: usize, limits: Limits, shared: &SharedTables, tables: &PolicyTables, facts: i16, fact_mask: u32, cand: i16) {
     let names = Names::new(index);
     scan(a, &names.scan, index, limits, shared, tables, facts);
-    collect(a, &names.collect, tables, facts, fact_mask);
+    collect(a, &names.collect, tables, facts, fact_mask, cand);
+    if !tables.sticky_words.is_empty() {
+        sticky(a, &names.sticky, facts, fact_mask, cand);
+    }
     decide(a, &names.decide, tables, facts, fact_mask);
+    guarded(a, &names.guarded, tables, facts, fact_mask, cand);
     chunk(a, &names.chunk, index, limits, shared);
 }
 
@@ -425,7 +434,7 @@ fn complete(a: &mut Asm, index: usize, tables: &PolicyTables) {
 }
 
 /// The collect callback: sets the fact of member `start + index`.
-fn collect(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask: u32) {
+fn collect(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask: u32, cand: i16) {
     a.function(name);
     a.note("accept-set member -> its fact bit");
     a.ldxdw(R9, R2, CTX_STATE);
@@ -433,6 +442,7 @@ fn collect(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask
     a.ldxw(R3, R9, layout::COLLECT_START).add64(R3, R1).and64(R3, tables.members_mask as i32).lsh64(R3, 2);
     a.mov64(R2, R7).add64(R2, tables.members as i32).add64(R2, R3).ldxw(R3, R2, 0).comment("fact");
     set_fact(a, R3, facts, fact_mask);
+    add_candidate(a, R3, cand);
     a.mov64(R0, 0).exit();
 }
 
@@ -443,14 +453,10 @@ fn set_fact(a: &mut Asm, reg: Reg, facts: i16, fact_mask: u32) {
     a.ldxdw(R4, R2, facts).or64(R4, R0).stxdw(R2, facts, R4);
 }
 
-/// The decision interpreter: one record per iteration (tables.rs
-/// `record`); stops at the first rule whose clauses all hold.
-fn decide(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask: u32) {
-    let l = |what: &str| Label::from(format!("{name}_{what}"));
-    a.function(name);
-    a.note("one decision record: a literal, closing its clause and rule as flagged");
-    a.ldxdw(R9, R2, CTX_STATE);
-    tables_base(a);
+/// Loads record `r1` (an index) and evaluates its literal: r0 = 1 when
+/// it holds (negation applied), r6 = its flags (clobbers r1..r5).
+fn literal(a: &mut Asm, prefix: &str, tables: &PolicyTables, facts: i16, fact_mask: u32) {
+    let l = |what: &str| Label::from(format!("{prefix}_{what}"));
     a.and64(R1, tables.records_mask as i32).lsh64(R1, 3);
     a.mov64(R2, R7).add64(R2, tables.records as i32).add64(R2, R1);
     a.ldxb(R3, R2, 0).ldxb(R6, R2, 1).ldxh(R4, R2, 2).ldxw(R5, R2, 4);
@@ -473,6 +479,18 @@ fn decide(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask:
     a.ldxdw(R0, R2, facts).and64(R5, 63).rsh64(R0, R5).and64(R0, 1);
     a.label(l("value"));
     a.mov64(R1, R6).and64(R1, i32::from(record::NEGATED)).xor64(R0, R1);
+}
+
+/// The linear decision (when more facts are accepted than the guarded
+/// decision lists): one record per iteration, every rule in order; stops
+/// at the first rule whose clauses all hold.
+fn decide(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask: u32) {
+    let l = |what: &str| Label::from(format!("{name}_{what}"));
+    a.function(name);
+    a.note("one decision record: a literal, closing its clause and rule as flagged");
+    a.ldxdw(R9, R2, CTX_STATE);
+    tables_base(a);
+    literal(a, name, tables, facts, fact_mask);
     a.ldxb(R1, R9, layout::DEC_CLAUSE).or64(R1, R0).stxb(R9, layout::DEC_CLAUSE, R1);
     a.jset(R6, i32::from(record::END_CLAUSE), l("end_clause"));
     a.mov64(R0, 0).exit();
@@ -490,6 +508,101 @@ fn decide(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask:
     a.add64(R1, 1).stxw(R9, layout::DEC_RULE, R1);
     a.stb(R9, layout::DEC_OK, 1);
     a.mov64(R0, 0).exit();
+}
+
+/// Appends the fact in `reg` to the candidate list (clobbers r0, r2);
+/// past `CANDIDATES`, switches the decision to linear.
+fn add_candidate(a: &mut Asm, reg: Reg, cand: i16) {
+    let full = a.fresh_label("candidates_full");
+    let done = a.fresh_label("candidate_added");
+    a.ldxw(R0, R9, layout::DEC_CANDIDATES);
+    a.jge(R0, CANDIDATES as i32, full.clone());
+    a.mov64(R2, R0).lsh64(R2, 2).add64(R2, R9).stxw(R2, cand, reg);
+    a.add64(R0, 1).stxw(R9, layout::DEC_CANDIDATES, R0).ja(done.clone());
+    a.label(full);
+    a.stb(R9, layout::DEC_MODE, 1).comment("too many: decide linearly");
+    a.label(done);
+}
+
+/// Lists the set bits of sticky word `DEC_STICKY_WORD` as candidates:
+/// bit `index` per iteration.
+fn sticky(a: &mut Asm, name: &str, facts: i16, fact_mask: u32, cand: i16) {
+    let skip = Label::from(format!("{name}_clear"));
+    a.function(name);
+    a.note("a sticky lane's seen bit -> a candidate fact");
+    a.ldxdw(R9, R2, CTX_STATE);
+    a.ldxw(R3, R9, layout::DEC_STICKY_WORD).and64(R3, fact_mask as i32);
+    a.mov64(R2, R3).lsh64(R2, 3).add64(R2, R9).ldxdw(R4, R2, facts);
+    a.and64(R1, 63).rsh64(R4, R1).and64(R4, 1);
+    a.jeq(R4, 0, skip.clone());
+    a.lsh64(R3, 6).add64(R3, R1);
+    add_candidate(a, R3, cand);
+    a.label(skip);
+    a.mov64(R0, 0).exit();
+}
+
+/// The guarded decision (docs/lowering.md, `walk::decide`): the unguarded
+/// rules, then the rules listed under each candidate fact, each list in
+/// rule order and cut at the best rule found so far; a rule is tried
+/// record by record and dropped at its first false clause. One record,
+/// or one step between rules and lists, per iteration.
+fn guarded(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask: u32, cand: i16) {
+    let l = |what: &str| Label::from(format!("{name}_{what}"));
+    a.function(name);
+    a.note("the guarded decision: one record, or one step to the next rule or list");
+    a.ldxdw(R9, R2, CTX_STATE);
+    tables_base(a);
+    a.ldxw(R1, R9, layout::DEC_RECORD).ldxw(R2, R9, layout::DEC_RECORD_END);
+    a.jlt(R1, R2, l("record"));
+    a.note("the next rule of this list, unless it cannot beat the best so far");
+    a.ldxw(R1, R9, layout::DEC_LIST_AT).ldxw(R2, R9, layout::DEC_LIST_END);
+    a.jge(R1, R2, l("next_list"));
+    a.mov64(R3, R1).add64(R3, 1).stxw(R9, layout::DEC_LIST_AT, R3);
+    a.and64(R1, tables.guard_members_mask as i32).lsh64(R1, 2);
+    a.mov64(R2, R7).add64(R2, tables.guard_members as i32).add64(R2, R1).ldxw(R1, R2, 0).comment("rule");
+    a.ldxw(R2, R9, layout::DEC_MATCH).jge(R1, R2, l("next_list"));
+    a.stxw(R9, layout::DEC_RULE, R1);
+    a.and64(R1, tables.rule_records_mask as i32).lsh64(R1, 2);
+    a.mov64(R2, R7).add64(R2, tables.rule_records as i32).add64(R2, R1);
+    a.ldxw(R3, R2, 0).ldxw(R4, R2, 4);
+    a.stxw(R9, layout::DEC_RECORD, R3).stxw(R9, layout::DEC_RECORD_END, R4);
+    a.stb(R9, layout::DEC_CLAUSE, 0);
+    a.mov64(R0, 0).exit();
+
+    a.label(l("next_list"));
+    a.ldxw(R1, R9, layout::DEC_LIST).add64(R1, 1).stxw(R9, layout::DEC_LIST, R1);
+    a.ldxw(R2, R9, layout::DEC_CANDIDATES);
+    a.jgt(R1, R2, l("done"));
+    a.sub64(R1, 1).and64(R1, CANDIDATES as i32 - 1).lsh64(R1, 2).add64(R1, R9).ldxw(R1, R1, cand).comment("the candidate fact");
+    a.and64(R1, tables.fact_guards_mask as i32).lsh64(R1, 3);
+    a.mov64(R2, R7).add64(R2, tables.fact_guards as i32).add64(R2, R1);
+    a.ldxw(R3, R2, 0).ldxw(R4, R2, 4);
+    a.stxw(R9, layout::DEC_LIST_AT, R3).stxw(R9, layout::DEC_LIST_END, R4);
+    a.stw(R9, layout::DEC_RECORD, 0).stw(R9, layout::DEC_RECORD_END, 0);
+    a.mov64(R0, 0).exit();
+    a.label(l("done"));
+    a.stb(R9, layout::DEC_MODE, 2);
+    a.mov64(R0, 1).exit();
+
+    a.label(l("record"));
+    a.add64(R1, 1).stxw(R9, layout::DEC_RECORD, R1).sub64(R1, 1);
+    literal(a, name, tables, facts, fact_mask);
+    a.ldxb(R1, R9, layout::DEC_CLAUSE).or64(R1, R0).stxb(R9, layout::DEC_CLAUSE, R1);
+    a.jset(R6, i32::from(record::END_CLAUSE), l("end_clause"));
+    a.mov64(R0, 0).exit();
+    a.label(l("end_clause"));
+    a.stb(R9, layout::DEC_CLAUSE, 0);
+    a.jne(R1, 0, l("clause_held"));
+    a.note("a false clause: the rule fails, skip its other records");
+    a.ldxw(R1, R9, layout::DEC_RECORD_END).stxw(R9, layout::DEC_RECORD, R1);
+    a.mov64(R0, 0).exit();
+    a.label(l("clause_held"));
+    a.jset(R6, i32::from(record::END_RULE), l("holds"));
+    a.mov64(R0, 0).exit();
+    a.label(l("holds"));
+    a.ldxw(R1, R9, layout::DEC_RULE).stxw(R9, layout::DEC_MATCH, R1).comment("the best so far; the rest of this list is later");
+    a.stw(R9, layout::DEC_RECORD, 0).stw(R9, layout::DEC_RECORD_END, 0);
+    a.ja(l("next_list"));
 }
 
 /// The chunk-line callback: one byte of a chunked body outside chunk

@@ -122,7 +122,7 @@ pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenEr
     if let Phases::Generated { plans, shared } = &phases {
         program::emit_report(&mut a);
         for plan in plans.iter() {
-            program::emit_callbacks(&mut a, plan.index, plan.lowered.limits, shared, plan.tables, plan.facts, plan.fact_mask);
+            program::emit_callbacks(&mut a, plan.index, plan.lowered.limits, shared, plan.tables, plan.facts, plan.fact_mask, plan.cand);
         }
     }
     Ok(a.finish()?)

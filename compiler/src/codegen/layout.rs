@@ -93,8 +93,22 @@ pub const CORKED: i16 = 100;
 pub const HEAD: i16 = 104;
 /// `scan::ChunkState` (32 bytes).
 pub const CHUNK: i16 = 160;
+/// The guarded decision's cursor: the list (0: unguarded, `n`: the `n`th
+/// candidate fact), its next and end positions in the guard members, the
+/// current rule's next and end records.
+pub const DEC_LIST: i16 = 192;
+pub const DEC_LIST_AT: i16 = 196;
+pub const DEC_LIST_END: i16 = 200;
+pub const DEC_RECORD: i16 = 204;
+pub const DEC_RECORD_END: i16 = 208;
+/// Candidate facts collected (at most `tables::CANDIDATES`; more: linear).
+pub const DEC_CANDIDATES: i16 = 212;
+/// 1: too many candidates, decide linearly. 2: the guarded decision ended.
+pub const DEC_MODE: i16 = 216;
+/// The sticky word being listed.
+pub const DEC_STICKY_WORD: i16 = 220;
 /// The governing policy's automaton states start here.
-pub const AREA: i16 = 192;
+pub const AREA: i16 = 224;
 
 /// Offsets inside `HeadState` (scan/walk.rs, tested there).
 pub mod head {
@@ -145,7 +159,8 @@ pub fn state_type(total: u32) -> DataType {
             Field::new("redirect_msg_end", DataType::U64),
             Field::new("scratch", DataType::Bytes((HEAD - 32) as u32)),
             Field::new("head", DataType::Bytes((CHUNK - HEAD) as u32)),
-            Field::new("chunk", DataType::Bytes((AREA - CHUNK) as u32)),
+            Field::new("chunk", DataType::Bytes((DEC_LIST - CHUNK) as u32)),
+            Field::new("decision", DataType::Bytes((AREA - DEC_LIST) as u32)),
             Field::new("automata", DataType::Bytes(total - AREA as u32)),
         ],
     }
@@ -158,7 +173,7 @@ mod tests {
     #[test]
     fn the_scanners_states_fit_their_places() {
         assert_eq!(std::mem::size_of::<crate::scan::HeadState>() as i16, CHUNK - HEAD);
-        assert_eq!(std::mem::size_of::<crate::scan::ChunkState>() as i16, AREA - CHUNK);
+        assert_eq!(std::mem::size_of::<crate::scan::ChunkState>() as i16, DEC_LIST - CHUNK);
         assert!(V_INDEX + 4 <= CORKED && CORKED < HEAD);
     }
 }

@@ -147,7 +147,8 @@ pub fn compile(checked: &Checked, _options: &Options) -> Result<Compiled, Codege
     let area = placed.iter().map(|t| t.area_bytes).max().unwrap_or(0);
     let facts = tables::facts_offset(area);
     let fact_capacity = placed.iter().map(|t| t.fact_words).max().unwrap_or(1).next_power_of_two();
-    let state_bytes = facts as u32 + fact_capacity * 8;
+    let cand = facts + (fact_capacity * 8) as i16;
+    let state_bytes = cand as u32 + tables::CANDIDATES * 4;
     let mut rules_before = 0usize;
     let plans: Vec<program::PolicyPlan<'_>> = lowered
         .policies
@@ -157,7 +158,7 @@ pub fn compile(checked: &Checked, _options: &Options) -> Result<Compiled, Codege
         .map(|(index, (policy, tables))| {
             let counter_base = (index * abi::REASON_SLOTS + rules_before) as u32;
             rules_before += policy.decision.rules.len();
-            program::PolicyPlan { index, lowered: policy, tables, counter_base, facts, fact_mask: fact_capacity - 1 }
+            program::PolicyPlan { index, lowered: policy, tables, counter_base, facts, fact_mask: fact_capacity - 1, cand }
         })
         .collect();
     let code = frame::emit(program, Phases::Generated { plans: &plans, shared: &shared })?;

@@ -38,6 +38,8 @@ pub struct PolicyPlan<'a> {
     pub facts: i16,
     /// Words of the facts bitmap, minus one (a power of two minus one).
     pub fact_mask: u32,
+    /// The candidate facts' array (`tables::CANDIDATES` u32s).
+    pub cand: i16,
 }
 
 fn policy_label(index: usize, what: &str) -> Label {
@@ -191,6 +193,7 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     for word in 0..tables.fact_words as i16 {
         a.stdw(R7, plan.facts + word * 8, 0);
     }
+    a.stw(R7, layout::DEC_CANDIDATES, 0).stb(R7, layout::DEC_MODE, 0);
     run_loop(a, R9, &names.scan);
     a.ldxb(R1, R7, layout::HEAD + hs::STATUS);
     a.jeq(R1, 1, l("complete"));
@@ -268,14 +271,29 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
         run_loop(a, R4, &names.collect);
         a.label(skip);
     }
+    for &word in &tables.sticky_words {
+        a.stw(R7, layout::DEC_STICKY_WORD, word as i32);
+        a.mov64(R9, 64);
+        run_loop(a, R9, &names.sticky);
+    }
     a.stw(R7, layout::DEC_RULE, 0).stw(R7, layout::DEC_MATCH, NO_RULE as i32);
     a.stb(R7, layout::DEC_CLAUSE, 0).stb(R7, layout::DEC_OK, 1);
     if tables.record_count > 0 {
-        a.mov64(R1, tables.record_count as i32);
-        a.ld_func(R2, &names.decide);
-        a.mov64(R3, R10).add64(R3, i32::from(CTX));
-        a.mov64(R4, 0);
-        a.call(Helper::Loop);
+        a.note("the guarded decision over the candidates, or every rule in order when there are too many");
+        a.ldxb(R1, R7, layout::DEC_MODE);
+        a.jne(R1, 0, l("linear"));
+        a.stw(R7, layout::DEC_LIST, 0);
+        a.stw(R7, layout::DEC_LIST_AT, tables.unguarded.0 as i32).stw(R7, layout::DEC_LIST_END, tables.unguarded.1 as i32);
+        a.stw(R7, layout::DEC_RECORD, 0).stw(R7, layout::DEC_RECORD_END, 0);
+        a.mov64(R9, tables.guarded_bound as i32);
+        run_loop(a, R9, &names.guarded);
+        a.ldxb(R1, R7, layout::DEC_MODE);
+        a.jeq(R1, 2, l("decided"));
+        a.ja("internal_nothing").comment("the bound ran out before the decision ended: fail closed");
+        a.label(l("linear"));
+        a.mov64(R9, tables.record_count as i32);
+        run_loop(a, R9, &names.decide);
+        a.label(l("decided"));
     }
 
     a.note("framing: the request's bytes (head + Content-Length) and its declared end");
@@ -516,7 +534,7 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
         a.stb(R7, layout::PHASE, i32::from(phase::BODY));
         a.mov64(R9, R1).ja("take_r9");
         a.label("take_chunked");
-        for offset in (0..(layout::AREA - layout::CHUNK)).step_by(8) {
+        for offset in (0..(layout::DEC_LIST - layout::CHUNK)).step_by(8) {
             a.stdw(R7, layout::CHUNK + offset, 0);
         }
         a.stb(R7, layout::CHUNK + cs::STATE, i32::from(chunk_start));

@@ -14,6 +14,10 @@ use super::layout;
 use crate::lower::{Atom, Automaton, LoweredAction, LoweredPolicy, PatternAutomaton, PatternLane, TokenTable, DEAD};
 use crate::scan::{ChunkTables, HeadTables};
 
+/// Accepted facts the guarded decision lists; more fall back to trying
+/// every rule in order.
+pub const CANDIDATES: u32 = 64;
+
 /// Padding after a `next` table: the verifier only knows a class byte is
 /// at most 255, so `state * classes + class` may reach 255 entries past
 /// the last row.
@@ -74,6 +78,22 @@ pub struct PolicyTables {
     /// Bit `id`: a repeated field line with that id is
     /// `malformed:duplicate-header`.
     pub refuse_duplicates: u64,
+    /// Rule `r`'s records are `rule_records[r] .. rule_records[r + 1]`.
+    pub rule_records: u32,
+    pub rule_records_mask: u32,
+    /// Per fact: (start, end) of the rules listed under its pattern in
+    /// `guard_members`.
+    pub fact_guards: u32,
+    pub fact_guards_mask: u32,
+    pub guard_members: u32,
+    pub guard_members_mask: u32,
+    /// (start, end) of the unguarded rules in `guard_members`.
+    pub unguarded: (u32, u32),
+    /// The facts words that are sticky lanes' seen words.
+    pub sticky_words: Vec<u32>,
+    /// A bound on the guarded decision's iterations (every record of every
+    /// candidate list, and the lists themselves).
+    pub guarded_bound: u32,
     /// Words of the facts bitmap this policy uses.
     pub fact_words: u32,
     /// Bytes of the storage area its automaton states use.
@@ -264,16 +284,13 @@ pub fn policy(blob: &mut Blob, policy: &LoweredPolicy, index: usize, area: i16) 
     // Decision records.
     let decision = &policy.decision;
     let mut records: Vec<u8> = Vec::new();
-    let mut push = |kind: u8, flags: u8, arg16: u16, arg32: u32| {
-        records.push(kind);
-        records.push(flags);
-        records.extend_from_slice(&arg16.to_le_bytes());
-        records.extend_from_slice(&arg32.to_le_bytes());
-    };
+
+    let mut rule_starts: Vec<u32> = Vec::with_capacity(decision.rules.len() + 1);
     for rule in &decision.rules {
+        rule_starts.push((records.len() / 8) as u32);
         let clauses = rule.first_clause..rule.first_clause + rule.clause_count;
         if clauses.is_empty() {
-            push(record::TRUE, record::END_CLAUSE | record::END_RULE, 0, 0);
+            push_record(&mut records, record::TRUE, record::END_CLAUSE | record::END_RULE, 0, 0);
             continue;
         }
         for clause in clauses.clone() {
@@ -290,28 +307,29 @@ pub fn policy(blob: &mut Blob, policy: &LoweredPolicy, index: usize, area: i16) 
                 flags
             };
             if literals.is_empty() {
-                push(record::FALSE, end(true), 0, 0);
+                push_record(&mut records, record::FALSE, end(true), 0, 0);
                 continue;
             }
             for (i, literal) in literals.iter().enumerate() {
                 let flags = end(i + 1 == literals.len()) | if literal.negated { record::NEGATED } else { 0 };
                 match decision.atoms.get(literal.atom as usize) {
-                    Some(Atom::MethodIn { set }) => push(record::METHOD, flags, 0, *set),
-                    Some(Atom::HeaderPresent { header }) => push(record::PRESENT, flags, u16::from(*header), 0),
-                    Some(Atom::Path { pattern }) => push(record::FACT, flags, 0, fact_of[0][*pattern as usize]),
+                    Some(Atom::MethodIn { set }) => push_record(&mut records, record::METHOD, flags, 0, *set),
+                    Some(Atom::HeaderPresent { header }) => push_record(&mut records, record::PRESENT, flags, u16::from(*header), 0),
+                    Some(Atom::Path { pattern }) => push_record(&mut records, record::FACT, flags, 0, fact_of[0][*pattern as usize]),
                     Some(Atom::HeaderValue { header, pattern }) => {
                         let k = automata.iter().position(|(h, _)| *h == Some(*header));
                         match k {
-                            Some(k) => push(record::FACT, flags, 0, fact_of[k][*pattern as usize]),
-                            None => push(record::FALSE, flags & !record::NEGATED, 0, 0),
+                            Some(k) => push_record(&mut records, record::FACT, flags, 0, fact_of[k][*pattern as usize]),
+                            None => push_record(&mut records, record::FALSE, flags & !record::NEGATED, 0, 0),
                         }
                     }
                     // An unknown atom never holds (fail closed).
-                    None => push(record::FALSE, flags & !record::NEGATED, 0, 0),
+                    None => push_record(&mut records, record::FALSE, flags & !record::NEGATED, 0, 0),
                 }
             }
         }
     }
+    rule_starts.push((records.len() / 8) as u32);
     let record_count = (records.len() / 8) as u32;
     let records_capacity = (record_count as usize).max(1).next_power_of_two();
     records.resize(records_capacity * 8, 0);
@@ -339,6 +357,34 @@ pub fn policy(blob: &mut Blob, policy: &LoweredPolicy, index: usize, area: i16) 
     sets.resize(sets_capacity, 0);
     let method_sets = blob.add_u64(name("method sets"), &sets, 0);
 
+    // The guard index (docs/lowering.md): per rule its records, per fact
+    // the rules listed under its pattern, and the unguarded rules.
+    let rules_capacity_plus = decision.rules.len().max(1).next_power_of_two();
+    let mut starts = rule_starts.clone();
+    let last = *starts.last().unwrap_or(&0);
+    starts.resize(rules_capacity_plus + 1, last);
+    let rule_records = blob.add_u32(name("rule records"), &starts, 0);
+    let mut guard_members: Vec<u32> = decision.unguarded.clone();
+    let unguarded = (0u32, guard_members.len() as u32);
+    let fact_capacity = (fact_words as usize * 64).next_power_of_two();
+    let mut fact_guards: Vec<u32> = vec![0; fact_capacity * 2];
+    for (k, (_, automaton)) in automata.iter().enumerate() {
+        for (pattern, &fact) in fact_of[k].iter().enumerate() {
+            let list = automaton.guarded_rules.get(pattern as u32);
+            let start = guard_members.len() as u32;
+            guard_members.extend_from_slice(list);
+            if let Some(slot) = fact_guards.get_mut(fact as usize * 2..fact as usize * 2 + 2) {
+                slot.copy_from_slice(&[start, guard_members.len() as u32]);
+            }
+        }
+    }
+    let guard_total = guard_members.len();
+    let members_cap = guard_members.len().max(1).next_power_of_two();
+    guard_members.resize(members_cap, 0);
+    let fact_guards_at = blob.add_u32(name("fact guards"), &fact_guards, 0);
+    let guard_members_at = blob.add_u32(name("guard members"), &guard_members, 0);
+    let sticky: Vec<u32> = sticky_words.iter().flatten().copied().collect();
+
     let refuse_duplicates = policy
         .headers
         .headers
@@ -362,9 +408,27 @@ pub fn policy(blob: &mut Blob, policy: &LoweredPolicy, index: usize, area: i16) 
         method_sets,
         method_sets_mask: sets_capacity as u32 - 1,
         refuse_duplicates,
+        rule_records,
+        rule_records_mask: rules_capacity_plus as u32 - 1,
+        fact_guards: fact_guards_at,
+        fact_guards_mask: fact_capacity as u32 - 1,
+        guard_members: guard_members_at,
+        guard_members_mask: members_cap as u32 - 1,
+        unguarded,
+        sticky_words: sticky,
+        guarded_bound: (u64::from(record_count) * (CANDIDATES as u64 + 1) + guard_total as u64 + CANDIDATES as u64 + 2)
+            .min(1 << 23) as u32,
         fact_words,
         area_bytes: (next_state - area) as u32,
     }
+}
+
+/// One decision record: kind, flags, `u16`, `u32`.
+fn push_record(records: &mut Vec<u8>, kind: u8, flags: u8, arg16: u16, arg32: u32) {
+    records.push(kind);
+    records.push(flags);
+    records.extend_from_slice(&arg16.to_le_bytes());
+    records.extend_from_slice(&arg32.to_le_bytes());
 }
 
 fn token_lane(blob: &mut Blob, table: &TokenTable, what: &str, state: i16) -> LaneAt {
