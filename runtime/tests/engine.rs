@@ -56,7 +56,7 @@ fn port_reporter_object() -> Vec<u8> {
     object.map(MapDef::sock_hash(abi::maps::SOCKETS, SOCK_KEY_SIZE as u32, 64));
     object.map(MapDef::sock_hash(abi::maps::REDIRECTS, 4, 8));
     object.map(MapDef::ring_buf(abi::maps::EVENTS, 1 << 16));
-    object.map(MapDef::array(abi::maps::CONFIG, DataType::U32, 1));
+    object.map(MapDef::array(abi::maps::CONFIG, DataType::U32, abi::config::ENTRIES));
     // The engine names verdicts from the `Meta` it is given.
     object.meta(br#"{"test":true}"#.to_vec());
     object.write().expect("object")

@@ -188,6 +188,9 @@ fn build(
     let instructions = code.insns().len();
     let mut object = ObjectBuilder::new();
     object.program(PROGRAM_SECTION, PROGRAM_NAME, code);
+    // The cgroup sock_ops program that enrolls connections into
+    // `l7_sockets` (`l7c run`), sharing the object's maps.
+    object.program(crate::enroll::SECTION, crate::enroll::PROGRAM_NAME, crate::enroll::program());
     for map in maps(&meta, state_bytes) {
         object.map(map);
     }
