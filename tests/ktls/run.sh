@@ -131,27 +131,45 @@ EOF
 }
 
 # ----------------------------------------------------------------- boots
-overall=0
-summaries=()
+# Both guests boot at once (each on its own emulated CPUs); their consoles
+# are read and reported in order once both have powered off.
+selected=()
 for entry in "${kernels[@]}"; do
   read -r folder version expect <<<"$entry"
   [ -z "${L7C_KTLS_ONLY:-}" ] || [ "$L7C_KTLS_ONLY" = "$folder" ] || continue
-  say "Debian $version ($folder): it must ${expect%s} kTLS on an enrolled socket"
+  selected+=("$entry")
   fetch_kernel "$folder" "$version"
   make_initramfs "$work/$folder" "$work/$folder/initrd.cpio.gz"
-  log="$work/$folder/console.log"
-  boot_started=$SECONDS
+done
+[ ${#selected[@]} -gt 0 ] || die "L7C_KTLS_ONLY=${L7C_KTLS_ONLY:-} names no kernel of this bed"
+
+boot() {
+  local folder="$1" expect="$2" started=$SECONDS
   timeout "$boot_timeout" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 1G \
     -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -kernel "$work/$folder/vmlinuz" -initrd "$work/$folder/initrd.cpio.gz" \
     -append "console=ttyS0 rdinit=/init panic=-1 loglevel=4 mitigations=off l7c.expect=$expect" \
-    </dev/null >"$log" 2>&1
-  qemu_status=$?
+    </dev/null >"$work/$folder/console.log" 2>&1
+  echo "$? $((SECONDS - started))" >"$work/$folder/qemu.status"
+}
+say "booting ${#selected[@]} kernel(s) under QEMU (TCG), at most ${boot_timeout} s each"
+for entry in "${selected[@]}"; do
+  read -r folder version expect <<<"$entry"
+  boot "$folder" "$expect" &
+done
+wait
+
+overall=0
+summaries=()
+for entry in "${selected[@]}"; do
+  read -r folder version expect <<<"$entry"
+  say "Debian $version ($folder): it must ${expect%s} kTLS on an enrolled socket"
+  log="$work/$folder/console.log"
+  read -r qemu_status elapsed <"$work/$folder/qemu.status"
   tr -d '\r' <"$log" >"$log.txt"
   grep -E '^(L7C-KTLS-(BEGIN|MODULE-FAILED)|kTLS test bed|PASS |FAIL |SKIPPED |L7C-KTLS-SUMMARY|L7C-KTLS-EXIT)' "$log.txt"
   status="$(sed -n 's/^L7C-KTLS-EXIT status=\([0-9]*\).*/\1/p' "$log.txt" | tail -1)"
   summary="$(grep '^L7C-KTLS-SUMMARY' "$log.txt" | tail -1)"
-  elapsed=$((SECONDS - boot_started))
   if [ "$qemu_status" = 124 ]; then
     echo "FAIL    $folder: no result after ${boot_timeout} s (time-out); console tail:"
     tail -20 "$log.txt"

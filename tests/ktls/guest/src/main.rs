@@ -26,6 +26,7 @@ mod programs;
 mod tls;
 
 use std::process::ExitCode;
+use std::time::Instant;
 
 use checks::{Bed, Expect, Failure};
 
@@ -52,27 +53,25 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let bed =
-        Bed { configs, payments: policy::compile(policy::PAYMENTS), fallback: policy::compile(policy::TLS_FALLBACK) };
+    let bed = Bed::new(configs);
 
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    let mut skip_reasons = Vec::new();
     for check in checks::for_kernel(expect) {
-        match (check.run)(&bed) {
+        let started = Instant::now();
+        let result = (check.run)(&bed);
+        let took = format!("[{:.1} s]", started.elapsed().as_secs_f64());
+        match result {
             Ok(evidence) => {
                 passed += 1;
-                println!("PASS    {}: {evidence}", check.name);
+                println!("PASS    {}: {evidence} {took}", check.name);
             }
             Err(Failure::Fail(reason)) => {
                 failed += 1;
-                println!("FAIL    {}: {reason}", check.name);
+                println!("FAIL    {}: {reason} {took}", check.name);
             }
             Err(Failure::Skip(reason)) => {
                 skipped += 1;
                 println!("SKIPPED {}: {reason}", check.name);
-                if !skip_reasons.contains(&reason) {
-                    skip_reasons.push(reason);
-                }
             }
         }
     }
