@@ -148,7 +148,7 @@ pub enum Counter {
 /// `rule` value meaning "no rule decided".
 pub const NO_RULE: u32 = u32::MAX;
 
-/// One verdict as the program reports it on the ring buffer. 48 bytes.
+/// One verdict as the program reports it on the ring buffer. 64 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Event {
     /// `bpf_ktime_get_ns()` when the verdict was given.
@@ -177,6 +177,10 @@ pub struct Event {
     /// local in host order).
     pub remote_port: u32,
     pub local_port: u32,
+    /// `bpf_get_current_pid_tgid()` of the sending process (tgid << 32 | tid).
+    pub pid_tgid: u64,
+    /// `bpf_get_current_cgroup_id()`: the sending process's cgroup v2 id.
+    pub cgroup_id: u64,
 }
 
 /// Bits of [`Event::flags`].
@@ -222,7 +226,7 @@ pub mod span_rules {
 }
 
 impl Event {
-    pub const SIZE: usize = 48;
+    pub const SIZE: usize = 64;
     pub const OFFSET_TIME: i16 = 0;
     pub const OFFSET_START: i16 = 8;
     pub const OFFSET_END: i16 = 16;
@@ -236,6 +240,8 @@ impl Event {
     pub const OFFSET_RECORD: i16 = 38;
     pub const OFFSET_REMOTE_PORT: i16 = 40;
     pub const OFFSET_LOCAL_PORT: i16 = 44;
+    pub const OFFSET_PID_TGID: i16 = 48;
+    pub const OFFSET_CGROUP_ID: i16 = 56;
 
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
@@ -256,6 +262,8 @@ impl Event {
         put(Self::OFFSET_RECORD, &[self.record]);
         put(Self::OFFSET_REMOTE_PORT, &self.remote_port.to_le_bytes());
         put(Self::OFFSET_LOCAL_PORT, &self.local_port.to_le_bytes());
+        put(Self::OFFSET_PID_TGID, &self.pid_tgid.to_le_bytes());
+        put(Self::OFFSET_CGROUP_ID, &self.cgroup_id.to_le_bytes());
         out
     }
 
@@ -281,6 +289,8 @@ impl Event {
             _pad: 0,
             remote_port: u32_at(Self::OFFSET_REMOTE_PORT)?,
             local_port: u32_at(Self::OFFSET_LOCAL_PORT)?,
+            pid_tgid: u64_at(Self::OFFSET_PID_TGID)?,
+            cgroup_id: u64_at(Self::OFFSET_CGROUP_ID)?,
         })
     }
 }
@@ -311,7 +321,7 @@ pub struct MetaPolicy {
 }
 
 impl Meta {
-    pub const ABI_VERSION: u32 = 1;
+    pub const ABI_VERSION: u32 = 2;
 }
 
 #[cfg(test)]
@@ -335,9 +345,11 @@ mod tests {
             _pad: 0,
             remote_port: 8,
             local_port: 9,
+            pid_tgid: 10 << 32 | 11,
+            cgroup_id: 12,
         };
         assert_eq!(Event::from_bytes(&event.to_bytes()), Some(event));
-        assert_eq!(Event::from_bytes(&[0; 47]), None);
+        assert_eq!(Event::from_bytes(&[0; 63]), None);
     }
 
     #[test]

@@ -6,17 +6,18 @@
 //!  "action":"allow","reason":"rule","audit":false,"logged":true,"chunked":false,"held_tail":false,
 //!  "index":0,"start":0,"end":43,
 //!  "bytes":43,"local":"127.0.0.1:40000","remote":"127.0.0.1:8080","local_port":40000,
-//!  "remote_port":8080,"pid":null,"cgroup":"/sys/fs/cgroup/unified/app"}
+//!  "remote_port":8080,"pid":4242,"cgroup_id":8123,"cgroup":"/sys/fs/cgroup/unified/app"}
 //! ```
 //!
 //! What the kernel gives and what it does not (docs/runtime.md): the record
 //! carries the ports; the addresses come from the enrolled socket's key in
 //! `l7_sockets` while the connection is still open when the runtime polls,
 //! or else from `/proc/net/tcp{,6}` while the kernel still lists the socket
-//! (`null` otherwise); `pid` is always `null` (the enrollment runs in
-//! softirq context on `ACTIVE_ESTABLISHED_CB`, and the record has no pid);
-//! `cgroup` is the `--cgroup` directory the connection was enrolled
-//! through (every enrolled process is in it or below it).
+//! (`null` otherwise); `pid` and `cgroup_id` are the sending process's
+//! (`bpf_get_current_pid_tgid`, `bpf_get_current_cgroup_id` in the verdict
+//! run: the process in whose `send()` the verdict was given); `cgroup` is
+//! the `--cgroup` directory the connection was enrolled through (every
+//! enrolled process is in it or below it).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -145,13 +146,21 @@ pub fn json_line(bytes: &[u8], context: &Context<'_>) -> Option<String> {
             .map_or("null".to_owned(), |pair| json_string(&pick(pair).to_string()))
     };
     let common = format!(
-        "\"time\":{},\"index\":{},\"local\":{},\"remote\":{},\"local_port\":{},\"remote_port\":{},\"pid\":null,\"cgroup\":{}",
+        "\"time\":{},\"index\":{},\"local\":{},\"remote\":{},\"local_port\":{},\"remote_port\":{},\"pid\":{},\"cgroup_id\":{},\"cgroup\":{}",
         json_string(&rfc3339(time)),
         event.index,
         address(|pair| pair.0),
         address(|pair| pair.1),
         event.local_port,
         remote_port(event.remote_port),
+        match event.pid_tgid >> 32 {
+            0 => "null".to_owned(),
+            pid => pid.to_string(),
+        },
+        match event.cgroup_id {
+            0 => "null".to_owned(),
+            id => id.to_string(),
+        },
         json_string(context.cgroup),
     );
     if event.record == record::SPAN_END {
@@ -311,6 +320,8 @@ mod tests {
             _pad: 0,
             remote_port: remote_raw,
             local_port: local,
+            pid_tgid: 4242 << 32 | 4243,
+            cgroup_id: 8123,
         };
         let meta = meta();
         let context = Context {
@@ -325,7 +336,7 @@ mod tests {
             line,
             "{\"kind\":\"verdict\",\"time\":\"2001-09-09T01:46:40.000000000Z\",\"index\":0,\
              \"local\":\"127.0.0.1:40000\",\"remote\":\"127.0.0.1:18080\",\"local_port\":40000,\"remote_port\":18080,\
-             \"pid\":null,\"cgroup\":\"/sys/fs/cgroup/unified/app\",\"policy\":\"site\",\"rule\":\"no-admin\",\
+             \"pid\":4242,\"cgroup_id\":8123,\"cgroup\":\"/sys/fs/cgroup/unified/app\",\"policy\":\"site\",\"rule\":\"no-admin\",\
              \"action\":\"deny\",\"reason\":\"rule\",\"audit\":false,\"logged\":true,\"chunked\":false,\
              \"held_tail\":false,\"start\":0,\"end\":43,\"bytes\":43}"
         );

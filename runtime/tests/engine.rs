@@ -16,8 +16,8 @@ use l7c_runtime::engine::{self, KernelEngine};
 use l7c_runtime::{KernelError, SOCK_KEY_SIZE};
 
 /// Where the event is built on the stack.
-const EV: i16 = -48;
-const KEY: i16 = -56;
+const EV: i16 = -(Event::SIZE as i16);
+const KEY: i16 = EV - 8;
 
 /// On every run, when the config enables events: one VERDICT event
 /// `allow default` on request 0 whose `start` is the context's raw
@@ -26,7 +26,7 @@ const KEY: i16 = -56;
 fn port_reporter_object() -> Vec<u8> {
     let mut a = Asm::new();
     a.mov64(R6, R1);
-    for slot in 0..6 {
+    for slot in 0..(Event::SIZE as i16 / 8) {
         a.stdw(R10, EV + slot * 8, 0);
     }
     a.stw(R10, KEY, 0);

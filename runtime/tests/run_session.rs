@@ -484,12 +484,12 @@ fn reporting_object(meta: &l7c_compiler::abi::Meta) -> Vec<u8> {
     use l7c_compiler::abi::{self, event_flags, record, Counter, Event};
     use l7c_compiler::bpf::{sk_msg_md, Asm, Helper, R0, R1, R10, R2, R3, R4, R6};
     use l7c_compiler::elf::{DataType, MapDef, ObjectBuilder};
-    const EVENT: i16 = -48;
-    const INDEX: i16 = -56;
+    const EVENT: i16 = -(Event::SIZE as i16);
+    const INDEX: i16 = EVENT - 8;
     let rule = 1;
     let mut a = Asm::new();
     a.mov64(R6, R1);
-    for slot in 0..6 {
+    for slot in 0..(Event::SIZE as i16 / 8) {
         a.stdw(R10, EVENT + slot * 8, 0);
     }
     a.call(Helper::KtimeGetNs);

@@ -24,6 +24,8 @@ const APPLY_MAX: i64 = u32::MAX as i64;
 const CHUNK_WINDOW: i32 = 4096;
 /// The self-redirect key on the main stack.
 const KEY: i16 = -72;
+/// The event record on `l7_report`'s stack (below the counter key at -8).
+const EVENT: i16 = -8 - Event::SIZE as i16;
 /// Audit mode's redirect check: the config key and the slot.
 const AUDIT_KEY: i16 = -80;
 const AUDIT_SLOT: i16 = -76;
@@ -693,7 +695,7 @@ pub fn emit_report(a: &mut Asm) {
     a.jset(R1, abi::config::EVENTS_ALL as i32, "report_emit");
     a.ja("report_out");
     a.label("report_emit");
-    let at = |field: i16| -56 + field;
+    let at = |field: i16| EVENT + field;
     a.call(Helper::KtimeGetNs).stxdw(R10, at(Event::OFFSET_TIME), R0);
     a.ldxdw(R1, R6, layout::V_START).stxdw(R10, at(Event::OFFSET_START), R1);
     a.ldxdw(R1, R6, layout::V_END).stxdw(R10, at(Event::OFFSET_END), R1);
@@ -708,7 +710,9 @@ pub fn emit_report(a: &mut Asm) {
     a.stb(R10, at(Event::OFFSET_RECORD) + 1, 0);
     a.ldxw(R1, R7, sk_msg_md::REMOTE_PORT).stxw(R10, at(Event::OFFSET_REMOTE_PORT), R1);
     a.ldxw(R1, R7, sk_msg_md::LOCAL_PORT).stxw(R10, at(Event::OFFSET_LOCAL_PORT), R1);
-    a.ld_map(R1, abi::maps::EVENTS).mov64(R2, R10).add64(R2, -56).mov64(R3, Event::SIZE as i32).mov64(R4, 0);
+    a.call(Helper::GetCurrentPidTgid).stxdw(R10, at(Event::OFFSET_PID_TGID), R0);
+    a.call(Helper::GetCurrentCgroupId).stxdw(R10, at(Event::OFFSET_CGROUP_ID), R0);
+    a.ld_map(R1, abi::maps::EVENTS).mov64(R2, R10).add64(R2, i32::from(EVENT)).mov64(R3, Event::SIZE as i32).mov64(R4, 0);
     a.call(Helper::RingbufOutput);
     a.label("report_out");
     a.mov64(R0, 0).exit();
