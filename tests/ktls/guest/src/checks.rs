@@ -102,6 +102,7 @@ pub fn for_kernel(expect: Expect) -> Vec<Check> {
         sockmap_after_ktls_refused,
         tls_ulp_without_keys_bypasses_sk_msg,
         cgroup_setsockopt_keeps_the_ulp_off,
+        policy_handshake_enrolled_at_connect_is_opaque,
     ]);
     match expect {
         Expect::Accepts => checks.extend(checks![
@@ -687,6 +688,32 @@ fn policy_head_split_across_records_denied(bed: &Bed) -> CheckResult {
         "a head split over two records (two send()s) was denied: sends {}, verdicts {verdicts:?}",
         sends_text(&sends)
     ))
+}
+
+// ------------------------------------------------------ policy, both kernels
+
+/// Enrolled where `l7c run` enrolls (at connection establishment, before
+/// the TLS handshake), the client's first bytes are a ClientHello: a TLS
+/// record, `opaque` by the language's definition. Under `payments.l7`
+/// (`opaque deny`) the handshake is refused, so kTLS is never reached:
+/// what docs/ktls.md calls the handshake gap of a kTLS deployment.
+fn policy_handshake_enrolled_at_connect_is_opaque(bed: &Bed) -> CheckResult {
+    let mut loaded = compiled(bed.payments())?;
+    let listener = listen(GOVERNED_PORT)?;
+    let outcome = tls::handshake_after(&bed.configs, &listener, &|socket| loaded.enroll(socket));
+    let verdicts = loaded.verdicts()?;
+    let error = match outcome {
+        Ok(_) => {
+            return Err(Failure::Fail(format!("the handshake completed through the policy; verdicts {verdicts:?}")))
+        }
+        Err(error) => error,
+    };
+    ensure!(
+        error.contains("client handshake") && error.contains("Permission denied"),
+        "the handshake failed otherwise: {error}; verdicts {verdicts:?}"
+    );
+    ensure!(verdicts == ["deny opaque"], "verdicts {verdicts:?}");
+    Ok(format!("enrolled before the handshake, the ClientHello was judged `deny opaque` ({error}): under opaque deny a TLS client never gets to kTLS"))
 }
 
 // -------------------------------------------------------- policy, 6.1.192

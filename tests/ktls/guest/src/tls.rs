@@ -88,6 +88,17 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepts one connection on `listener` (bound by the caller, so the
 /// port is known before connecting) and runs a handshake with it.
 pub fn handshake(configs: &Configs, listener: &TcpListener) -> Result<Session, String> {
+    handshake_after(configs, listener, &|_| Ok(()))
+}
+
+/// [`handshake`], calling `connected` on the client socket once TCP is
+/// established and before the first handshake byte — where `l7c run`'s
+/// `sock_ops` program enrolls a connection.
+pub fn handshake_after(
+    configs: &Configs,
+    listener: &TcpListener,
+    connected: &dyn Fn(&TcpStream) -> Result<(), String>,
+) -> Result<Session, String> {
     let address: SocketAddr = listener.local_addr().map_err(|e| format!("listener address: {e}"))?;
     let accepting = listener.try_clone().map_err(|e| format!("listener: {e}"))?;
     let server_config = configs.server.clone();
@@ -106,6 +117,7 @@ pub fn handshake(configs: &Configs, listener: &TcpListener) -> Result<Session, S
         let mut socket = TcpStream::connect(address).map_err(|e| format!("connect to {address}: {e}"))?;
         socket.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
         socket.set_nodelay(true).map_err(|e| e.to_string())?;
+        connected(&socket)?;
         let name = ServerName::try_from(SERVER_NAME).map_err(|e| e.to_string())?;
         let mut tls = Connection::Client(
             ClientConnection::new(configs.client.clone(), name).map_err(|e| format!("client session: {e}"))?,
