@@ -476,9 +476,9 @@ fn chunk_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.label(l("chunk_more"));
     a.ldxb(R1, R7, layout::CHUNK + cs::STATE);
     a.jne(R1, i32::from(shared.chunk_data), "take_r9_some");
-    a.note("chunk data: pass it in bulk with the line before it");
+    a.note("chunk data: pass it in bulk with the line before it, at most to this message's end");
     a.ldxdw(R1, R7, layout::CHUNK + cs::REMAINING).add64(R1, R9);
-    a.ld_imm64(R2, APPLY_MAX);
+    a.ldxw(R2, R6, sk_msg_md::SIZE);
     a.jgt(R1, R2, l("chunk_huge"));
     a.stdw(R7, layout::CHUNK + cs::REMAINING, 0);
     a.stb(R7, layout::CHUNK + cs::STATE, i32::from(shared.chunk_data_cr));
@@ -523,14 +523,16 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
     }
     if deliver || a.is_referenced("take_request") {
         a.label("take_request");
-        a.note("take the request: head + Content-Length (more than 4 GiB: the body phase), or the head of a chunked body");
+        a.note("take the request: head + Content-Length, at most to this message's end (the rest in the body phase), or");
+        a.note("the head of a chunked body. Never apply_bytes past the message: under kTLS the program runs again at");
+        a.note("every record anyway, so the body is counted here, the same way on both paths (docs/program.md)");
         a.ldxb(R1, R7, layout::V_FLAGS).stxb(R7, layout::REQ_FLAGS, R1);
         a.ldxdw(R9, R7, layout::BODY_LEFT);
         a.stdw(R7, layout::BODY_LEFT, 0);
         a.stb(R7, layout::PHASE, i32::from(phase::HEAD));
         a.ldxb(R1, R7, layout::V_FLAGS);
         a.jset(R1, i32::from(event_flags::CHUNKED), "take_chunked");
-        a.ld_imm64(R1, APPLY_MAX);
+        a.ldxw(R1, R6, sk_msg_md::SIZE);
         a.jle(R9, R1, "take_r9");
         a.sub64(R9, R1).stxdw(R7, layout::BODY_LEFT, R9);
         a.stb(R7, layout::PHASE, i32::from(phase::BODY));
@@ -553,9 +555,9 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
     a.ja("body_pass");
 
     a.label("body");
-    a.note("a Content-Length body longer than one apply_bytes");
+    a.note("a Content-Length body that goes on past the message its head came in: this message's share of it");
     a.ldxdw(R9, R7, layout::BODY_LEFT);
-    a.ld_imm64(R1, APPLY_MAX);
+    a.ldxw(R1, R6, sk_msg_md::SIZE);
     a.jle(R9, R1, "body_last");
     a.sub64(R9, R1).stxdw(R7, layout::BODY_LEFT, R9);
     a.mov64(R9, R1).ja("take_r9");
