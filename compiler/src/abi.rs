@@ -99,8 +99,12 @@ pub mod internal {
     pub const PULL_DATA: u8 = 0;
     /// A run found nothing to take (never expected: fail closed).
     pub const NOTHING_TAKEN: u8 = 1;
+    /// A head is incomplete at the end of a message the kernel did not map
+    /// (`data == data_end`: every kTLS record), where a cork would never
+    /// run the program again: a head split across kTLS records.
+    pub const SPLIT_HEAD_UNMAPPED: u8 = 2;
     /// Kinds by code, as counters and events name them (`internal:<name>`).
-    pub const NAMES: [&str; 2] = ["pull-data", "nothing-taken"];
+    pub const NAMES: [&str; 3] = ["pull-data", "nothing-taken", "ktls-split-head"];
 
     /// The counter slot of an internal denial of `kind`.
     pub fn slot(kind: u8) -> usize {
@@ -366,7 +370,8 @@ mod tests {
         slots.dedup();
         assert_eq!(slots.len(), reasons.len(), "slots are distinct");
         assert!(slots.iter().all(|s| *s < internal::slot(0)));
-        assert_eq!(internal::slot(internal::NOTHING_TAKEN), REASON_SLOTS - 1);
+        assert_eq!(internal::slot(internal::SPLIT_HEAD_UNMAPPED), REASON_SLOTS - 1);
+        assert_eq!(internal::NAMES.len(), usize::from(internal::SPLIT_HEAD_UNMAPPED) + 1);
         for action in [VerdictAction::Allow, VerdictAction::Deny, VerdictAction::Redirect, VerdictAction::Tunnel] {
             assert_eq!(action_from_code(action_code(action)), Some(action));
         }

@@ -89,6 +89,10 @@ pub const V_INDEX: i16 = 96;
 /// hold; a redirect frees it): see docs/kernel-mechanics.md, "Redirects
 /// and held messages".
 pub const CORKED: i16 = 100;
+/// 1 when this run's message was not mapped (`data == data_end` with
+/// bytes in it: every kTLS record), where a cork never runs the program
+/// again (docs/program.md, "Under kTLS").
+pub const UNMAPPED: i16 = 101;
 /// `scan::HeadState` (56 bytes).
 pub const HEAD: i16 = 104;
 /// `scan::ChunkState` (32 bytes).

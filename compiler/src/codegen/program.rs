@@ -83,6 +83,13 @@ fn window(a: &mut Asm, index: usize, limit: i32, what: &str) {
     a.mov64(R9, limit);
     a.label(ok);
     a.ldxdw(R2, R6, sk_msg_md::DATA).ldxdw(R3, R6, sk_msg_md::DATA_END).sub64(R3, R2);
+    a.note("data == data_end with bytes to read: the message is not mapped (kTLS gives every record so)");
+    a.mov64(R1, 0);
+    let mapped = policy_label(index, &format!("{what}_mapped"));
+    a.jne(R3, 0, mapped.clone());
+    a.mov64(R1, 1);
+    a.label(mapped);
+    a.stxb(R7, layout::UNMAPPED, R1);
     a.jge(R3, R9, pulled.clone());
     a.mov64(R1, R6).mov64(R2, 0).mov64(R3, R9).mov64(R4, 0).call(Helper::MsgPullData);
     a.jne(R0, 0, "internal_pull").comment("a failed pull denies (fail closed)");
@@ -202,6 +209,9 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.jeq(R1, 2, l("refused"));
 
     a.label(l("hold"));
+    a.note("an unmapped message (kTLS): a cork would not run the program again, so the head cannot complete: deny");
+    a.ldxb(R1, R7, layout::UNMAPPED);
+    a.jne(R1, 0, "internal_unmapped_hold");
     a.note("incomplete head: hold the bytes until one more arrives (the verdict of a corking run is not applied)");
     a.note("pull first: a bare cork after a partial apply_bytes loses or repeats bytes (docs/kernel-mechanics.md)");
     a.mov64(R1, R6).mov64(R2, 0).mov64(R3, 1).mov64(R4, 0).call(Helper::MsgPullData);
@@ -625,7 +635,11 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
     a.exit();
 
     a.note("the program cannot judge the bytes (a helper failed): deny with an internal reason (fail closed)");
-    for (label, kind) in [("internal_pull", abi::internal::PULL_DATA), ("internal_nothing", abi::internal::NOTHING_TAKEN)] {
+    for (label, kind) in [
+        ("internal_pull", abi::internal::PULL_DATA),
+        ("internal_nothing", abi::internal::NOTHING_TAKEN),
+        ("internal_unmapped_hold", abi::internal::SPLIT_HEAD_UNMAPPED),
+    ] {
         if a.is_referenced(label) {
             a.label(label);
             a.stb(R7, layout::V_KIND, i32::from(kind));

@@ -102,7 +102,11 @@ impl Loaded {
 
     fn describe(&self, event: &Event) -> String {
         let action = abi::action_from_code(event.action).map(|a| format!("{a:?}").to_lowercase());
-        let reason = abi::reason_from_code(event.reason_class, event.reason_kind).map(|r| r.name());
+        let reason = if event.reason_class == abi::internal::CLASS {
+            abi::internal::NAMES.get(usize::from(event.reason_kind)).map(|name| format!("internal:{name}"))
+        } else {
+            abi::reason_from_code(event.reason_class, event.reason_kind).map(|r| r.name())
+        };
         let rule = self
             .meta
             .policies
