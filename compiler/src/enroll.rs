@@ -153,6 +153,52 @@ fn build() -> Result<Program, AsmError> {
     a.finish()
 }
 
+/// The `TCP_ULP` guard: a cgroup `setsockopt` program that refuses
+/// `setsockopt(SOL_TCP, TCP_ULP, ...)` (EPERM) to the cgroup's sockets.
+///
+/// Why: an enrolled socket that gets the `tls` ULP but no `TLS_TX` key —
+/// what a TLS library leaves behind when the kernel refuses kTLS on a
+/// socket in a socket map (`EINVAL`, current stable kernels) or the cipher
+/// — stops running its `sk_msg` program as soon as any other socket
+/// attaches the ULP (measured in the kTLS test bed on 6.1.187 and
+/// 6.1.192: a send that had to be dropped went out, 0 runs). With the
+/// guard the library's kTLS attempt fails at `TCP_ULP`, it stays in user
+/// space, and the policy judges its records (`opaque`). `l7c run` attaches
+/// it next to the enrollment program (docs/runtime.md, "kTLS").
+pub mod ulp_guard {
+    use crate::bpf::{Asm, AsmError, Program, R0, R1, R2};
+
+    /// Its ELF-style section and symbol name.
+    pub const SECTION: &str = "cgroup/setsockopt";
+    pub const PROGRAM_NAME: &str = "l7c_ulp_guard";
+    /// `struct bpf_sockopt` offsets.
+    const LEVEL: i16 = 24;
+    const OPTNAME: i16 = 28;
+    const SOL_TCP: i32 = 6;
+    const TCP_ULP: i32 = 31;
+
+    pub fn program() -> Program {
+        // Cannot fail: a fixed program with its labels defined (tested).
+        #[allow(clippy::expect_used)]
+        build().expect("the fixed TCP_ULP guard assembles")
+    }
+
+    fn build() -> Result<Program, AsmError> {
+        let mut a = Asm::new();
+        a.note("l7c TCP_ULP guard (compiler/src/enroll.rs): refuse setsockopt(SOL_TCP, TCP_ULP); pass everything else");
+        a.ldxw(R2, R1, LEVEL).comment("ctx->level");
+        a.jne(R2, SOL_TCP, "allow");
+        a.ldxw(R2, R1, OPTNAME).comment("ctx->optname");
+        a.jne(R2, TCP_ULP, "allow");
+        a.mov64(R0, 0).comment("refuse: setsockopt fails with EPERM");
+        a.exit();
+        a.label("allow");
+        a.mov64(R0, 1).comment("let the kernel handle it");
+        a.exit();
+        a.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +212,13 @@ mod tests {
         // Ends with `r0 = 1; exit`: every path returns 1.
         let insns = program.insns();
         assert!(matches!(insns.last(), Some(Insn::Exit)));
+    }
+
+    #[test]
+    fn the_ulp_guard_refuses_only_tcp_ulp() {
+        let listing = ulp_guard::program().listing();
+        assert!(listing.contains("if r2 != 6 goto") && listing.contains("if r2 != 31 goto"), "{listing}");
+        assert_eq!(ulp_guard::program().insns().len(), 8);
     }
 
     #[test]

@@ -190,6 +190,41 @@ impl Enrollment {
     }
 }
 
+/// The `TCP_ULP` guard (`l7c_compiler::enroll::ulp_guard`) loaded and
+/// attached to a cgroup through a BPF link: the cgroup's sockets cannot
+/// take the `tls` ULP, so none is left with the ULP and no key, a state in
+/// which the kernel stops running its `sk_msg` program (docs/runtime.md,
+/// "kTLS"). Detached when dropped.
+#[derive(Debug)]
+pub struct UlpGuard {
+    _program: OwnedFd,
+    _link: OwnedFd,
+}
+
+impl UlpGuard {
+    pub fn attach(cgroup: &Path) -> Result<UlpGuard, KernelError> {
+        use l7c_compiler::enroll::ulp_guard;
+        let code = ulp_guard::program().encode();
+        let program = sys::prog_load(sys::BPF_PROG_TYPE_CGROUP_SOCKOPT, sys::BPF_CGROUP_SETSOCKOPT, ulp_guard::PROGRAM_NAME, &code)
+            .map_err(|(errno, log)| {
+                KernelError::syscall(
+                    format!("BPF_PROG_LOAD of the TCP_ULP guard (`{}`, cgroup/setsockopt)", ulp_guard::PROGRAM_NAME),
+                    errno,
+                    &format!("the kernel needs CONFIG_CGROUP_BPF (5.3+ for setsockopt hooks); verifier: {}", log.trim()),
+                )
+            })?;
+        let dir = open_cgroup(cgroup)?;
+        let link = sys::link_create(program.as_fd(), dir.as_fd(), sys::BPF_CGROUP_SETSOCKOPT).map_err(|errno| {
+            KernelError::syscall(
+                format!("BPF_LINK_CREATE of the TCP_ULP guard on cgroup `{}` (BPF_CGROUP_SETSOCKOPT)", cgroup.display()),
+                errno,
+                "the directory must be on a cgroup2 mount",
+            )
+        })?;
+        Ok(UlpGuard { _program: program, _link: link })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

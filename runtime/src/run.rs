@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 use l7c_compiler::abi::{self, Meta};
 use l7c_compiler::enroll;
 
-use crate::cgroup::{check_cgroup, CgroupError, Enrollment};
+use crate::cgroup::{check_cgroup, CgroupError, Enrollment, UlpGuard};
 use crate::error::KernelError;
 use crate::events::{self, PortPair};
 use crate::loader::{KernelProgram, LoadOptions};
@@ -254,6 +254,9 @@ pub struct Session {
     // Field order is drop order: the link goes first (no new
     // enrollments), then the generations.
     enrollment: Enrollment,
+    /// Refuses `TCP_ULP` to the cgroup's sockets (dropped after the
+    /// enrollment link: declared after it).
+    _ulp_guard: UlpGuard,
     current: Generation,
     retired: Vec<Generation>,
     /// Counts of freed generations, so counters never go down.
@@ -285,8 +288,11 @@ impl Session {
     pub fn start(object: &[u8], meta: &Meta, config: RunConfig) -> Result<Session, RunError> {
         check_cgroup(&config.cgroup)?;
         let current = Generation::load(object, meta, &config)?;
+        // Before the enrollment: no enrolled socket may take the tls ULP.
+        let ulp_guard = UlpGuard::attach(&config.cgroup)?;
         let enrollment = Enrollment::attach(current.enroll.as_fd(), &config.cgroup)?;
         Ok(Session {
+            _ulp_guard: ulp_guard,
             cgroup_label: config.cgroup.display().to_string(),
             config,
             enrollment,

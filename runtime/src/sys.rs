@@ -149,6 +149,10 @@ const BPF_LINK_UPDATE: libc::c_long = 29;
 pub const BPF_PROG_TYPE_SOCK_OPS: u32 = 13;
 /// `BPF_CGROUP_SOCK_OPS` in `enum bpf_attach_type`.
 pub const BPF_CGROUP_SOCK_OPS: u32 = 3;
+/// `BPF_PROG_TYPE_CGROUP_SOCKOPT`.
+pub const BPF_PROG_TYPE_CGROUP_SOCKOPT: u32 = 25;
+/// `BPF_CGROUP_SETSOCKOPT` in `enum bpf_attach_type`.
+pub const BPF_CGROUP_SETSOCKOPT: u32 = 22;
 
 /// Like [`bpf`], for the commands that return a new file descriptor.
 fn bpf_fd<T>(cmd: libc::c_long, attr: &mut T) -> Result<std::os::fd::OwnedFd, Errno> {

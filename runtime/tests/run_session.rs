@@ -572,3 +572,39 @@ fn events_and_counters_reach_the_json_lines_and_the_metrics() {
     assert!(text.contains("l7c_rule_verdicts_total{policy=\"p\",rule=\"second\"} 1\n"), "{text}");
     let _ = child.wait();
 }
+
+/// The errno of `setsockopt(SOL_TCP, TCP_ULP, "tls")` on a connection a
+/// process of `cgroup` opens (0: it succeeded), or `None` without python3.
+fn ulp_errno(cgroup: &Cgroup, listener: &TcpListener) -> Option<i32> {
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "python3 -c 'import socket, sys\ns = socket.create_connection((\"127.0.0.1\", {port}))\ntry:\n    s.setsockopt(6, 31, b\"tls\")\nexcept OSError as e:\n    sys.exit(e.errno)\nsys.exit(0)'"
+    );
+    let mut child = cgroup.spawn(&script);
+    let _server = accept(listener, &mut child);
+    let status = child.wait().expect("the child ends");
+    match status.code() {
+        Some(127) => None,
+        code => code,
+    }
+}
+
+/// `l7c run` refuses the tls ULP to the cgroup's sockets (EPERM), so no
+/// enrolled socket is left with the ULP and no key (the fail-open state
+/// the kTLS test bed measured); without the session the kernel answers as
+/// usual.
+#[test]
+fn the_cgroup_cannot_take_the_tls_ulp_while_running() {
+    let test = "the_cgroup_cannot_take_the_tls_ulp_while_running";
+    let Some(cgroup) = ready(test) else { return };
+    let listener = TcpListener::bind("127.0.0.1:18131").unwrap();
+    let Some(before) = ulp_errno(&cgroup, &listener) else {
+        eprintln!("SKIPPED {test}: python3 is not installed");
+        return;
+    };
+    assert_ne!(before, libc::EPERM, "without l7c run the kernel decides (0 or ENOENT without the tls module)");
+    let session = Session::start(&pass_all().object, &pass_all().meta, config(&cgroup)).expect("start");
+    assert_eq!(ulp_errno(&cgroup, &listener), Some(libc::EPERM), "refused while l7c run runs");
+    drop(session);
+    assert_eq!(ulp_errno(&cgroup, &listener), Some(before), "back to the kernel's answer after it stops");
+}
