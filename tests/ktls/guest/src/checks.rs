@@ -120,6 +120,7 @@ pub fn for_kernel(expect: Expect) -> Vec<Check> {
             policy_pipelined_in_one_record,
             policy_body_across_records,
             policy_head_split_across_records_denied,
+            probe_says_ktls_works_on_enrolled_sockets,
         ]),
         Expect::Refuses => checks.extend(checks![
             ktls_on_enrolled_socket_einval,
@@ -127,6 +128,7 @@ pub fn for_kernel(expect: Expect) -> Vec<Check> {
             fallback_program_sees_records,
             policy_fallback_opaque_deny,
             policy_fallback_opaque_allow,
+            probe_says_ktls_is_refused_on_enrolled_sockets,
         ]),
     }
     checks
@@ -551,7 +553,8 @@ fn cgroup_setsockopt_keeps_the_ulp_off(bed: &Bed) -> CheckResult {
     let session = session(bed, 0)?;
     policy::enroll(&program, programs::SOCKETS, &session.client.socket)?;
     let cgroup = std::path::Path::new(CGROUP_ROOT);
-    let refusal = programs::UlpRefusal::attach(cgroup)?;
+    // The guard `l7c run` attaches (l7c_compiler::enroll::ulp_guard).
+    let refusal = l7c_runtime::cgroup::UlpGuard::attach(cgroup).map_err(|e| Failure::Fail(e.to_string()))?;
     let refused = ktls::attach_tls_ulp(session.client.socket.as_fd());
     drop(refusal);
     ensure!(
@@ -566,7 +569,7 @@ fn cgroup_setsockopt_keeps_the_ulp_off(bed: &Bed) -> CheckResult {
     let runs = programs::runs(&mut program)?.len();
     ensure!(after == Err(Errno::EACCES) && runs == 1, "send {} runs {runs}", sends_text(&[after]));
     Ok(format!(
-        "with a cgroup/setsockopt program on {CGROUP_ROOT} refusing TCP_ULP, the enrolled socket's TCP_ULP \"tls\" failed with EPERM (no ULP attached); after an unrelated socket attached the ULP, the program still ran (send → EACCES)"
+        "with l7c run's TCP_ULP guard (cgroup/setsockopt) on {CGROUP_ROOT}, the enrolled socket's TCP_ULP \"tls\" failed with EPERM (no ULP attached); after an unrelated socket attached the ULP, the program still ran (send → EACCES)"
     ))
 }
 
@@ -688,6 +691,42 @@ fn policy_head_split_across_records_denied(bed: &Bed) -> CheckResult {
         "a head split over two records (two send()s) was denied: sends {}, verdicts {verdicts:?}",
         sends_text(&sends)
     ))
+}
+
+// ---------------------------------------------------------------- l7c probe
+
+/// `l7c probe`'s findings (the runtime's `probe::probe`, what the command
+/// prints) for kTLS on a plain socket and on an enrolled one.
+fn probed() -> (l7c_runtime::probe::Capability, l7c_runtime::probe::Capability) {
+    let report = l7c_runtime::probe::probe();
+    let find = |name: &str| {
+        report.capabilities.iter().find(|c| c.name == name).cloned().unwrap_or(l7c_runtime::probe::Capability {
+            name: "missing",
+            required: false,
+            available: false,
+            detail: format!("the probe has no `{name}` entry"),
+        })
+    };
+    (find("ktls"), find("ktls_in_sockmap"))
+}
+
+fn probe_says_ktls_works_on_enrolled_sockets(_bed: &Bed) -> CheckResult {
+    let (plain, in_map) = probed();
+    ensure!(plain.available, "l7c probe: ktls: {}", plain.detail);
+    ensure!(in_map.available, "l7c probe: ktls_in_sockmap should work on this kernel: {}", in_map.detail);
+    Ok(format!("l7c probe: ktls yes ({}); ktls_in_sockmap yes ({})", plain.detail, in_map.detail))
+}
+
+fn probe_says_ktls_is_refused_on_enrolled_sockets(_bed: &Bed) -> CheckResult {
+    let (plain, in_map) = probed();
+    ensure!(plain.available, "l7c probe: ktls: {}", plain.detail);
+    ensure!(
+        !in_map.available && in_map.detail.contains("EINVAL"),
+        "l7c probe: ktls_in_sockmap should be refused with EINVAL: available {}, {}",
+        in_map.available,
+        in_map.detail
+    );
+    Ok(format!("l7c probe: ktls yes; ktls_in_sockmap NO: {}", in_map.detail))
 }
 
 // ------------------------------------------------------ policy, both kernels
