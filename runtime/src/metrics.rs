@@ -115,6 +115,8 @@ pub struct Snapshot {
     pub generations: usize,
     /// `.l7.meta`'s `source_hash` of the current policy.
     pub source_hash: String,
+    /// What the kernel does with kTLS (probed when `l7c run` started).
+    pub ktls: crate::probe::KtlsState,
 }
 
 /// The Prometheus text exposition (format 0.0.4) of `snapshot`.
@@ -178,6 +180,12 @@ pub fn render(snapshot: &Snapshot) -> String {
     out.push_str(&format!(
         "l7c_reloads_total{{result=\"applied\"}} {}\nl7c_reloads_total{{result=\"rejected\"}} {}\n",
         snapshot.reloads_applied, snapshot.reloads_rejected
+    ));
+    out.push_str("# HELP l7c_ktls_info kTLS on this kernel (available/unavailable), on enrolled sockets (allowed/refused/untested), and TCP_ULP in the governed cgroup (refused by l7c run's guard).\n# TYPE l7c_ktls_info gauge\n");
+    out.push_str(&format!(
+        "l7c_ktls_info{{kernel={},enrolled={},tcp_ulp=\"refused\"}} 1\n",
+        label(snapshot.ktls.kernel),
+        label(snapshot.ktls.enrolled)
     ));
     out.push_str("# HELP l7c_policy_info The policy in force for new connections.\n# TYPE l7c_policy_info gauge\n");
     out.push_str(&format!(
@@ -291,6 +299,7 @@ mod tests {
             counters: Counters::from_values(&[], &meta),
             connections_enrolled: 2,
             source_hash: "abc".into(),
+            ktls: crate::probe::KtlsState { kernel: "available", enrolled: "refused", detail: "EINVAL".into() },
             ..Snapshot::default()
         };
         let text = render(&snapshot);
@@ -298,6 +307,7 @@ mod tests {
         assert!(text.contains("l7c_reason_verdicts_total{policy=\"b\",reason=\"default\"} 0\n"));
         assert!(text.contains("# TYPE l7c_connections_enrolled gauge\nl7c_connections_enrolled 2\n"));
         assert!(text.contains("l7c_reloads_total{result=\"rejected\"} 0\n"));
+        assert!(text.contains("l7c_ktls_info{kernel=\"available\",enrolled=\"refused\",tcp_ulp=\"refused\"} 1\n"), "{text}");
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

@@ -324,6 +324,35 @@ fn enable_ktls(socket: &TcpStream) -> Result<(), String> {
     Ok(())
 }
 
+/// What the kernel does with kTLS, as `l7c run` reports it in its log
+/// and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KtlsState {
+    /// `available` or `unavailable` (kTLS on a plain socket).
+    pub kernel: &'static str,
+    /// `allowed`, `refused` (the kernel refuses kTLS on a socket in a
+    /// socket map) or `untested` (no kTLS at all).
+    pub enrolled: &'static str,
+    /// What was tried and what happened.
+    pub detail: String,
+}
+
+impl Default for KtlsState {
+    fn default() -> Self {
+        KtlsState { kernel: "untested", enrolled: "untested", detail: String::new() }
+    }
+}
+
+/// Tries kTLS on a plain socket and on an enrolled one (`l7c probe`'s
+/// `ktls` and `ktls_in_sockmap`).
+pub fn ktls_state() -> KtlsState {
+    match try_ktls() {
+        (Err(why), _) => KtlsState { kernel: "unavailable", enrolled: "untested", detail: why },
+        (Ok(_), Ok(what)) => KtlsState { kernel: "available", enrolled: "allowed", detail: what },
+        (Ok(_), Err(why)) => KtlsState { kernel: "available", enrolled: "refused", detail: why },
+    }
+}
+
 /// (kTLS on a plain socket, kTLS on a socket in a socket map).
 fn try_ktls() -> (Result<String, String>, Result<String, String>) {
     let plain = loopback_pair()

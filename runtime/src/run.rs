@@ -257,6 +257,8 @@ pub struct Session {
     /// Refuses `TCP_ULP` to the cgroup's sockets (dropped after the
     /// enrollment link: declared after it).
     _ulp_guard: UlpGuard,
+    /// What the kernel does with kTLS (probed at start).
+    ktls: crate::probe::KtlsState,
     current: Generation,
     retired: Vec<Generation>,
     /// Counts of freed generations, so counters never go down.
@@ -293,6 +295,7 @@ impl Session {
         let enrollment = Enrollment::attach(current.enroll.as_fd(), &config.cgroup)?;
         Ok(Session {
             _ulp_guard: ulp_guard,
+            ktls: crate::probe::ktls_state(),
             cgroup_label: config.cgroup.display().to_string(),
             config,
             enrollment,
@@ -438,7 +441,13 @@ impl Session {
             reloads_rejected: self.reloads_rejected,
             generations: 1 + self.retired.len(),
             source_hash: self.current.meta.source_hash.clone(),
+            ktls: self.ktls.clone(),
         })
+    }
+
+    /// What the kernel does with kTLS, probed when the session started.
+    pub fn ktls(&self) -> &crate::probe::KtlsState {
+        &self.ktls
     }
 
     /// The current generation's program (ids for `bpftool`, maps).

@@ -213,6 +213,15 @@ pub fn run(args: Args) -> Status {
         compiled.meta.source_hash,
         args.cgroup.display()
     );
+    let ktls = session.ktls();
+    let ktls_line = match (ktls.kernel, ktls.enrolled) {
+        ("unavailable", _) => format!("kTLS is not available on this kernel ({})", ktls.detail),
+        (_, "refused") => format!("this kernel refuses kTLS on enrolled sockets: {}", ktls.detail),
+        _ => "this kernel allows kTLS on enrolled sockets".to_owned(),
+    };
+    eprintln!(
+        "l7c: kTLS: {ktls_line}; TCP_ULP is refused in the cgroup while l7c runs, so TLS libraries stay in user space and the policy's `opaque` setting judges their records (docs/ktls.md)"
+    );
     let mut last_stamps = stamps(&watched);
     let mut last_watch = Instant::now();
     let signal = loop {
