@@ -224,6 +224,7 @@ pub mod codes {
     pub const BAD_TEST: &str = "l7::resolve::bad-test";
 
     pub const MISSING_DEFAULT: &str = "l7::check::missing-default";
+    pub const KTLS_RECORD_BOUND: &str = "l7::check::ktls-record-bound";
     pub const DUPLICATE_POLICY: &str = "l7::check::duplicate-policy";
     pub const DUPLICATE_RULE: &str = "l7::check::duplicate-rule";
     pub const OVERLAPPING_SCOPES: &str = "l7::check::overlapping-scopes";
@@ -260,6 +261,7 @@ pub mod codes {
         BAD_SETTING,
         BAD_TEST,
         MISSING_DEFAULT,
+        KTLS_RECORD_BOUND,
         DUPLICATE_POLICY,
         DUPLICATE_RULE,
         OVERLAPPING_SCOPES,

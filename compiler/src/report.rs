@@ -300,6 +300,10 @@ pub fn describe(code: &str) -> Option<(&'static str, &'static str)> {
         codes::METHOD_CASE => ("a lowercase spelling of a standard method", "write the method in upper case"),
         codes::BAD_REDIRECT => ("a redirect to an empty target name", "name the target the runtime binds"),
         codes::UNKNOWN_TEST_RULE => ("a test expects a rule that no policy has", "name a rule that exists"),
+        codes::KTLS_RECORD_BOUND => (
+            "beneath kernel TLS a request head must fit in one TLS record",
+            "have clients write each request head in one write",
+        ),
         _ => return None,
     };
     Some(text)

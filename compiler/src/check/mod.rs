@@ -45,6 +45,7 @@ pub fn check(program: Program) -> (Option<Checked>, Diagnostics) {
     overlapping_scopes(&program, &mut diagnostics);
     for policy in &program.policies {
         missing_default(policy, &mut diagnostics);
+        ktls_record_bound(policy, &mut diagnostics);
         duplicate_rules(policy, &mut diagnostics);
         for rule in &policy.rules {
             matchers::check_rule(rule, &mut diagnostics);
@@ -96,6 +97,29 @@ fn missing_default(policy: &Policy, out: &mut Diagnostics) {
                 .with_help("add `default deny` (or `default allow`) so every request gets a verdict"),
         );
     }
+}
+
+/// Remote ports that carry TLS by convention.
+const TLS_PORTS: [u16; 2] = [443, 8443];
+
+/// A policy scoped to a TLS port may be enforced beneath kernel TLS, where
+/// the program judges each record's plaintext and cannot wait for the rest
+/// of a head in the next record (docs/ktls.md): say so, as a note.
+fn ktls_record_bound(policy: &Policy, out: &mut Diagnostics) {
+    let Some(ports) = &policy.scope.remote_ports else { return };
+    let Some(port) = ports.iter().find(|port| TLS_PORTS.contains(port)) else { return };
+    out.push(
+        Diagnostic::note(
+            codes::KTLS_RECORD_BOUND,
+            policy.span,
+            format!(
+                "policy `{}` governs remote port {port}: beneath kernel TLS a request head must be complete within one TLS record (at most 16 KiB of plaintext); a head split across records is denied with `internal:ktls-split-head`",
+                policy.name
+            ),
+        )
+        .with_label("this policy")
+        .with_help("for kTLS deployments, have clients write each request head in one write (most HTTP clients do); without kTLS the program holds a split head until it is complete"),
+    );
 }
 
 fn duplicate_policies(program: &Program, out: &mut Diagnostics) {
