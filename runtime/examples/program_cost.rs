@@ -1,0 +1,111 @@
+//! What one request costs the generated program in the kernel: compiles
+//! policies of 10 to 10,000 generated rules and sends request heads of
+//! 100 B to 16 KiB through the real program on loopback, with the kernel's
+//! BPF run-time statistics on (`kernel.bpf_stats_enabled`), and prints the
+//! program's nanoseconds per request (`run_time_ns / requests`) and runs
+//! per request. Root only. Run it with
+//! `cargo run --release -p l7c-runtime --example program_cost`;
+//! figures go to docs/BENCHMARKS.md ("In the kernel").
+
+use std::time::Instant;
+
+use l7c_compiler::codegen;
+use l7c_compiler::driver::compile_text;
+use l7c_compiler::model::ConnectionInfo;
+use l7c_runtime::engine::KernelEngine;
+
+/// A policy of `rules` rules, each a method and a path prefix of its own
+/// service, and the default deny; heads up to 16 KiB.
+fn policy(rules: usize) -> String {
+    let mut text = String::from("policy \"bench\" {\n  default deny\n  limits { header_bytes 16KiB  headers 100 }\n");
+    for i in 0..rules {
+        let method = ["GET", "POST", "PUT", "DELETE"][i % 4];
+        text.push_str(&format!("  rule \"r{i}\" {{ method {method}  path prefix \"/svc{i}/v1\"  allow }}\n"));
+    }
+    text.push_str("}\n");
+    text
+}
+
+/// A GET head of about `size` bytes (padded with one header) for the
+/// service of rule `rule` (rule 0 matches a GET).
+fn head(rule: usize, size: usize) -> Vec<u8> {
+    let base = format!("GET /svc{rule}/v1/items/42 HTTP/1.1\r\nHost: api.example.com\r\nAccept: */*\r\n");
+    let pad = size.saturating_sub(base.len() + 12).max(1);
+    format!("{base}X-Pad: {}\r\n\r\n", "a".repeat(pad)).into_bytes()
+}
+
+fn stats(id: u32) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("bpftool").args(["prog", "show", "id", &id.to_string(), "--json"]).output().ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((json["run_time_ns"].as_u64()?, json["run_cnt"].as_u64()?))
+}
+
+fn main() {
+    if !l7c_runtime::is_root() {
+        eprintln!("SKIPPED program_cost: needs root to load programs and read their run-time statistics");
+        return;
+    }
+    let enabled = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    if std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").is_err() {
+        eprintln!("SKIPPED program_cost: cannot enable kernel.bpf_stats_enabled");
+        return;
+    }
+    println!("| rules | head bytes | compile | requests | program runs per request | ns per request (program) |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let connections = 20;
+    let per_connection = 50;
+    for (rules, size) in [(10, 100), (100, 100), (1_000, 100), (10_000, 100), (10, 1024), (10, 8192), (10, 16_000)] {
+        let source = policy(rules);
+        let started = Instant::now();
+        let compilation = compile_text("bench.l7", &source, None);
+        let Some(checked) = compilation.checked.as_ref() else {
+            eprintln!("the generated policy does not check: {:?}", compilation.diagnostics);
+            return;
+        };
+        let compiled = match codegen::compile(checked, &codegen::Options::default()) {
+            Ok(compiled) => compiled,
+            Err(error) => {
+                eprintln!("{rules} rules: {error}");
+                continue;
+            }
+        };
+        let compile = started.elapsed();
+        let mut engine = match KernelEngine::load(&compiled.object, &compiled.meta) {
+            Ok(engine) => engine,
+            Err(error) => {
+                eprintln!("{rules} rules: {error}");
+                continue;
+            }
+        };
+        let Some(id) = engine.program().program_id() else { return };
+        // The matching rule: the middle one.
+        let one = head(rules / 2 - (rules / 2) % 4, size);
+        let input: Vec<u8> = one.iter().copied().cycle().take(one.len() * per_connection).collect();
+        let split: Vec<usize> = vec![one.len(); per_connection - 1];
+        let before = stats(id).unwrap_or((0, 0));
+        let mut requests = 0u64;
+        for port in 0..connections {
+            let connection = ConnectionInfo { local_port: 41_000 + port as u16, ..ConnectionInfo::default() };
+            match engine.run(connection, &[], &input, &split) {
+                Ok(outcome) => {
+                    assert!(outcome.verdicts.iter().all(|v| v.action == l7c_compiler::model::VerdictAction::Allow));
+                    requests += outcome.verdicts.len() as u64;
+                }
+                Err(error) => {
+                    eprintln!("{rules} rules, {size} B: {error}");
+                    break;
+                }
+            }
+        }
+        let after = stats(id).unwrap_or((0, 0));
+        let (ns, runs) = (after.0 - before.0, after.1 - before.1);
+        println!(
+            "| {rules} | {} | {:.0} ms | {requests} | {:.2} | {} |",
+            one.len(),
+            compile.as_secs_f64() * 1e3,
+            runs as f64 / requests.max(1) as f64,
+            ns / requests.max(1)
+        );
+    }
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", enabled.trim());
+}
