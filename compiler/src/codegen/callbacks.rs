@@ -13,11 +13,15 @@
 
 use super::layout::{self, chunk as cs, head as hs};
 use super::tables::{record, LaneAt, LaneKind, PolicyTables, SharedTables, CANDIDATES};
-use crate::bpf::{Asm, Label, Reg, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9};
+use crate::bpf::{Asm, Label, Reg, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8, R9};
 use crate::http::{LimitKind, MalformedKind};
 use crate::lower::START;
 use crate::model::Limits;
 use crate::scan::{Action, ChunkAction, HeaderId, MAX_CHUNK_LINE};
+
+/// Head bytes one `bpf_loop` iteration of the scan takes (the step body
+/// is emitted this many times: fewer calls per byte).
+pub const SCAN_UNROLL: usize = 8;
 
 /// Offsets in the main program's stack context (`r10 + CTX + field`).
 pub const CTX: i16 = -24;
@@ -121,182 +125,190 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
     a.function(name);
     a.note(format!("head scan of policy {index}: one byte (scan::HeadScanner::step)"));
     a.ldxdw(R9, R2, CTX_STATE);
-    a.ldxb(R1, R9, layout::HEAD + hs::STATUS).jne(R1, 0, l("stop")).comment("scanning only");
-    a.ldxw(R8, R9, layout::HEAD + hs::OFFSET).and64(R8, 0x7fff).comment("offset (< 32 KiB)");
-    a.ldxdw(R3, R2, CTX_DATA).ldxdw(R4, R2, CTX_DATA_END);
-    a.add64(R3, R8).mov64(R5, R3).add64(R5, 1);
-    a.jgt(R5, R4, l("stop")).comment("no more bytes in the window");
-    a.ldxb(R6, R3, 0).comment("the byte");
-    tables_base(a);
-    a.mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD + hs::OFFSET, R1);
-    a.mov64(R1, R7).add64(R1, shared.head_class as i32).add64(R1, R6);
-    a.ldxb(R5, R1, 0).comment("r5 = class");
-    a.ldxh(R1, R9, layout::HEAD + hs::STATE).lsh64(R1, 6).or64(R1, R5).and64(R1, shared.head_main_mask as i32).lsh64(R1, 2);
-    a.mov64(R2, R7).add64(R2, shared.head_main as i32).add64(R2, R1);
-    a.ldxw(R0, R2, 0).comment("entry: next | action << 8 | arg << 16");
-    a.mov64(R1, R0).and64(R1, 0xff).stxh(R9, layout::HEAD + hs::STATE, R1);
-    a.mov64(R4, R0).rsh64(R4, 16).and64(R4, 0xff).comment("r4 = arg");
-    a.rsh64(R0, 8).and64(R0, 0xff).comment("r0 = action");
-    for action in Action::ALL {
-        a.jeq(R0, action as i32, l(&format!("a{}", action as u8)));
-    }
-    a.note("no entry holds another code: fail closed");
-    refuse_const(a, malformed_code(MalformedKind::RequestLine), R8);
-
-    let action = |a: &mut Asm, act: Action| {
-        a.label(l(&format!("a{}", act as u8)));
-    };
-    let after = l("after");
-
-    action(a, Action::None);
-    a.ja(after.clone());
-
-    action(a, Action::Fail);
-    a.label(l("fail_arg"));
-    fail_arg(a, &l("fail_at"));
-
-    action(a, Action::MethodByte);
-    a.mov64(R1, R6);
-    step_lane(a, &tables.method, facts);
-    a.ja(after.clone());
-
-    action(a, Action::MethodEnd);
-    a.stxb(R9, layout::HEAD + hs::FORM, R4).ja(after.clone());
-
-    action(a, Action::TargetFirst);
-    a.stxb(R9, layout::HEAD + hs::FORM, R4);
-    start_lanes(a, &tables.path.lanes, facts);
-    a.mov64(R1, R6);
-    path_byte(a, tables, facts);
-    a.ja(after.clone());
-
-    action(a, Action::PathByte);
-    a.mov64(R1, R6);
-    path_byte(a, tables, facts);
-    a.ja(after.clone());
-
-    action(a, Action::EscapeHigh);
-    hex(a, R1, R6);
-    a.stxb(R9, layout::HEAD + hs::ESCAPE_HIGH, R1).ja(after.clone());
-
-    action(a, Action::PathEscaped);
-    hex(a, R2, R6);
-    a.ldxb(R1, R9, layout::HEAD + hs::ESCAPE_HIGH).lsh64(R1, 4).or64(R1, R2);
-    path_byte(a, tables, facts);
-    a.ja(after.clone());
-
-    action(a, Action::PathEnd);
-    a.ja(after.clone());
-
-    action(a, Action::Version);
-    a.stxb(R9, layout::HEAD + hs::MINOR_VERSION, R4).ja(after.clone());
-
-    action(a, Action::LineName);
-    a.ldxh(R1, R9, layout::HEAD + hs::FIELDS).jge(R1, limits.headers as i32, l("limit_headers"));
-    a.stw(R9, tables.name.state, START as i32);
-    lower_byte(a);
-    step_lane(a, &tables.name, facts);
-    a.ja(after.clone());
-
-    action(a, Action::LineFail);
-    a.ldxh(R1, R9, layout::HEAD + hs::FIELDS).jge(R1, limits.headers as i32, l("limit_headers"));
-    a.ja(l("fail_arg"));
-
-    action(a, Action::NameByte);
-    lower_byte(a);
-    step_lane(a, &tables.name, facts);
-    a.ja(after.clone());
-
-    action(a, Action::NameEnd);
-    {
-        let LaneKind::Token { id_at_end } = tables.name.kind else { unreachable_lane(a); return };
-        a.ldxw(R1, R9, tables.name.state).and64(R1, tables.name.mask as i32);
-        a.mov64(R2, R7).add64(R2, id_at_end as i32).add64(R2, R1).ldxb(R1, R2, 0).and64(R1, 63).comment("header id");
-        a.stxb(R9, layout::HEAD + hs::HEADER_ID, R1);
-        a.mov64(R2, 1).lsh64(R2, R1).comment("bit");
-        a.ldxdw(R3, R9, layout::HEAD + hs::PRESENT).and64(R3, R2);
-        a.ldxdw(R0, R9, layout::HEAD + hs::REPEATED).or64(R0, R3).stxdw(R9, layout::HEAD + hs::REPEATED, R0);
-        a.ldxdw(R0, R9, layout::HEAD + hs::PRESENT).or64(R0, R2).stxdw(R9, layout::HEAD + hs::PRESENT, R0);
-        a.mov64(R2, R1).lsh64(R2, 1).add64(R2, R7).add64(R2, shared.head_role as i32);
-        a.ldxh(R2, R2, 0).stxh(R9, layout::HEAD + hs::SUB, R2).comment("sub = role_start[id]");
-        for (header, automaton) in &tables.values {
-            let skip = a.fresh_label(&format!("s{index}_not_{header}"));
-            a.jne(R1, i32::from(*header), skip.clone());
-            start_lanes(a, &automaton.lanes, facts);
-            a.ja(after.clone());
-            a.label(skip);
+    a.stxdw(R10, -8, R2).comment("ctx, for every byte of this iteration");
+    for k in 0..SCAN_UNROLL {
+        let lk = |what: &str| Label::from(format!("s{index}_{what}_{k}"));
+        a.note(format!("byte {k} of this iteration"));
+        a.ldxb(R1, R9, layout::HEAD + hs::STATUS).jne(R1, 0, l("stop")).comment("scanning only");
+        a.ldxw(R8, R9, layout::HEAD + hs::OFFSET).and64(R8, 0x7fff).comment("offset (< 32 KiB)");
+        a.ldxdw(R2, R10, -8).comment("ctx");
+        a.ldxdw(R3, R2, CTX_DATA).ldxdw(R4, R2, CTX_DATA_END);
+        a.add64(R3, R8).mov64(R5, R3).add64(R5, 1);
+        a.jgt(R5, R4, l("stop")).comment("no more bytes in the window");
+        a.ldxb(R6, R3, 0).comment("the byte");
+        tables_base(a);
+        a.mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD + hs::OFFSET, R1);
+        a.mov64(R1, R7).add64(R1, shared.head_class as i32).add64(R1, R6);
+        a.ldxb(R5, R1, 0).comment("r5 = class");
+        a.ldxh(R1, R9, layout::HEAD + hs::STATE).lsh64(R1, 6).or64(R1, R5).and64(R1, shared.head_main_mask as i32).lsh64(R1, 2);
+        a.mov64(R2, R7).add64(R2, shared.head_main as i32).add64(R2, R1);
+        a.ldxw(R0, R2, 0).comment("entry: next | action << 8 | arg << 16");
+        a.mov64(R1, R0).and64(R1, 0xff).stxh(R9, layout::HEAD + hs::STATE, R1);
+        a.mov64(R4, R0).rsh64(R4, 16).and64(R4, 0xff).comment("r4 = arg");
+        a.rsh64(R0, 8).and64(R0, 0xff).comment("r0 = action");
+        for action in Action::ALL {
+            a.jeq(R0, action as i32, lk(&format!("a{}", action as u8)));
         }
+        a.note("no entry holds another code: fail closed");
+        refuse_const(a, malformed_code(MalformedKind::RequestLine), R8);
+
+        let action = |a: &mut Asm, act: Action| {
+            a.label(lk(&format!("a{}", act as u8)));
+        };
+        let after = lk("after");
+
+        action(a, Action::None);
         a.ja(after.clone());
-    }
 
-    action(a, Action::ValueByte);
-    if !tables.values.is_empty() {
-        a.ldxb(R4, R9, layout::HEAD + hs::HEADER_ID);
-        let done = l("value_lanes_done");
-        for (header, automaton) in &tables.values {
-            let skip = a.fresh_label(&format!("s{index}_value_not_{header}"));
-            a.jne(R4, i32::from(*header), skip.clone());
-            a.mov64(R1, R6);
-            for lane in &automaton.lanes {
-                step_lane(a, lane, facts);
+        action(a, Action::Fail);
+        a.label(lk("fail_arg"));
+        fail_arg(a, &l("fail_at"));
+
+        action(a, Action::MethodByte);
+        a.mov64(R1, R6);
+        step_lane(a, &tables.method, facts);
+        a.ja(after.clone());
+
+        action(a, Action::MethodEnd);
+        a.stxb(R9, layout::HEAD + hs::FORM, R4).ja(after.clone());
+
+        action(a, Action::TargetFirst);
+        a.stxb(R9, layout::HEAD + hs::FORM, R4);
+        start_lanes(a, &tables.path.lanes, facts);
+        a.mov64(R1, R6);
+        path_byte(a, tables, facts);
+        a.ja(after.clone());
+
+        action(a, Action::PathByte);
+        a.mov64(R1, R6);
+        path_byte(a, tables, facts);
+        a.ja(after.clone());
+
+        action(a, Action::EscapeHigh);
+        hex(a, R1, R6);
+        a.stxb(R9, layout::HEAD + hs::ESCAPE_HIGH, R1).ja(after.clone());
+
+        action(a, Action::PathEscaped);
+        hex(a, R2, R6);
+        a.ldxb(R1, R9, layout::HEAD + hs::ESCAPE_HIGH).lsh64(R1, 4).or64(R1, R2);
+        path_byte(a, tables, facts);
+        a.ja(after.clone());
+
+        action(a, Action::PathEnd);
+        a.ja(after.clone());
+
+        action(a, Action::Version);
+        a.stxb(R9, layout::HEAD + hs::MINOR_VERSION, R4).ja(after.clone());
+
+        action(a, Action::LineName);
+        a.ldxh(R1, R9, layout::HEAD + hs::FIELDS).jge(R1, limits.headers as i32, l("limit_headers"));
+        a.stw(R9, tables.name.state, START as i32);
+        lower_byte(a);
+        step_lane(a, &tables.name, facts);
+        a.ja(after.clone());
+
+        action(a, Action::LineFail);
+        a.ldxh(R1, R9, layout::HEAD + hs::FIELDS).jge(R1, limits.headers as i32, l("limit_headers"));
+        a.ja(lk("fail_arg"));
+
+        action(a, Action::NameByte);
+        lower_byte(a);
+        step_lane(a, &tables.name, facts);
+        a.ja(after.clone());
+
+        action(a, Action::NameEnd);
+        {
+            let LaneKind::Token { id_at_end } = tables.name.kind else { unreachable_lane(a); return };
+            a.ldxw(R1, R9, tables.name.state).and64(R1, tables.name.mask as i32);
+            a.mov64(R2, R7).add64(R2, id_at_end as i32).add64(R2, R1).ldxb(R1, R2, 0).and64(R1, 63).comment("header id");
+            a.stxb(R9, layout::HEAD + hs::HEADER_ID, R1);
+            a.mov64(R2, 1).lsh64(R2, R1).comment("bit");
+            a.ldxdw(R3, R9, layout::HEAD + hs::PRESENT).and64(R3, R2);
+            a.ldxdw(R0, R9, layout::HEAD + hs::REPEATED).or64(R0, R3).stxdw(R9, layout::HEAD + hs::REPEATED, R0);
+            a.ldxdw(R0, R9, layout::HEAD + hs::PRESENT).or64(R0, R2).stxdw(R9, layout::HEAD + hs::PRESENT, R0);
+            a.mov64(R2, R1).lsh64(R2, 1).add64(R2, R7).add64(R2, shared.head_role as i32);
+            a.ldxh(R2, R2, 0).stxh(R9, layout::HEAD + hs::SUB, R2).comment("sub = role_start[id]");
+            for (header, automaton) in &tables.values {
+                let skip = a.fresh_label(&format!("s{index}_not_{header}"));
+                a.jne(R1, i32::from(*header), skip.clone());
+                start_lanes(a, &automaton.lanes, facts);
+                a.ja(after.clone());
+                a.label(skip);
             }
-            a.ja(done.clone());
-            a.label(skip);
+            a.ja(after.clone());
         }
-        a.label(done);
+
+        action(a, Action::ValueByte);
+        if !tables.values.is_empty() {
+            a.ldxb(R4, R9, layout::HEAD + hs::HEADER_ID);
+            let done = lk("value_lanes_done");
+            for (header, automaton) in &tables.values {
+                let skip = a.fresh_label(&format!("s{index}_value_not_{header}"));
+                a.jne(R4, i32::from(*header), skip.clone());
+                a.mov64(R1, R6);
+                for lane in &automaton.lanes {
+                    step_lane(a, lane, facts);
+                }
+                a.ja(done.clone());
+                a.label(skip);
+            }
+            a.label(done);
+        }
+        sub_step(a, shared);
+        a.jset(R0, 0x8000, lk("digit"));
+        a.ja(after.clone());
+        a.label(lk("digit"));
+        a.ldxdw(R1, R9, layout::HEAD + hs::CONTENT_LENGTH).mul64(R1, 10);
+        a.mov64(R2, R6).sub64(R2, i32::from(b'0')).and64(R2, 0xff).add64(R1, R2);
+        a.ld_imm64(R2, CONTENT_LENGTH_CAP);
+        a.jle(R1, R2, lk("digit_store"));
+        a.mov64(R1, R2);
+        a.label(lk("digit_store"));
+        a.stxdw(R9, layout::HEAD + hs::CONTENT_LENGTH, R1).ja(after.clone());
+
+        action(a, Action::FieldEnd);
+        a.ldxh(R1, R9, layout::HEAD + hs::SUB).and64(R1, shared.head_reject_mask as i32);
+        a.mov64(R2, R7).add64(R2, shared.head_reject as i32).add64(R2, R1).ldxb(R1, R2, 0).and64(R1, 1);
+        a.ldxb(R2, R9, layout::HEAD + hs::HEADER_ID).and64(R2, 63).lsh64(R1, R2);
+        a.ldxdw(R0, R9, layout::HEAD + hs::VALUE_BAD).or64(R0, R1).stxdw(R9, layout::HEAD + hs::VALUE_BAD, R0);
+        a.ldxh(R1, R9, layout::HEAD + hs::FIELDS).jeq(R1, 0xffff, after.clone());
+        a.add64(R1, 1).stxh(R9, layout::HEAD + hs::FIELDS, R1).ja(after.clone());
+
+        action(a, Action::LiteralOpen);
+        a.sth(R9, layout::HEAD + hs::SUB, i32::from(shared.literal_start));
+        a.stb(R9, layout::HEAD + hs::LITERAL_LEN, 0).ja(after.clone());
+
+        action(a, Action::LiteralByte);
+        a.ldxb(R1, R9, layout::HEAD + hs::LITERAL_LEN).jeq(R1, 0xff, lk("literal_len_kept"));
+        a.add64(R1, 1).stxb(R9, layout::HEAD + hs::LITERAL_LEN, R1);
+        a.label(lk("literal_len_kept"));
+        a.jgt(R1, i32::from(shared.max_literal), l("target"));
+        sub_step(a, shared);
+        a.ja(after.clone());
+
+        action(a, Action::LiteralClose);
+        sub_step(a, shared);
+        a.jeq(R1, 0, l("target")).ja(after.clone());
+
+        action(a, Action::HeadEnd);
+        a.jlt(R8, header_bytes, l("complete"));
+        a.ja(after.clone());
+
+        a.label(after);
+        a.note("the head may not be longer than header_bytes; a CR as the last allowed byte waits for the next");
+        a.mov64(R2, R8).add64(R2, 1);
+        a.jlt(R2, header_bytes, lk("go_on"));
+        a.jne(R2, header_bytes, l("limit_bytes"));
+        a.ldxh(R1, R9, layout::HEAD + hs::STATE).sub64(R1, 1);
+        a.jlt(R1, 3, lk("go_on"));
+        a.label(lk("go_on"));
+        if k + 1 == SCAN_UNROLL {
+            a.mov64(R0, 0).exit();
+        }
     }
-    sub_step(a, shared);
-    a.jset(R0, 0x8000, l("digit"));
-    a.ja(after.clone());
-    a.label(l("digit"));
-    a.ldxdw(R1, R9, layout::HEAD + hs::CONTENT_LENGTH).mul64(R1, 10);
-    a.mov64(R2, R6).sub64(R2, i32::from(b'0')).and64(R2, 0xff).add64(R1, R2);
-    a.ld_imm64(R2, CONTENT_LENGTH_CAP);
-    a.jle(R1, R2, l("digit_store"));
-    a.mov64(R1, R2);
-    a.label(l("digit_store"));
-    a.stxdw(R9, layout::HEAD + hs::CONTENT_LENGTH, R1).ja(after.clone());
-
-    action(a, Action::FieldEnd);
-    a.ldxh(R1, R9, layout::HEAD + hs::SUB).and64(R1, shared.head_reject_mask as i32);
-    a.mov64(R2, R7).add64(R2, shared.head_reject as i32).add64(R2, R1).ldxb(R1, R2, 0).and64(R1, 1);
-    a.ldxb(R2, R9, layout::HEAD + hs::HEADER_ID).and64(R2, 63).lsh64(R1, R2);
-    a.ldxdw(R0, R9, layout::HEAD + hs::VALUE_BAD).or64(R0, R1).stxdw(R9, layout::HEAD + hs::VALUE_BAD, R0);
-    a.ldxh(R1, R9, layout::HEAD + hs::FIELDS).jeq(R1, 0xffff, after.clone());
-    a.add64(R1, 1).stxh(R9, layout::HEAD + hs::FIELDS, R1).ja(after.clone());
-
-    action(a, Action::LiteralOpen);
-    a.sth(R9, layout::HEAD + hs::SUB, i32::from(shared.literal_start));
-    a.stb(R9, layout::HEAD + hs::LITERAL_LEN, 0).ja(after.clone());
-
-    action(a, Action::LiteralByte);
-    a.ldxb(R1, R9, layout::HEAD + hs::LITERAL_LEN).jeq(R1, 0xff, l("literal_len_kept"));
-    a.add64(R1, 1).stxb(R9, layout::HEAD + hs::LITERAL_LEN, R1);
-    a.label(l("literal_len_kept"));
-    a.jgt(R1, i32::from(shared.max_literal), l("target"));
-    sub_step(a, shared);
-    a.ja(after.clone());
-
-    action(a, Action::LiteralClose);
-    sub_step(a, shared);
-    a.jeq(R1, 0, l("target")).ja(after.clone());
-
-    action(a, Action::HeadEnd);
-    a.jlt(R8, header_bytes, l("complete"));
-    a.ja(after.clone());
-
-    a.label(after);
-    a.note("the head may not be longer than header_bytes; a CR as the last allowed byte waits for the next");
-    a.mov64(R2, R8).add64(R2, 1);
-    a.jlt(R2, header_bytes, l("go_on"));
-    a.jne(R2, header_bytes, l("limit_bytes"));
-    a.ldxh(R1, R9, layout::HEAD + hs::STATE).sub64(R1, 1);
-    a.jlt(R1, 3, l("go_on"));
     a.label(l("limit_bytes"));
     a.mov64(R8, header_bytes - 1);
     refuse_const(a, limit_code(LimitKind::HeaderBytes), R8);
-    a.label(l("go_on"));
-    a.mov64(R0, 0).exit();
 
     a.label(l("limit_headers"));
     refuse_const(a, limit_code(LimitKind::Headers), R8);

@@ -203,6 +203,7 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
         a.stdw(R7, plan.facts + word * 8, 0);
     }
     a.stw(R7, layout::DEC_CANDIDATES, 0).stb(R7, layout::DEC_MODE, 0);
+    a.add64(R9, callbacks::SCAN_UNROLL as i32 - 1).div64(R9, callbacks::SCAN_UNROLL as i32).comment("iterations: bytes / SCAN_UNROLL, rounded up");
     run_loop(a, R9, &names.scan);
     a.ldxb(R1, R7, layout::HEAD + hs::STATUS);
     a.jeq(R1, 1, l("complete"));
