@@ -339,7 +339,7 @@ def capture_head(head_bytes: int | None) -> int:
         env.pop("L7C_BENCH_HEAD_BYTES", None)
         if head_bytes:
             env["L7C_BENCH_HEAD_BYTES"] = str(head_bytes)
-        client = subprocess.Popen(["wrk", "-t1", "-c1", "-d2s", "-s", str(REQUEST_LUA), f"http://127.0.0.1:{port}/"],
+        client = subprocess.Popen(["wrk", "-t1", "-c1", "-d1s", "-s", str(REQUEST_LUA), f"http://127.0.0.1:{port}/"],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         data = b""
         try:
