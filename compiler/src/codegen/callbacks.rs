@@ -79,8 +79,9 @@ pub fn emit(a: &mut Asm, index: usize, limits: Limits, shared: &SharedTables, ta
 }
 
 /// `r7 = &l7_tables`.
-fn tables_base(a: &mut Asm) {
-    a.ld_map(R7, super::blob::SYMBOL).comment("the tables (.rodata)");
+/// `reg = &l7_tables` (the `.rodata` blob).
+pub(super) fn tables_base(a: &mut Asm, reg: Reg) {
+    a.ld_map(reg, super::blob::SYMBOL).comment("the tables (.rodata)");
 }
 
 /// Steps `lane` with the byte in r1 (clobbers r0, r2, r3; r1 kept).
@@ -136,7 +137,7 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
         a.add64(R3, R8).mov64(R5, R3).add64(R5, 1);
         a.jgt(R5, R4, l("stop")).comment("no more bytes in the window");
         a.ldxb(R6, R3, 0).comment("the byte");
-        tables_base(a);
+        tables_base(a, R7);
         a.mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD + hs::OFFSET, R1);
         a.mov64(R1, R7).add64(R1, shared.head_class as i32).add64(R1, R6);
         a.ldxb(R5, R1, 0).comment("r5 = class");
@@ -450,7 +451,7 @@ fn collect(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask
     a.function(name);
     a.note("accept-set member -> its fact bit");
     a.ldxdw(R9, R2, CTX_STATE);
-    tables_base(a);
+    tables_base(a, R7);
     a.ldxw(R3, R9, layout::COLLECT_START).add64(R3, R1).and64(R3, tables.members_mask as i32).lsh64(R3, 2);
     a.mov64(R2, R7).add64(R2, tables.members as i32).add64(R2, R3).ldxw(R3, R2, 0).comment("fact");
     set_fact(a, R3, facts, fact_mask);
@@ -501,7 +502,7 @@ fn decide(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask:
     a.function(name);
     a.note("one decision record: a literal, closing its clause and rule as flagged");
     a.ldxdw(R9, R2, CTX_STATE);
-    tables_base(a);
+    tables_base(a, R7);
     literal(a, name, tables, facts, fact_mask);
     a.ldxb(R1, R9, layout::DEC_CLAUSE).or64(R1, R0).stxb(R9, layout::DEC_CLAUSE, R1);
     a.jset(R6, i32::from(record::END_CLAUSE), l("end_clause"));
@@ -563,7 +564,7 @@ fn guarded(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask
     a.function(name);
     a.note("the guarded decision: one record, or one step to the next rule or list");
     a.ldxdw(R9, R2, CTX_STATE);
-    tables_base(a);
+    tables_base(a, R7);
     a.ldxw(R1, R9, layout::DEC_RECORD).ldxw(R2, R9, layout::DEC_RECORD_END);
     a.jlt(R1, R2, l("record"));
     a.note("the next rule of this list, unless it cannot beat the best so far");
@@ -633,7 +634,7 @@ fn chunk(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedT
     a.add64(R3, R8).mov64(R5, R3).add64(R5, 1);
     a.jgt(R5, R4, l("stop"));
     a.ldxb(R6, R3, 0);
-    tables_base(a);
+    tables_base(a, R7);
     a.mov64(R1, R7).add64(R1, shared.chunk_class as i32).add64(R1, R6).ldxb(R5, R1, 0);
     a.ldxb(R1, R9, layout::CHUNK + cs::STATE).lsh64(R1, 4).add64(R1, R5).and64(R1, shared.chunk_mask as i32).lsh64(R1, 2);
     a.mov64(R2, R7).add64(R2, shared.chunk_table as i32).add64(R2, R1).ldxw(R0, R2, 0);

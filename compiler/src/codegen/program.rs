@@ -7,7 +7,7 @@
 //! r8 = the stream offset where this run's data starts (from the phase
 //! dispatch on), r9 = scratch kept across calls.
 
-use super::callbacks::{self, Names, CTX, CTX_DATA, CTX_DATA_END, CTX_STATE};
+use super::callbacks::{self, tables_base, Names, CTX, CTX_DATA, CTX_DATA_END, CTX_STATE};
 use super::layout::{self, chunk as cs, flags, head as hs, phase};
 use super::tables::{rule_action, PolicyTables, SharedTables};
 use crate::abi::{self, event_flags, record, Event, NO_RULE};
@@ -61,10 +61,6 @@ pub fn chunk_label(index: usize) -> Label {
 pub fn emit_policy(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     head_phase(a, plan, shared);
     chunk_phase(a, plan, shared);
-}
-
-fn tables_base(a: &mut Asm, reg: Reg) {
-    a.ld_map(reg, super::blob::SYMBOL).comment("the tables (.rodata)");
 }
 
 /// `apply_bytes(reg)` (a register or constant) and `cork_bytes(0)`.
