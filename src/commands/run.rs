@@ -28,6 +28,10 @@ use std::time::{Duration, Instant, SystemTime};
 /// How often the loop drains events, refreshes metrics and looks at
 /// signals; file changes are looked at every [`WATCH_EVERY`].
 const TICK: Duration = Duration::from_millis(50);
+/// How often the metrics text is rebuilt: reading the counters costs one
+/// lookup per counter (a 10,000-rule policy has over 10,000), too much for
+/// every tick; Prometheus scrapes every few seconds.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(clap::Args)]
@@ -224,6 +228,7 @@ pub fn run(args: Args) -> Status {
     );
     let mut last_stamps = stamps(&watched);
     let mut last_watch = Instant::now();
+    let mut last_publish = Instant::now();
     let signal = loop {
         if let Some(signal) = signals.terminated() {
             break signal;
@@ -279,7 +284,10 @@ pub fn run(args: Args) -> Status {
             }
             Err(error) => eprint!("{}", report::render(&error)),
         }
-        publish(&session, &shared);
+        if reload || last_publish.elapsed() >= PUBLISH_EVERY {
+            last_publish = Instant::now();
+            publish(&session, &shared);
+        }
         std::thread::sleep(TICK);
     };
     drop(session);
