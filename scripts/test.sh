@@ -4,13 +4,16 @@
 #
 # --show-output prints what passing tests print, so a test that skips part
 # of its work says so in the log (`SKIPPED ...`), never silently. The last
-# line totals every test binary: `N passed, N failed`.
+# line totals every test binary: `N passed, N failed`. --no-fail-fast runs
+# every test binary even when an earlier one fails, so the total counts
+# everything and one failure cannot hide another; the exit status is
+# still cargo's (non-zero when anything failed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked -- --show-output 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast -- --show-output 2>&1 | tee "$log" || status=$?
 echo
 echo "skipped parts (each says why):"
 grep -h "SKIPPED" "$log" | sed 's/^/  /' | sort -u || echo "  none"

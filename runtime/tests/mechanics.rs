@@ -729,10 +729,15 @@ fn a_missing_redirect_key_drops_only_if_the_program_returns_the_helper_result() 
 }
 
 #[test]
-fn a_redirect_sticks_to_the_rest_of_its_message() {
-    gate!("a_redirect_sticks_to_the_rest_of_its_message");
-    // Redirect the first 50 bytes of a 100-byte send, then say SK_PASS:
-    // the other 50 are redirected too. The next send is a new message.
+fn a_redirect_then_a_pass_in_one_message_behaves_as_one_of_the_two_known_ways() {
+    gate!("a_redirect_then_a_pass_in_one_message_behaves_as_one_of_the_two_known_ways");
+    // Redirect the first 50 bytes of a 100-byte send, then say SK_PASS on
+    // the other 50. One 6.18.44 build redirects those 50 too (the target
+    // sticks to the message), another passes them to the original peer:
+    // record which, and accept nothing else. Either way the next send is
+    // a new message and passes. The generated program is right under both
+    // (it redirects a pass after a redirect to the connection itself):
+    // verify_redirect_self.rs checks that with a generated program.
     let t = trace(
         &[
             Plan {
@@ -749,11 +754,10 @@ fn a_redirect_sticks_to_the_rest_of_its_message() {
     );
     t.print("redirect apply 50, then pass");
     assert_eq!(sizes_and_offsets(&t)[..2], [(100, Some(0)), (50, Some(50))]);
-    assert_eq!(
-        t.redirected,
-        vec![("up".to_owned(), t.input[..100].to_vec())]
-    );
-    assert_eq!(t.delivered, t.input[100..]);
+    assert_eq!(t.redirected.len(), 1, "{:?}", t.redirected);
+    let behaviour = RedirectRest::classify(&t.input, 50, 100, &t.redirected[0].1, &t.delivered)
+        .unwrap_or_else(|error| panic!("redirect, then pass: {error}"));
+    println!("KERNEL BEHAVIOUR: {}", behaviour.describe());
     // The other order works per run: pass 50, redirect the rest.
     let t = trace(
         &[

@@ -463,3 +463,55 @@ pub fn probe(rows: &[Plan]) -> KernelProgram {
 pub fn show(error: &KernelError) -> String {
     format!("{error}")
 }
+
+/// Where the rest of a message goes after a run redirected its first part
+/// (with `apply_bytes`) and the next run on the same message returned
+/// `SK_PASS`. Builds of one kernel version differ here
+/// (`shared/spec/kernel.md`, "Verdict mechanics"), so a test records which
+/// behaviour the running kernel has instead of asserting one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectRest {
+    /// The redirect target sticks to the message: the rest is redirected
+    /// too, although its run said `SK_PASS`.
+    Sticks,
+    /// The pass is a pass: the rest goes to the original peer.
+    Released,
+}
+
+impl RedirectRest {
+    /// Classifies what a target and the original peer received when the
+    /// first `redirected` bytes of a `message`-byte send were redirected
+    /// and the rest of that send passed; the input's bytes after the
+    /// message (a later send that passes) must reach the peer in both
+    /// behaviours. Anything else is neither behaviour: `Err` says what
+    /// was seen.
+    pub fn classify(
+        input: &[u8],
+        redirected: usize,
+        message: usize,
+        target_got: &[u8],
+        peer_got: &[u8],
+    ) -> Result<RedirectRest, String> {
+        if target_got == &input[..message] && peer_got == &input[message..] {
+            Ok(RedirectRest::Sticks)
+        } else if target_got == &input[..redirected] && peer_got == &input[redirected..] {
+            Ok(RedirectRest::Released)
+        } else {
+            Err(format!(
+                "neither known behaviour: the target got {} bytes (from offset {:?}), the peer {} bytes (from offset {:?})",
+                target_got.len(),
+                offset_of(input, target_got),
+                peer_got.len(),
+                offset_of(input, peer_got)
+            ))
+        }
+    }
+
+    /// One line for the test log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RedirectRest::Sticks => "this kernel keeps a redirect's target for the rest of its message (a later SK_PASS on that message redirects too)",
+            RedirectRest::Released => "this kernel releases a redirect's target at its apply_bytes boundary (a later SK_PASS on that message goes to the original peer)",
+        }
+    }
+}
