@@ -117,16 +117,23 @@ fn without_self_redirect_the_rest_of_the_message_goes_where_this_kernel_sends_it
     if !kernel_ready("without_self_redirect_the_rest_of_the_message_goes_where_this_kernel_sends_it") {
         return;
     }
-    let input = pattern(FIRST as usize + 50);
-    let run = measure(false);
     // Builds of one kernel version differ (shared/spec/kernel.md): bytes
     // 100..200 follow the redirect on some, reach the original peer on
     // others, although the run on them returned SK_PASS. Either is
     // recorded; anything else fails. The self redirect below is what makes
     // the generated program independent of which one the kernel does.
+    record_behaviour();
+}
+
+/// Measures without the self redirect, classifies what the kernel did
+/// (failing on anything but the two known behaviours) and prints it.
+fn record_behaviour() -> RedirectRest {
+    let input = pattern(FIRST as usize + 50);
+    let run = measure(false);
     let behaviour = RedirectRest::classify(&input, REDIRECTED as usize, FIRST as usize, &run.redirected[0].1, &run.delivered)
         .unwrap_or_else(|error| panic!("without a self redirect: {error}"));
     println!("KERNEL BEHAVIOUR: {}", behaviour.describe());
+    behaviour
 }
 
 #[test]
@@ -173,11 +180,7 @@ fn a_generated_redirect_then_allow_in_one_send_agrees_with_the_reference_under_t
     if !kernel_ready("a_generated_redirect_then_allow_in_one_send_agrees_with_the_reference_under_this_kernel") {
         return;
     }
-    let input = pattern(FIRST as usize + 50);
-    let run = measure(false);
-    let behaviour = RedirectRest::classify(&input, REDIRECTED as usize, FIRST as usize, &run.redirected[0].1, &run.delivered)
-        .unwrap_or_else(|error| panic!("without a self redirect: {error}"));
-    println!("KERNEL BEHAVIOUR: {}", behaviour.describe());
+    let behaviour = record_behaviour();
 
     let policy = "policy \"r\" {\n  default deny\n  rule \"grpc\" { path prefix \"/rpc\"  redirect \"envoy\" }\n  rule \"pub\" { method GET  path prefix \"/pub\"  allow }\n}\n";
     let compilation = driver::compile_text("redirect-then-allow.l7", policy, None);
