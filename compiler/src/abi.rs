@@ -27,6 +27,90 @@ pub mod maps {
     pub const EVENTS: &str = "l7_events";
     /// ARRAY of one u32: [`super::config`] flags set by user space.
     pub const CONFIG: &str = "l7_config";
+    /// ARRAY of one [`super::gate`] record: enrollment capacity and use.
+    pub const GATE: &str = "l7_gate";
+    /// SK_STORAGE of one u32 per socket: 1 while the socket holds one unit
+    /// of the gate's capacity (reserved at `connect()`, released at close).
+    pub const GATE_MARKS: &str = "l7_gate_mark";
+    /// ARRAY of u32 words, a bitmap of the remote ports some policy can
+    /// select (bit `port % 32` of word `port / 32`), unless the gate's
+    /// `all_ports` says every port.
+    pub const GATE_PORTS: &str = "l7_gate_ports";
+}
+
+/// The enrollment gate (`enroll.rs`): how many connections one generation
+/// may police, how many it does, and what it refused. One record at index
+/// 0 of [`maps::GATE`], every field a little-endian u64 at its offset. The
+/// runtime writes `capacity` and `all_ports` before anything attaches; the
+/// programs add to the rest atomically.
+pub mod gate {
+    /// Connections that may hold a reservation at once.
+    pub const CAPACITY: i16 = 0;
+    /// Reservations held now: a governed `connect()` takes one, its close
+    /// gives it back.
+    pub const USED: i16 = 8;
+    /// `connect()` calls refused (EPERM) because `used >= capacity`.
+    pub const REFUSED_FULL: i16 = 16;
+    /// `connect()` calls refused because the socket is a stream socket
+    /// that is not TCP (MPTCP, SCTP): the `sk_msg` program cannot see what
+    /// it sends.
+    pub const REFUSED_PROTOCOL: i16 = 24;
+    /// Established governed connections `sock_hash_update` could not
+    /// enroll (the map full despite the gate): each one is unpoliced, and
+    /// the runtime reports it as an error.
+    pub const UNENROLLED: i16 = 32;
+    /// Non-zero: every remote port is governed (some policy selects any
+    /// port), the bitmap is not read.
+    pub const ALL_PORTS: i16 = 40;
+    /// Size of the record.
+    pub const SIZE: u32 = 48;
+    /// Words of the port bitmap: 65,536 ports, 32 per word.
+    pub const PORT_WORDS: u32 = 2048;
+
+    /// The record's fields, decoded (user space's side of the layout).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Gate {
+        pub capacity: u64,
+        pub used: u64,
+        pub refused_full: u64,
+        pub refused_protocol: u64,
+        pub unenrolled: u64,
+        pub all_ports: u64,
+    }
+
+    impl Gate {
+        pub fn to_bytes(&self) -> Vec<u8> {
+            [self.capacity, self.used, self.refused_full, self.refused_protocol, self.unenrolled, self.all_ports]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        }
+
+        pub fn from_bytes(bytes: &[u8]) -> Option<Gate> {
+            let field = |at: i16| -> Option<u64> {
+                let at = usize::try_from(at).ok()?;
+                Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+            };
+            Some(Gate {
+                capacity: field(CAPACITY)?,
+                used: field(USED)?,
+                refused_full: field(REFUSED_FULL)?,
+                refused_protocol: field(REFUSED_PROTOCOL)?,
+                unenrolled: field(UNENROLLED)?,
+                all_ports: field(ALL_PORTS)?,
+            })
+        }
+    }
+
+    /// The port bitmap's words for `ports` (`None`: every port, an empty
+    /// bitmap with `all_ports` set).
+    pub fn port_words(ports: Option<&[u16]>) -> Vec<u32> {
+        let mut words = vec![0u32; PORT_WORDS as usize];
+        for &port in ports.unwrap_or(&[]) {
+            words[usize::from(port / 32)] |= 1 << (port % 32);
+        }
+        words
+    }
 }
 
 /// Bits of the config map's single u32.
@@ -312,6 +396,11 @@ pub struct Meta {
     /// FNV-1a 64 of the sources, in hex: it names a build so user space can
     /// tell which policy is loaded; it is not a security boundary.
     pub source_hash: String,
+    /// The remote ports some policy's scope can select; `None`: any port
+    /// (a policy without a remote-port scope). Connections to other ports
+    /// are not enrolled and take no capacity (docs/runtime.md, "Capacity").
+    #[serde(default)]
+    pub governed_ports: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,7 +414,7 @@ pub struct MetaPolicy {
 }
 
 impl Meta {
-    pub const ABI_VERSION: u32 = 2;
+    pub const ABI_VERSION: u32 = 3;
 }
 
 #[cfg(test)]

@@ -24,12 +24,37 @@
 //!
 //! The program always returns 1: a `sock_ops` program's return value only
 //! matters for the callbacks that ask for a reply, none of which it handles.
-//! A failed `sock_hash_update` (map full) leaves the connection unenrolled:
-//! nothing in `sock_ops` can refuse a connection that is already
-//! established (docs/runtime.md, "Limits").
+//!
+//! ## Capacity: the gate
+//!
+//! `l7_sockets` has room for a fixed number of sockets, and nothing in
+//! `sock_ops` can refuse a connection that is already established: a full
+//! map would leave connections unpoliced. So capacity is *reserved before
+//! the connection exists* and refused where the application sees it:
+//!
+//! - [`gate`] (a cgroup `connect4`/`connect6` program) runs in `connect()`
+//!   before the SYN. For a governed TCP connection (its remote port is in
+//!   `l7_gate_ports`, or `all_ports`) it refuses the call (`EPERM`) when
+//!   `used >= capacity`, counting `refused_full`. A stream socket that is
+//!   not TCP (MPTCP, SCTP) to a governed port is refused too
+//!   (`refused_protocol`): the `sk_msg` program never sees what it sends.
+//! - This program, on `TCP_CONNECT_CB` (the SYN is about to go out; every
+//!   early failure of `connect()` is behind it), takes one unit of `used`
+//!   for a governed connection, marks the socket in `l7_gate_mark` and asks
+//!   for state callbacks; on `STATE_CB` into `TCP_CLOSE` (every way a TCP
+//!   socket ends, including a failed handshake) it gives the unit back if
+//!   the socket is marked. A unit is never taken twice or returned twice.
+//! - On `ACTIVE_ESTABLISHED_CB` it enrolls governed connections only:
+//!   connections to ports no policy can select take no capacity at all.
+//!
+//! The check and the reservation are two steps, so connections in the
+//! microseconds between them can exceed `capacity`; the runtime sizes
+//! `l7_sockets` above `capacity` by a margin for that. Should the map
+//! still be full, the failure is counted (`unenrolled`) and the runtime
+//! reports every such connection as an error.
 
 use crate::abi;
-use crate::bpf::{Asm, AsmError, Helper, Program, R0, R1, R10, R2, R3, R4, R6};
+use crate::bpf::{Asm, AsmError, Helper, Program, R0, R1, R10, R2, R3, R4, R6, R7};
 
 /// The program's ELF section: aya and libbpf read `sockops` as
 /// `BPF_PROG_TYPE_SOCK_OPS`.
@@ -39,6 +64,11 @@ pub const PROGRAM_NAME: &str = "l7c_enroll";
 
 /// `enum bpf_sock_ops_cb` values the program looks at.
 pub mod op {
+    /// `connect()` is about to send the SYN (every early failure is past).
+    pub const TCP_CONNECT_CB: i32 = 3;
+    /// A socket changed state (asked for with `STATE_CB_FLAG`): `args[0]`
+    /// the old state, `args[1]` the new one.
+    pub const STATE_CB: i32 = 10;
     /// A connection this host initiated is established (client side).
     pub const ACTIVE_ESTABLISHED_CB: i32 = 4;
     /// A connection this host accepted is established (server side): not
@@ -67,6 +97,12 @@ pub mod sock_ops {
     pub const REMOTE_PORT: i16 = 64;
     /// Host order.
     pub const LOCAL_PORT: i16 = 68;
+    /// `args[1]`: the new state in `STATE_CB`.
+    pub const ARG1: i16 = 8;
+    /// `bpf_sock_ops_cb_flags`: the callbacks asked for so far.
+    pub const CB_FLAGS: i16 = 84;
+    /// `struct bpf_sock *sk` (a 64-bit pointer, may be NULL).
+    pub const SK: i16 = 184;
 }
 
 /// Offsets in `struct l7_sock_key` (the same as `l7c_runtime::key::offset`).
@@ -88,14 +124,69 @@ const KEY_SLOTS: i16 = 6;
 /// `BPF_ANY`: enroll even if a stale element has the same 4-tuple (a
 /// closed socket leaves the map when it closes, so none should).
 const BPF_ANY: i32 = 0;
+/// `BPF_SK_STORAGE_GET_F_CREATE`.
+const F_CREATE: i32 = 1;
+/// `BPF_SOCK_OPS_STATE_CB_FLAG`: call the program on every state change.
+const STATE_CB_FLAG: i32 = 1 << 2;
+/// `TCP_CLOSE` in `enum tcp_state`.
+const TCP_CLOSE: i32 = 7;
+/// Where governed-port lookups keep their u32 key: below the socket key.
+const LOOKUP_KEY_AT: i16 = KEY_AT - 8;
 
 /// The enrollment program (module docs).
 pub fn program() -> Program {
     // Cannot fail: the program is fixed (no input reaches it), its labels
-    // are all defined and its one map name is valid; the unit tests
+    // are all defined and its map names are valid; the unit tests
     // assemble it.
     #[allow(clippy::expect_used)]
     build().expect("the fixed enrollment program assembles")
+}
+
+/// `r0 = gate record or 0`, clobbering r1-r5.
+fn lookup_gate(a: &mut Asm) {
+    a.stw(R10, LOOKUP_KEY_AT, 0);
+    a.ld_map(R1, abi::maps::GATE);
+    a.mov64(R2, R10).add64(R2, i32::from(LOOKUP_KEY_AT));
+    a.call(Helper::MapLookupElem).comment("the gate record (index 0)");
+}
+
+/// Jumps to `yes` when a connection to the host-order remote port in `port`
+/// (a callee-saved register) is governed, to `no` when it is not. A
+/// missing gate record or bitmap word counts as governed (fail closed).
+/// Clobbers r1-r5.
+fn governed(a: &mut Asm, port: crate::bpf::Reg, yes: &str, no: &str) {
+    lookup_gate(a);
+    a.jeq(R0, 0, yes);
+    a.ldxdw(R1, R0, abi::gate::ALL_PORTS).comment("gate->all_ports");
+    a.jne(R1, 0, yes);
+    a.mov64(R1, port).rsh64(R1, 5);
+    a.stxw(R10, LOOKUP_KEY_AT, R1).comment("port / 32");
+    a.ld_map(R1, abi::maps::GATE_PORTS);
+    a.mov64(R2, R10).add64(R2, i32::from(LOOKUP_KEY_AT));
+    a.call(Helper::MapLookupElem);
+    a.jeq(R0, 0, yes);
+    a.ldxw(R1, R0, 0);
+    a.mov64(R2, port).and64(R2, 31);
+    a.rsh64(R1, R2).and64(R1, 1).comment("bit port % 32");
+    a.jeq(R1, 0, no);
+    a.ja(yes);
+}
+
+/// `lock gate->field += delta` if the gate record exists. Clobbers r0-r5.
+fn gate_add(a: &mut Asm, field: i16, delta: i32) {
+    let skip = a.fresh_label("no_gate");
+    lookup_gate(a);
+    a.jeq(R0, 0, skip.clone());
+    a.mov64(R1, delta);
+    a.atomic_add64(R0, field, R1);
+    a.label(skip);
+}
+
+/// `r7` = the connection's remote port in host order, from
+/// `ops->remote_port` (memory bytes `[0, 0, hi, lo]`).
+fn remote_port(a: &mut Asm) {
+    a.ldxw(R7, R6, sock_ops::REMOTE_PORT).comment("ops->remote_port: bytes [0, 0, hi, lo]");
+    a.rsh64(R7, 16).be16(R7).comment("host order");
 }
 
 fn build() -> Result<Program, AsmError> {
@@ -103,9 +194,19 @@ fn build() -> Result<Program, AsmError> {
     a.note("l7c sock_ops enrollment program (compiler/src/enroll.rs)");
     a.mov64(R6, R1).comment("r6 = struct bpf_sock_ops *");
     a.ldxw(R1, R6, sock_ops::OP).comment("ops->op");
+    a.jeq(R1, op::TCP_CONNECT_CB, "reserve");
+    a.jeq(R1, op::STATE_CB, "state");
     a.jne(R1, op::ACTIVE_ESTABLISHED_CB, "done")
         .comment("only connections this host opened (client side)");
 
+    a.ldxw(R1, R6, sock_ops::FAMILY);
+    a.jeq(R1, family::INET6, "established_inet");
+    a.jne(R1, family::INET, "done").comment("neither IPv4 nor IPv6: not enrolled");
+    a.label("established_inet");
+    remote_port(&mut a);
+    governed(&mut a, R7, "enroll", "done");
+
+    a.label("enroll");
     a.note("the key at r10 - 48, zeroed: unused address words stay 0");
     for slot in 0..KEY_SLOTS {
         a.stdw(R10, KEY_AT + slot * 8, 0);
@@ -113,7 +214,6 @@ fn build() -> Result<Program, AsmError> {
     a.ldxw(R1, R6, sock_ops::FAMILY).comment("ops->family");
     a.stxw(R10, KEY_AT + key::FAMILY, R1);
     a.jeq(R1, family::INET6, "ipv6");
-    a.jne(R1, family::INET, "done").comment("neither IPv4 nor IPv6: not enrolled");
 
     a.note("IPv4: [remote_ip4, 0, 0, 0] and [local_ip4, 0, 0, 0]");
     a.ldxw(R1, R6, sock_ops::REMOTE_IP4).comment("ops->remote_ip4");
@@ -144,13 +244,161 @@ fn build() -> Result<Program, AsmError> {
     a.mov64(R3, R10);
     a.add64(R3, i32::from(KEY_AT));
     a.mov64(R4, BPF_ANY);
-    a.call(Helper::SockHashUpdate)
-        .comment("a full map leaves the connection unenrolled (nothing can refuse it here)");
+    a.call(Helper::SockHashUpdate);
+    a.jeq(R0, 0, "done");
+    a.note("not enrolled (the map is full despite the gate): count it, the runtime reports it");
+    gate_add(&mut a, abi::gate::UNENROLLED, 1);
+    a.ja("done");
+
+    a.label("reserve");
+    a.note("TCP_CONNECT_CB: a governed connection takes one unit of capacity");
+    a.ldxw(R1, R6, sock_ops::FAMILY);
+    a.jeq(R1, family::INET6, "reserve_inet");
+    a.jne(R1, family::INET, "done");
+    a.label("reserve_inet");
+    remote_port(&mut a);
+    governed(&mut a, R7, "reserve_governed", "done");
+    a.label("reserve_governed");
+    a.ldxdw(R1, R6, sock_ops::SK).comment("ops->sk");
+    a.jeq(R1, 0, "done");
+    a.mov64(R2, R1);
+    a.ld_map(R1, abi::maps::GATE_MARKS);
+    a.mov64(R3, 0).mov64(R4, F_CREATE);
+    a.call(Helper::SkStorageGet).comment("the socket's mark, created at 0");
+    a.jeq(R0, 0, "done");
+    a.ldxw(R1, R0, 0);
+    a.jne(R1, 0, "done").comment("already holds a unit");
+    a.stw(R0, 0, 1);
+    gate_add(&mut a, abi::gate::USED, 1);
+    a.ldxw(R2, R6, sock_ops::CB_FLAGS).comment("ops->bpf_sock_ops_cb_flags");
+    a.or64(R2, STATE_CB_FLAG);
+    a.mov64(R1, R6);
+    a.call(Helper::SockOpsCbFlagsSet).comment("STATE_CB: the close gives the unit back");
+    a.ja("done");
+
+    a.label("state");
+    a.note("STATE_CB into TCP_CLOSE: a marked socket gives its unit back");
+    a.ldxw(R1, R6, sock_ops::ARG1).comment("ops->args[1]: the new state");
+    a.jne(R1, TCP_CLOSE, "done");
+    a.ldxdw(R1, R6, sock_ops::SK).comment("ops->sk");
+    a.jeq(R1, 0, "done");
+    a.mov64(R2, R1);
+    a.ld_map(R1, abi::maps::GATE_MARKS);
+    a.mov64(R3, 0).mov64(R4, 0);
+    a.call(Helper::SkStorageGet);
+    a.jeq(R0, 0, "done");
+    a.ldxw(R1, R0, 0);
+    a.jeq(R1, 0, "done");
+    a.stw(R0, 0, 0);
+    gate_add(&mut a, abi::gate::USED, -1);
 
     a.label("done");
     a.mov64(R0, 1);
     a.exit();
     a.finish()
+}
+
+/// The gate: a cgroup `connect4`/`connect6` program that refuses a
+/// governed `connect()` when the generation's capacity is used up, and a
+/// governed stream socket that is not TCP (module docs, "Capacity").
+/// Returns 1 (let the kernel connect) or 0 (`connect()` fails with
+/// `EPERM`). The same instructions serve both attach types.
+pub mod gate {
+    use super::{gate_add, governed, lookup_gate};
+    use crate::abi;
+    use crate::bpf::{Asm, AsmError, Program, R0, R1, R2, R6, R7};
+
+    /// Symbol names of the two programs (one per attach type).
+    pub const PROGRAM_NAME_4: &str = "l7c_gate4";
+    pub const PROGRAM_NAME_6: &str = "l7c_gate6";
+    /// `struct bpf_sock_addr` offsets.
+    const USER_PORT: i16 = 24;
+    const TYPE: i16 = 32;
+    const PROTOCOL: i16 = 36;
+    const SOCK_STREAM: i32 = 1;
+    const IPPROTO_TCP: i32 = 6;
+
+    /// Symbol name of the socket-creation half ([`socket_program`]).
+    pub const PROGRAM_NAME_SOCKET: &str = "l7c_gate_sock";
+    /// `struct bpf_sock` offsets (the `cgroup/sock_create` context).
+    const SOCK_FAMILY: i16 = 4;
+    const SOCK_TYPE: i16 = 8;
+    const SOCK_PROTOCOL: i16 = 12;
+    const AF_INET: i32 = 2;
+    const AF_INET6: i32 = 10;
+
+    pub fn program() -> Program {
+        // Cannot fail: a fixed program with its labels defined (tested).
+        #[allow(clippy::expect_used)]
+        build().expect("the fixed gate assembles")
+    }
+
+    /// The gate's socket-creation half, a cgroup `sock_create` program:
+    /// `socket()` of an IPv4/IPv6 stream socket that is not TCP (MPTCP,
+    /// SCTP) fails with `EPERM`, counted in `refused_protocol`. Why at
+    /// `socket()` and not at `connect()`: an MPTCP socket connects through
+    /// a TCP subflow, which is what the `connect` hook and `sock_ops` see
+    /// (protocol 6), while the application writes to the MPTCP socket
+    /// and its bytes reach the subflow without passing `sk_msg` — measured:
+    /// a denied request reached the server. Subflows are kernel sockets,
+    /// which this hook does not see, so TCP itself is untouched.
+    pub fn socket_program() -> Program {
+        // Cannot fail: a fixed program with its labels defined (tested).
+        #[allow(clippy::expect_used)]
+        build_socket().expect("the fixed socket gate assembles")
+    }
+
+    fn build_socket() -> Result<Program, AsmError> {
+        let mut a = Asm::new();
+        a.note("l7c enrollment gate, socket() half (compiler/src/enroll.rs): only TCP among IP stream sockets");
+        a.ldxw(R2, R1, SOCK_FAMILY).comment("sk->family");
+        a.jeq(R2, AF_INET, "inet");
+        a.jne(R2, AF_INET6, "allow");
+        a.label("inet");
+        a.ldxw(R2, R1, SOCK_TYPE).comment("sk->type");
+        a.jne(R2, SOCK_STREAM, "allow");
+        a.ldxw(R2, R1, SOCK_PROTOCOL).comment("sk->protocol");
+        a.jeq(R2, IPPROTO_TCP, "allow");
+        gate_add(&mut a, abi::gate::REFUSED_PROTOCOL, 1);
+        a.mov64(R0, 0).comment("socket() fails with EPERM");
+        a.exit();
+        a.label("allow");
+        a.mov64(R0, 1);
+        a.exit();
+        a.finish()
+    }
+
+    fn build() -> Result<Program, AsmError> {
+        let mut a = Asm::new();
+        a.note("l7c enrollment gate (compiler/src/enroll.rs): connect() of a governed connection needs capacity");
+        a.mov64(R6, R1).comment("r6 = struct bpf_sock_addr *");
+        a.ldxw(R1, R6, TYPE).comment("ctx->type");
+        a.jne(R1, SOCK_STREAM, "allow").comment("datagrams are not governed");
+        a.ldxw(R7, R6, USER_PORT).comment("ctx->user_port: network order");
+        a.be16(R7).comment("host order");
+        governed(&mut a, R7, "governed", "allow");
+        a.label("governed");
+        a.ldxw(R1, R6, PROTOCOL).comment("ctx->protocol");
+        a.jeq(R1, IPPROTO_TCP, "tcp");
+        a.note("a stream socket that is not TCP (MPTCP, SCTP): sk_msg cannot see its bytes");
+        gate_add(&mut a, abi::gate::REFUSED_PROTOCOL, 1);
+        a.ja("refuse");
+        a.label("tcp");
+        lookup_gate(&mut a);
+        a.jeq(R0, 0, "refuse").comment("no gate record: refuse (fail closed)");
+        a.ldxdw(R1, R0, abi::gate::USED).comment("gate->used");
+        a.ldxdw(R2, R0, abi::gate::CAPACITY).comment("gate->capacity");
+        a.jlt(R1, R2, "allow");
+        a.mov64(R1, 1);
+        a.atomic_add64(R0, abi::gate::REFUSED_FULL, R1).comment("gate->refused_full += 1");
+        a.label("refuse");
+        a.mov64(R0, 0).comment("connect() fails with EPERM");
+        a.exit();
+        a.label("allow");
+        a.mov64(R0, 1);
+        a.exit();
+        a.finish()
+    }
 }
 
 /// The `TCP_ULP` guard: a cgroup `setsockopt` program that refuses
@@ -205,9 +453,12 @@ mod tests {
     use crate::bpf::Insn;
 
     #[test]
-    fn assembles_and_names_only_the_socket_map() {
+    fn assembles_and_names_the_socket_map_and_the_gate() {
         let program = build().expect("the enrollment program assembles");
-        assert_eq!(program.maps(), vec![abi::maps::SOCKETS]);
+        let mut maps = program.maps();
+        maps.sort_unstable();
+        maps.dedup();
+        assert_eq!(maps, vec![abi::maps::GATE, abi::maps::GATE_MARKS, abi::maps::GATE_PORTS, abi::maps::SOCKETS]);
         assert_eq!(program, super::program());
         // Ends with `r0 = 1; exit`: every path returns 1.
         let insns = program.insns();
@@ -244,5 +495,44 @@ mod tests {
     #[test]
     fn listing_snapshot() {
         insta::assert_snapshot!(program().listing());
+    }
+
+    #[test]
+    fn gate_listing_snapshot() {
+        insta::assert_snapshot!(gate::program().listing());
+    }
+
+    #[test]
+    fn the_gate_refuses_by_returning_zero_and_reads_only_the_gate_maps() {
+        let program = gate::program();
+        let mut maps = program.maps();
+        maps.sort_unstable();
+        maps.dedup();
+        assert_eq!(maps, vec![abi::maps::GATE, abi::maps::GATE_PORTS]);
+        let listing = program.listing();
+        assert!(listing.contains("r0 = 0"), "{listing}");
+        assert!(listing.contains(&format!("if r1 != {} goto", 1)), "only SOCK_STREAM is looked at: {listing}");
+    }
+
+    #[test]
+    fn every_reservation_is_marked_and_released_only_when_marked() {
+        // One `+= 1` on `used` (reserve) and one `+= -1` (release), each
+        // behind the mark test; the release only on TCP_CLOSE.
+        let listing = program().listing();
+        assert!(listing.contains(&format!("if r1 != {TCP_CLOSE} goto")), "{listing}");
+        assert_eq!(listing.matches("lock *(u64 *)(r0 + 8) += r1").count(), 2, "{listing}");
+    }
+
+    #[test]
+    fn the_port_bitmap_matches_the_abi() {
+        let words = abi::gate::port_words(Some(&[80, 8080, 65535]));
+        assert_eq!(words.len(), abi::gate::PORT_WORDS as usize);
+        assert_eq!(words[80 / 32], 1 << (80 % 32));
+        assert_eq!(words[8080 / 32], 1 << (8080 % 32));
+        assert_eq!(words[2047], 1 << 31);
+        assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 3);
+        let gate = abi::gate::Gate { capacity: 7, used: 3, refused_full: 2, refused_protocol: 1, unenrolled: 0, all_ports: 1 };
+        assert_eq!(abi::gate::Gate::from_bytes(&gate.to_bytes()), Some(gate));
+        assert_eq!(gate.to_bytes().len(), abi::gate::SIZE as usize);
     }
 }

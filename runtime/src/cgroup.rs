@@ -1,11 +1,12 @@
 //! The cgroup side of `l7c run`: checking that `--cgroup PATH` is a
 //! cgroup v2 directory (with errors that say what to do), and the
-//! [`Enrollment`] link that keeps a `sock_ops` program attached to it.
+//! [`CgroupLink`]s that keep the enrollment program and the gate attached
+//! to it.
 //!
-//! Invariants: an [`Enrollment`] owns one `BPF_LINK_CREATE` link; the
+//! Invariants: a [`CgroupLink`] owns one `BPF_LINK_CREATE` link; the
 //! program is attached exactly while the link's fd is open, so dropping
 //! the enrollment, or the process dying, detaches it (nothing is left on
-//! the cgroup, unlike `BPF_PROG_ATTACH`). [`Enrollment::replace`] swaps the
+//! the cgroup, unlike `BPF_PROG_ATTACH`). [`CgroupLink::replace`] swaps the
 //! program atomically (`BPF_LINK_UPDATE`): no connection established during
 //! a reload escapes enrollment, and none is enrolled twice.
 
@@ -139,35 +140,47 @@ pub(crate) fn open_cgroup(cgroup: &Path) -> Result<std::fs::File, KernelError> {
     })
 }
 
-/// A `sock_ops` program attached to a cgroup through a BPF link (module
-/// docs).
+/// A program attached to a cgroup through a BPF link (module docs): the
+/// enrollment program (`BPF_CGROUP_SOCK_OPS`) or one half of the gate
+/// (`BPF_CGROUP_INET4_CONNECT`, `..._INET6_CONNECT`).
 #[derive(Debug)]
-pub struct Enrollment {
+pub struct CgroupLink {
     cgroup: PathBuf,
+    /// What is attached, for errors: e.g. "the sock_ops program".
+    what: &'static str,
+    /// The attach type's name, for errors.
+    hook: &'static str,
     link: OwnedFd,
 }
 
-impl Enrollment {
+/// The enrollment program's link.
+pub type Enrollment = CgroupLink;
+
+impl CgroupLink {
     /// Attaches `program` (a loaded `sock_ops` program) to the cgroup v2
     /// directory `cgroup`.
-    pub fn attach(program: BorrowedFd<'_>, cgroup: &Path) -> Result<Enrollment, KernelError> {
+    pub fn attach(program: BorrowedFd<'_>, cgroup: &Path) -> Result<CgroupLink, KernelError> {
+        CgroupLink::attach_as(program, cgroup, sys::BPF_CGROUP_SOCK_OPS, "the sock_ops program", "BPF_CGROUP_SOCK_OPS")
+    }
+
+    /// Attaches `program` to `cgroup` at `attach_type` (named `hook` in
+    /// errors).
+    pub fn attach_as(
+        program: BorrowedFd<'_>,
+        cgroup: &Path,
+        attach_type: u32,
+        what: &'static str,
+        hook: &'static str,
+    ) -> Result<CgroupLink, KernelError> {
         let dir = open_cgroup(cgroup)?;
-        let link = sys::link_create(program, dir.as_fd(), sys::BPF_CGROUP_SOCK_OPS).map_err(
-            |errno| {
-                KernelError::syscall(
-                    format!(
-                        "BPF_LINK_CREATE of the sock_ops program on cgroup `{}` (BPF_CGROUP_SOCK_OPS)",
-                        cgroup.display()
-                    ),
-                    errno,
-                    "the directory must be on a cgroup2 mount and the kernel must have CONFIG_CGROUP_BPF (5.7+ for links)",
-                )
-            },
-        )?;
-        Ok(Enrollment {
-            cgroup: cgroup.to_owned(),
-            link,
-        })
+        let link = sys::link_create(program, dir.as_fd(), attach_type).map_err(|errno| {
+            KernelError::syscall(
+                format!("BPF_LINK_CREATE of {what} on cgroup `{}` ({hook})", cgroup.display()),
+                errno,
+                "the directory must be on a cgroup2 mount and the kernel must have CONFIG_CGROUP_BPF (5.7+ for links)",
+            )
+        })?;
+        Ok(CgroupLink { cgroup: cgroup.to_owned(), what, hook, link })
     }
 
     /// From now on the cgroup's connections run `program` instead
@@ -175,10 +188,7 @@ impl Enrollment {
     pub fn replace(&self, program: BorrowedFd<'_>) -> Result<(), KernelError> {
         sys::link_update(self.link.as_fd(), program).map_err(|errno| {
             KernelError::syscall(
-                format!(
-                    "BPF_LINK_UPDATE of the sock_ops link on cgroup `{}`",
-                    self.cgroup.display()
-                ),
+                format!("BPF_LINK_UPDATE of {} on cgroup `{}` ({})", self.what, self.cgroup.display(), self.hook),
                 errno,
                 "",
             )
@@ -187,6 +197,11 @@ impl Enrollment {
 
     pub fn cgroup(&self) -> &Path {
         &self.cgroup
+    }
+
+    /// The link's fd (to pin it).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.link.as_fd()
     }
 }
 

@@ -438,6 +438,7 @@ mod tests {
             }],
             redirect_slots: vec![("envoy".into(), 0)],
             source_hash: "0".into(),
+            governed_ports: None,
         }
     }
 

@@ -280,6 +280,7 @@ mod tests {
             }],
             redirect_slots: Vec::new(),
             source_hash: "0".into(),
+            governed_ports: None,
         }
     }
 

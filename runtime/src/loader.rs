@@ -87,13 +87,26 @@ impl KernelProgram {
     /// `l7c_compiler::elf::ObjectBuilder`) and attaches its `sk_msg`
     /// program as `options` say.
     pub fn load(object: &[u8], options: &LoadOptions<'_>) -> Result<KernelProgram, KernelError> {
+        KernelProgram::load_with_max_entries(object, options, &[])
+    }
+
+    /// [`KernelProgram::load`], with the `max_entries` of the maps named in
+    /// `max_entries` set as given instead of as the object says (how
+    /// `l7c run --capacity` sizes `l7_sockets`).
+    pub fn load_with_max_entries(
+        object: &[u8],
+        options: &LoadOptions<'_>,
+        max_entries: &[(&str, u32)],
+    ) -> Result<KernelProgram, KernelError> {
         let meta = read_meta(object)?;
         // aya parses the ELF in place and wants it 4-byte aligned; a
         // caller's slice need not be.
         let aligned = AlignedBytes::copy_of(object);
-        let mut ebpf = EbpfLoader::new()
-            .load(aligned.as_bytes())
-            .map_err(ebpf_error)?;
+        let mut loader = EbpfLoader::new();
+        for (name, entries) in max_entries {
+            loader.map_max_entries(name, *entries);
+        }
+        let mut ebpf = loader.load(aligned.as_bytes()).map_err(ebpf_error)?;
 
         let shapes = map_shapes(&ebpf)?;
         let program = choose_program(&ebpf, options.program)?;
@@ -471,13 +484,15 @@ impl KernelProgram {
     }
 
     /// Loads `program` (not part of the object) as a program of type
-    /// `prog_type`, its map loads resolved to this object's maps by name:
-    /// how the runtime adds the enrollment program to an object built
-    /// without it. The caller owns the returned fd.
+    /// `prog_type` (and `expected_attach_type`, 0 where the type has
+    /// none), its map loads resolved to this object's maps by name: how
+    /// the runtime adds the enrollment gate to an object. The caller owns
+    /// the returned fd.
     pub fn load_companion(
         &self,
         name: &str,
         prog_type: u32,
+        expected_attach_type: u32,
         program: &l7c_compiler::bpf::Program,
     ) -> Result<std::os::fd::OwnedFd, KernelError> {
         let mut code = program.encode();
@@ -498,7 +513,7 @@ impl KernelProgram {
                 *byte = (regs & 0x0f) | (l7c_compiler::bpf::BPF_PSEUDO_MAP_FD << 4);
             }
         }
-        sys::prog_load(prog_type, 0, name, &code).map_err(|(errno, log)| {
+        sys::prog_load(prog_type, expected_attach_type, name, &code).map_err(|(errno, log)| {
             if errno == Errno::EPERM && log.trim().is_empty() {
                 KernelError::NotPermitted {
                     step: format!("BPF_PROG_LOAD of `{name}`"),

@@ -117,6 +117,25 @@ pub struct Snapshot {
     pub source_hash: String,
     /// What the kernel does with kTLS (probed when `l7c run` started).
     pub ktls: crate::probe::KtlsState,
+    /// The enrollment gate: capacity, use and refusals (docs/runtime.md,
+    /// "Capacity").
+    pub gate: GateFigures,
+}
+
+/// The gate's figures for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GateFigures {
+    /// `--capacity`: governed connections one generation may hold.
+    pub capacity: u64,
+    /// Units held in the current generation now.
+    pub used: u64,
+    /// `connect()` calls refused because the capacity was used up, over
+    /// every generation.
+    pub refused_full: u64,
+    /// `connect()` calls refused because the stream socket was not TCP.
+    pub refused_protocol: u64,
+    /// Governed connections that could not be enrolled (each unpoliced).
+    pub unenrolled: u64,
 }
 
 /// The Prometheus text exposition (format 0.0.4) of `snapshot`.
@@ -173,9 +192,34 @@ pub fn render(snapshot: &Snapshot) -> String {
             snapshot.generations.to_string(),
         ),
     ];
-    for (name, kind, help, value) in scalars {
+    let gate: [(&str, &str, &str, String); 3] = [
+        (
+            "l7c_capacity_connections",
+            "gauge",
+            "Governed connections one policy generation may police at once (--capacity); a governed connect() beyond it fails with EPERM.",
+            snapshot.gate.capacity.to_string(),
+        ),
+        (
+            "l7c_capacity_used_connections",
+            "gauge",
+            "Governed connections holding capacity in the current generation now (opening or open).",
+            snapshot.gate.used.to_string(),
+        ),
+        (
+            "l7c_connections_unenrolled_total",
+            "counter",
+            "Governed connections the kernel could not enroll despite the gate: each one is unpoliced (an error; should stay 0).",
+            snapshot.gate.unenrolled.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in scalars.into_iter().chain(gate) {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     }
+    out.push_str("# HELP l7c_connections_refused_total Governed connect() calls refused with EPERM: capacity (the generation's capacity was used up) or protocol (a stream socket that is not TCP, e.g. MPTCP).\n# TYPE l7c_connections_refused_total counter\n");
+    out.push_str(&format!(
+        "l7c_connections_refused_total{{reason=\"capacity\"}} {}\nl7c_connections_refused_total{{reason=\"protocol\"}} {}\n",
+        snapshot.gate.refused_full, snapshot.gate.refused_protocol
+    ));
     out.push_str("# HELP l7c_reloads_total Policy reloads, applied or rejected (the running policy stays).\n# TYPE l7c_reloads_total counter\n");
     out.push_str(&format!(
         "l7c_reloads_total{{result=\"applied\"}} {}\nl7c_reloads_total{{result=\"rejected\"}} {}\n",
@@ -260,6 +304,7 @@ mod tests {
             policies: vec![policy("a", &["r0", "r1"]), policy("b", &["s0"])],
             redirect_slots: Vec::new(),
             source_hash: "abc".into(),
+            governed_ports: None,
         }
     }
 

@@ -232,16 +232,28 @@ fn try_sock_ops() -> Result<String, String> {
         SOCK_KEY_SIZE as u32,
         4,
     ));
+    for map in l7c_compiler::codegen::gate_maps() {
+        object.map(map);
+    }
     let bytes = object.write().map_err(|e| e.to_string())?;
     let program = KernelProgram::load(&bytes, &LoadOptions::default()).map_err(|e| describe(&e))?;
     program
         .load_companion(
             l7c_compiler::enroll::PROGRAM_NAME,
             sys::BPF_PROG_TYPE_SOCK_OPS,
+            0,
             &l7c_compiler::enroll::program(),
         )
-        .map(|_| "the verifier accepted the sock_ops enrollment program".to_owned())
-        .map_err(|e| describe(&e))
+        .map_err(|e| describe(&e))?;
+    for (name, attach_type) in [
+        (l7c_compiler::enroll::gate::PROGRAM_NAME_4, sys::BPF_CGROUP_INET4_CONNECT),
+        (l7c_compiler::enroll::gate::PROGRAM_NAME_6, sys::BPF_CGROUP_INET6_CONNECT),
+    ] {
+        program
+            .load_companion(name, sys::BPF_PROG_TYPE_CGROUP_SOCK_ADDR, attach_type, &l7c_compiler::enroll::gate::program())
+            .map_err(|e| describe(&e))?;
+    }
+    Ok("the verifier accepted the sock_ops enrollment program and the connect4/connect6 gate".to_owned())
 }
 
 fn loopback_pair() -> std::io::Result<(TcpStream, TcpStream)> {

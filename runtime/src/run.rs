@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 use l7c_compiler::abi::{self, Meta};
 use l7c_compiler::enroll;
 
-use crate::cgroup::{check_cgroup, CgroupError, Enrollment, UlpGuard};
+use crate::cgroup::{check_cgroup, CgroupError, CgroupLink, UlpGuard};
 use crate::error::KernelError;
 use crate::events::{self, PortPair};
 use crate::loader::{KernelProgram, LoadOptions};
@@ -50,8 +50,23 @@ const RETIRE_GRACE: Duration = Duration::from_secs(1);
 /// How long to wait for a redirect target to accept.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Connections one generation may police at once unless `--capacity`
+/// says otherwise: 65,536, about what one node's client processes keep
+/// open to governed services (each costs a socket-map element and its
+/// `l7_conn` state, ~0.5 KiB of kernel memory).
+pub const DEFAULT_CAPACITY: u32 = 65_536;
+
+/// `l7_sockets` holds `capacity` plus this margin: the gate checks the
+/// capacity in `connect()` and reserves a unit a few microseconds later
+/// (`enroll.rs`, "Capacity"), so connections racing through that window
+/// may exceed it by a few; the margin keeps the map from ever being the
+/// limit.
+pub fn socket_map_entries(capacity: u32) -> u32 {
+    capacity.saturating_add(1024 + capacity / 16)
+}
+
 /// What `l7c run` was asked for, besides the policy.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunConfig {
     /// The cgroup v2 directory whose processes' connections are enrolled.
     pub cgroup: PathBuf,
@@ -60,6 +75,21 @@ pub struct RunConfig {
     /// Report every verdict as an event (`abi::config::EVENTS_ALL`), not
     /// only logged rules and audit-mode verdicts.
     pub events_all: bool,
+    /// Governed connections one generation polices at once; a governed
+    /// `connect()` beyond it fails with `EPERM` (docs/runtime.md,
+    /// "Capacity").
+    pub capacity: u32,
+}
+
+impl Default for RunConfig {
+    fn default() -> RunConfig {
+        RunConfig {
+            cgroup: PathBuf::new(),
+            redirects: Vec::new(),
+            events_all: false,
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
 }
 
 /// Why a policy could not be started or reloaded.
@@ -109,6 +139,15 @@ struct Generation {
     /// The enrollment program's fd: the object's own `sock_ops` program
     /// (duplicated fd) or the one loaded next to it.
     enroll: OwnedFd,
+    /// The gate (`enroll::gate`) loaded against this generation's maps,
+    /// for `connect4` and `connect6`.
+    gate4: OwnedFd,
+    gate6: OwnedFd,
+    /// The gate's `sock_create` half (`enroll::gate::socket_program`).
+    gate_socket: OwnedFd,
+    /// The gate record at the last poll (refusals are reported as they
+    /// grow).
+    gate_seen: abi::gate::Gate,
     /// Connected sockets the redirect slots point at; replies are read
     /// and discarded so they never fill the receive buffer.
     targets: Vec<TcpStream>,
@@ -134,13 +173,27 @@ impl Generation {
                 });
             }
         }
-        let mut program = KernelProgram::load(
+        let mut program = KernelProgram::load_with_max_entries(
             object,
             &LoadOptions {
                 program: None,
                 attach_map: Some(abi::maps::SOCKETS),
             },
+            &[(abi::maps::SOCKETS, socket_map_entries(config.capacity))],
         )?;
+        // The gate's capacity and ports, before any program that reads
+        // them is attached (until then a missing record would refuse).
+        let gate = abi::gate::Gate {
+            capacity: u64::from(config.capacity),
+            all_ports: u64::from(meta.governed_ports.is_none()),
+            ..abi::gate::Gate::default()
+        };
+        program.write_array(abi::maps::GATE, 0, &gate.to_bytes())?;
+        for (index, word) in abi::gate::port_words(meta.governed_ports.as_deref()).iter().enumerate() {
+            if *word != 0 {
+                program.write_array(abi::maps::GATE_PORTS, index as u32, &word.to_ne_bytes())?;
+            }
+        }
         if config.events_all {
             program.write_array(
                 abi::maps::CONFIG,
@@ -197,13 +250,37 @@ impl Generation {
             program.load_companion(
                 enroll::PROGRAM_NAME,
                 sys::BPF_PROG_TYPE_SOCK_OPS,
+                0,
                 &enroll::program(),
             )?
         };
+        let gate = enroll::gate::program();
+        let gate4 = program.load_companion(
+            enroll::gate::PROGRAM_NAME_4,
+            sys::BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+            sys::BPF_CGROUP_INET4_CONNECT,
+            &gate,
+        )?;
+        let gate6 = program.load_companion(
+            enroll::gate::PROGRAM_NAME_6,
+            sys::BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+            sys::BPF_CGROUP_INET6_CONNECT,
+            &gate,
+        )?;
+        let gate_socket = program.load_companion(
+            enroll::gate::PROGRAM_NAME_SOCKET,
+            sys::BPF_PROG_TYPE_CGROUP_SOCK,
+            sys::BPF_CGROUP_INET_SOCK_CREATE,
+            &enroll::gate::socket_program(),
+        )?;
         Ok(Generation {
             program,
             meta: meta.clone(),
             enroll,
+            gate4,
+            gate6,
+            gate_socket,
+            gate_seen: abi::gate::Gate::default(),
             targets,
             retired_at: None,
             empty_polls: 0,
@@ -213,6 +290,12 @@ impl Generation {
 
     fn enrolled_keys(&self) -> Result<Vec<Vec<u8>>, KernelError> {
         self.program.keys(abi::maps::SOCKETS)
+    }
+
+    /// The gate record now.
+    fn gate(&self) -> Result<abi::gate::Gate, KernelError> {
+        let bytes = self.program.lookup(abi::maps::GATE, &0u32.to_ne_bytes())?.unwrap_or_default();
+        Ok(abi::gate::Gate::from_bytes(&bytes).unwrap_or_default())
     }
 
     /// Reads and discards what redirect targets answered.
@@ -236,6 +319,70 @@ fn known_targets(meta: &Meta) -> String {
         .join(", ")
 }
 
+/// The session's links on the cgroup: the gate's two halves and the
+/// enrollment program, all running the current generation's programs.
+#[derive(Debug)]
+struct Links {
+    // Drop order: the enrollment first, then the gate.
+    enroll: CgroupLink,
+    gate4: CgroupLink,
+    gate6: CgroupLink,
+    gate_socket: CgroupLink,
+}
+
+impl Links {
+    /// The gate first: a connection that the enrollment will see has
+    /// passed it.
+    fn attach(generation: &Generation, cgroup: &Path) -> Result<Links, KernelError> {
+        let gate4 = CgroupLink::attach_as(
+            generation.gate4.as_fd(),
+            cgroup,
+            sys::BPF_CGROUP_INET4_CONNECT,
+            "the enrollment gate",
+            "BPF_CGROUP_INET4_CONNECT",
+        )?;
+        let gate6 = CgroupLink::attach_as(
+            generation.gate6.as_fd(),
+            cgroup,
+            sys::BPF_CGROUP_INET6_CONNECT,
+            "the enrollment gate",
+            "BPF_CGROUP_INET6_CONNECT",
+        )?;
+        let gate_socket = CgroupLink::attach_as(
+            generation.gate_socket.as_fd(),
+            cgroup,
+            sys::BPF_CGROUP_INET_SOCK_CREATE,
+            "the enrollment gate",
+            "BPF_CGROUP_INET_SOCK_CREATE",
+        )?;
+        let enroll = CgroupLink::attach(generation.enroll.as_fd(), cgroup)?;
+        Ok(Links { enroll, gate4, gate6, gate_socket })
+    }
+
+    /// Points every link at `next`'s programs; if one update fails, the
+    /// links already moved go back to `current`'s, so the cgroup never
+    /// runs a mix of two generations.
+    fn replace(&self, next: &Generation, current: &Generation) -> Result<(), KernelError> {
+        let steps: [(&CgroupLink, &OwnedFd, &OwnedFd); 4] = [
+            (&self.gate_socket, &next.gate_socket, &current.gate_socket),
+            (&self.gate4, &next.gate4, &current.gate4),
+            (&self.gate6, &next.gate6, &current.gate6),
+            (&self.enroll, &next.enroll, &current.enroll),
+        ];
+        for (done, (link, new, _)) in steps.iter().enumerate() {
+            if let Err(error) = link.replace(new.as_fd()) {
+                for (link, _, old) in steps.iter().take(done) {
+                    // Best effort: an update that just worked with the
+                    // other program works with this one.
+                    let _ = link.replace(old.as_fd());
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What one [`Session::poll`] found.
 #[derive(Debug, Default)]
 pub struct Polled {
@@ -245,15 +392,19 @@ pub struct Polled {
     pub unreadable: u64,
     /// Generations freed because their last connection closed.
     pub freed: usize,
+    /// What the gate refused or could not enroll since the last poll, one
+    /// line each for the log (also in `events` as `"kind":"refused"` /
+    /// `"kind":"unenrolled"` lines).
+    pub notices: Vec<String>,
 }
 
 /// A running policy (module docs).
 pub struct Session {
     config: RunConfig,
     cgroup_label: String,
-    // Field order is drop order: the link goes first (no new
+    // Field order is drop order: the links go first (no new
     // enrollments), then the generations.
-    enrollment: Enrollment,
+    links: Links,
     /// Refuses `TCP_ULP` to the cgroup's sockets (dropped after the
     /// enrollment link: declared after it).
     _ulp_guard: UlpGuard,
@@ -263,6 +414,8 @@ pub struct Session {
     retired: Vec<Generation>,
     /// Counts of freed generations, so counters never go down.
     carried: Counters,
+    /// Gate refusals and enrollment failures over every generation.
+    gate_totals: abi::gate::Gate,
     /// Addresses of recently enrolled connections, by the ports events
     /// carry.
     addresses: HashMap<PortPair, (SocketAddr, SocketAddr)>,
@@ -292,16 +445,17 @@ impl Session {
         let current = Generation::load(object, meta, &config)?;
         // Before the enrollment: no enrolled socket may take the tls ULP.
         let ulp_guard = UlpGuard::attach(&config.cgroup)?;
-        let enrollment = Enrollment::attach(current.enroll.as_fd(), &config.cgroup)?;
+        let links = Links::attach(&current, &config.cgroup)?;
         Ok(Session {
             _ulp_guard: ulp_guard,
             ktls: crate::probe::ktls_state(),
             cgroup_label: config.cgroup.display().to_string(),
             config,
-            enrollment,
+            links,
             current,
             retired: Vec::new(),
             carried: Counters::default(),
+            gate_totals: abi::gate::Gate::default(),
             addresses: HashMap::new(),
             enrolled: 0,
             events_written: 0,
@@ -315,7 +469,7 @@ impl Session {
     /// the running policy stays and the error says why.
     pub fn reload(&mut self, object: &[u8], meta: &Meta) -> Result<(), RunError> {
         let result = Generation::load(object, meta, &self.config).and_then(|next| {
-            self.enrollment.replace(next.enroll.as_fd())?;
+            self.links.replace(&next, &self.current)?;
             Ok(next)
         });
         match result {
@@ -398,6 +552,42 @@ impl Session {
             }
         }
         self.events_dropped += polled.unreadable;
+        for generation in std::iter::once(&mut self.current).chain(self.retired.iter_mut()) {
+            let gate = generation.gate()?;
+            let seen = std::mem::replace(&mut generation.gate_seen, gate);
+            let build = &generation.meta.source_hash;
+            let time = events::rfc3339(wall_now);
+            let mut report = |kind: &str, reason: &str, count: u64, line: String| {
+                if count == 0 {
+                    return;
+                }
+                polled.notices.push(line);
+                polled.events.push(format!(
+                    "{{\"kind\":\"{kind}\",\"time\":{},\"reason\":\"{reason}\",\"connections\":{count},\"capacity\":{},\"used\":{},\"cgroup\":{},\"build\":{}}}",
+                    events::json_string(&time),
+                    gate.capacity,
+                    gate.used,
+                    events::json_string(&cgroup),
+                    events::json_string(build)
+                ));
+            };
+            let full = gate.refused_full.saturating_sub(seen.refused_full);
+            report("refused", "capacity", full, format!(
+                "l7c: refused {full} governed connect() call(s) with EPERM: the capacity of {} connections was in use ({} held now); raise --capacity or find who holds them (l7c_capacity_used_connections)",
+                gate.capacity, gate.used
+            ));
+            let protocol = gate.refused_protocol.saturating_sub(seen.refused_protocol);
+            report("refused", "protocol", protocol, format!(
+                "l7c: refused {protocol} socket()/connect() call(s) with EPERM: an IP stream socket that is not TCP (MPTCP, SCTP) cannot be policed"
+            ));
+            let unenrolled = gate.unenrolled.saturating_sub(seen.unenrolled);
+            report("unenrolled", "map-full", unenrolled, format!(
+                "l7c: ERROR: {unenrolled} governed connection(s) could not be enrolled (the socket map was full despite the gate) and are NOT policed; please report this with `l7c status`"
+            ));
+            self.gate_totals.refused_full += full;
+            self.gate_totals.refused_protocol += protocol;
+            self.gate_totals.unenrolled += unenrolled;
+        }
         // Free retired generations with no connection left.
         let mut index = 0;
         while let Some(generation) = self.retired.get_mut(index) {
@@ -442,6 +632,13 @@ impl Session {
             generations: 1 + self.retired.len(),
             source_hash: self.current.meta.source_hash.clone(),
             ktls: self.ktls.clone(),
+            gate: crate::metrics::GateFigures {
+                capacity: u64::from(self.config.capacity),
+                used: self.current.gate_seen.used,
+                refused_full: self.gate_totals.refused_full,
+                refused_protocol: self.gate_totals.refused_protocol,
+                unenrolled: self.gate_totals.unenrolled,
+            },
         })
     }
 
@@ -468,7 +665,7 @@ impl Session {
     }
 
     pub fn cgroup(&self) -> &Path {
-        self.enrollment.cgroup()
+        self.links.enroll.cgroup()
     }
 }
 

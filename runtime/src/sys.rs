@@ -153,6 +153,15 @@ pub const BPF_CGROUP_SOCK_OPS: u32 = 3;
 pub const BPF_PROG_TYPE_CGROUP_SOCKOPT: u32 = 25;
 /// `BPF_CGROUP_SETSOCKOPT` in `enum bpf_attach_type`.
 pub const BPF_CGROUP_SETSOCKOPT: u32 = 22;
+/// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR`.
+pub const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+/// `BPF_CGROUP_INET4_CONNECT` and `BPF_CGROUP_INET6_CONNECT` in `enum
+/// bpf_attach_type`.
+pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+pub const BPF_CGROUP_INET6_CONNECT: u32 = 11;
+/// `BPF_PROG_TYPE_CGROUP_SOCK` and `BPF_CGROUP_INET_SOCK_CREATE`.
+pub const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
+pub const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
 
 /// Like [`bpf`], for the commands that return a new file descriptor.
 fn bpf_fd<T>(cmd: libc::c_long, attr: &mut T) -> Result<std::os::fd::OwnedFd, Errno> {

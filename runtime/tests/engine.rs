@@ -74,6 +74,7 @@ fn meta() -> Meta {
         }],
         redirect_slots: vec![("envoy".into(), 1)],
         source_hash: "0".into(),
+        governed_ports: None,
     }
 }
 

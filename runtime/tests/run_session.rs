@@ -226,6 +226,9 @@ fn the_objects_own_enrollment_program_is_used() {
     object.program(codegen::PROGRAM_SECTION, codegen::PROGRAM_NAME, drop_all.finish().unwrap());
     object.program(l7c_compiler::enroll::SECTION, l7c_compiler::enroll::PROGRAM_NAME, l7c_compiler::enroll::program());
     object.map(l7c_compiler::elf::MapDef::sock_hash(l7c_compiler::abi::maps::SOCKETS, 44, 64));
+    for map in codegen::gate_maps() {
+        object.map(map);
+    }
     let object = object.write().unwrap();
     let meta = deny_all().meta;
     let session = Session::start(&object, &meta, config(&cgroup)).expect("start");
@@ -527,6 +530,9 @@ fn reporting_object(meta: &l7c_compiler::abi::Meta) -> Vec<u8> {
     object.map(MapDef::percpu_array(abi::maps::COUNTERS, DataType::U64, counters));
     object.map(MapDef::ring_buf(abi::maps::EVENTS, 64 * 1024));
     object.map(MapDef::array(abi::maps::CONFIG, DataType::U32, 1));
+    for map in codegen::gate_maps() {
+        object.map(map);
+    }
     object.write().expect("the reporting object")
 }
 
@@ -607,4 +613,153 @@ fn the_cgroup_cannot_take_the_tls_ulp_while_running() {
     assert_eq!(ulp_errno(&cgroup, &listener), Some(libc::EPERM), "refused while l7c run runs");
     drop(session);
     assert_eq!(ulp_errno(&cgroup, &listener), Some(before), "back to the kernel's answer after it stops");
+}
+
+/// What a Python client in the cgroup printed, one word per connection.
+fn python_in(cgroup: &Cgroup, script: &str) -> Vec<String> {
+    let output = Command::new("bash")
+        .args([
+            "-c",
+            &format!("echo $$ > {}/cgroup.procs && exec python3 -c \"$0\"", cgroup.0.display()),
+            script,
+        ])
+        .output()
+        .expect("python3 in the cgroup");
+    assert!(output.status.success(), "python3 failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_owned).collect()
+}
+
+/// Listens on `addr`, accepts every connection and keeps it open until the
+/// process ends; every byte any connection delivers is appended to the
+/// returned buffer.
+fn hold_accepting(addr: &str) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind(addr).expect("listen");
+    let bound = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&received);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let sink = std::sync::Arc::clone(&sink);
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buffer[..n]);
+                }
+                // Held open until the peer closes.
+            });
+        }
+    });
+    (bound, received)
+}
+
+/// Issue 10, part 2: a process in the cgroup cannot switch policing off by
+/// exhausting the socket map. With `capacity` 3, governed connections
+/// past the third fail in `connect()` with EPERM (the application sees
+/// it), are counted and reported; connections to a port no policy
+/// selects are never refused and take no capacity; a closed connection
+/// gives its unit back; and a request the policy denies is still denied
+/// after the flood.
+#[test]
+fn a_full_capacity_refuses_governed_connects_and_never_lets_one_through_unpoliced() {
+    let test = "a_full_capacity_refuses_governed_connects_and_never_lets_one_through_unpoliced";
+    let Some(cgroup) = ready(test) else { return };
+    if Command::new("python3").arg("-c").arg("1").status().is_err() {
+        eprintln!("SKIPPED {test}: python3 is not installed");
+        return;
+    }
+    let (governed, received) = hold_accepting("127.0.0.1:18150");
+    let (free, _) = hold_accepting("127.0.0.1:18151");
+    let policy = format!(
+        "policy \"p\" {{\n  scope remote port {}\n  default deny\n  rule \"pub\" {{ method GET  path prefix \"/pub\"  allow }}\n}}\n",
+        governed.port()
+    );
+    let compilation = compile_text("capacity.l7", &policy, None);
+    let compiled = codegen::compile(compilation.checked.as_ref().expect("checks"), &codegen::Options::default()).expect("compiles");
+    assert_eq!(compiled.meta.governed_ports, Some(vec![governed.port()]));
+    let mut session = Session::start(&compiled.object, &compiled.meta, RunConfig { capacity: 3, ..config(&cgroup) }).expect("start");
+
+    let script = format!(
+        r#"
+import socket, errno, time
+def connect(port):
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", port))
+        return s, "ok"
+    except OSError as e:
+        return None, errno.errorcode.get(e.errno, str(e.errno))
+held = []
+try:
+    m = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+except OSError as e:
+    print("mptcp:unavailable-" + errno.errorcode.get(e.errno, str(e.errno)))
+else:
+    try:
+        m.connect(("127.0.0.1", {g}))
+        print("mptcp:ok")
+        m.sendall(b"GET /admin/mptcp HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.3)
+        m.close()
+    except OSError as e:
+        print("mptcp:" + errno.errorcode.get(e.errno, str(e.errno)))
+for i in range(5):
+    s, word = connect({g})
+    print("governed:" + word)
+    if s: held.append(s)
+for i in range(20):
+    s, word = connect({f})
+    print("free:" + word)
+    if s: held.append(s)
+held[0].close()
+time.sleep(0.3)
+s, word = connect({g})
+print("after-close:" + word)
+try:
+    s.sendall(b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n")
+    time.sleep(0.2)
+    s.sendall(b"x")
+    print("denied-request:sent")
+except OSError as e:
+    print("denied-request:" + errno.errorcode.get(e.errno, str(e.errno)))
+"#,
+        g = governed.port(),
+        f = free.port()
+    );
+    let words = python_in(&cgroup, &script);
+    println!("client saw: {words:?}");
+    let delivered = String::from_utf8_lossy(&received.lock().unwrap()).into_owned();
+    assert!(!delivered.contains("/admin"), "a denied request reached the server: {delivered:?}");
+    let count = |word: &str| words.iter().filter(|w| *w == word).count();
+    assert_eq!(count("governed:ok"), 3, "{words:?}");
+    assert_eq!(count("governed:EPERM"), 2, "{words:?}");
+    assert_eq!(count("free:ok"), 20, "connections no policy selects are never refused: {words:?}");
+    assert!(words.contains(&"after-close:ok".to_owned()), "a closed connection gives its unit back: {words:?}");
+    assert!(words.contains(&"denied-request:EACCES".to_owned()), "{words:?}");
+    // MPTCP: its bytes reach a TCP subflow without passing sk_msg, so
+    // socket() of one fails in the cgroup.
+    let mptcp = words.iter().find(|w| w.starts_with("mptcp:")).cloned().unwrap_or_default();
+    let mptcp_refused = mptcp == "mptcp:unavailable-EPERM";
+    if mptcp.starts_with("mptcp:unavailable") && !mptcp_refused {
+        eprintln!("SKIPPED part of {test}: this kernel has no MPTCP ({mptcp}); the gate's protocol check was not exercised");
+    } else {
+        assert!(mptcp_refused, "socket(IPPROTO_MPTCP) must be refused in the cgroup: {words:?}");
+    }
+
+    let polled = session.poll().expect("poll");
+    println!("notices: {:?}\nevents: {:?}", polled.notices, polled.events);
+    assert!(polled.notices.iter().any(|n| n.contains("refused 2 governed connect() call(s) with EPERM: the capacity of 3")), "{:?}", polled.notices);
+    assert!(polled.events.iter().any(|e| e.contains("\"kind\":\"refused\"") && e.contains("\"reason\":\"capacity\"") && e.contains("\"connections\":2")), "{:?}", polled.events);
+    let snapshot = session.snapshot().unwrap();
+    assert_eq!(snapshot.gate.capacity, 3);
+    assert_eq!(snapshot.gate.refused_full, 2);
+    assert_eq!(snapshot.gate.unenrolled, 0);
+    assert_eq!(snapshot.gate.refused_protocol, u64::from(mptcp_refused));
+    // The python client has exited: every unit came back.
+    assert!(poll_until(&mut session, Duration::from_secs(3), |s| s.snapshot().unwrap().gate.used == 0), "units leaked: {:?}", session.snapshot().unwrap().gate);
+    let text = l7c_runtime::metrics::render(&session.snapshot().unwrap());
+    assert!(text.contains("l7c_connections_refused_total{reason=\"capacity\"} 2"), "{text}");
+    assert!(text.contains("l7c_capacity_connections 3"), "{text}");
 }

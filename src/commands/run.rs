@@ -54,6 +54,11 @@ pub struct Args {
     /// Report every verdict, not only `log` rules and audit-mode verdicts
     #[arg(long)]
     events_all: bool,
+    /// Governed connections policed at once; a governed connect() beyond it
+    /// fails with EPERM (connections to ports no policy selects do not count)
+    #[arg(long, value_name = "N", default_value_t = l7c_runtime::run::DEFAULT_CAPACITY,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    capacity: u32,
 }
 
 fn parse_redirect(text: &str) -> Result<(String, SocketAddr), String> {
@@ -193,6 +198,7 @@ pub fn run(args: Args) -> Status {
         cgroup: args.cgroup.clone(),
         redirects: args.redirects.clone(),
         events_all: args.events_all,
+        capacity: args.capacity,
     };
     let mut session = match Session::start(&compiled.object, &compiled.meta, config) {
         Ok(session) => session,
@@ -267,6 +273,9 @@ pub fn run(args: Args) -> Status {
         }
         match session.poll() {
             Ok(polled) => {
+                for notice in &polled.notices {
+                    eprintln!("{notice}");
+                }
                 if polled.freed > 0 {
                     eprintln!(
                         "l7c: {} older policy generation(s) freed: their last connection closed",

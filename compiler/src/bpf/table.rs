@@ -252,6 +252,7 @@ helper_table! {
     KtimeGetNs = 5, "bpf_ktime_get_ns", 0;
     GetCurrentPidTgid = 14, "bpf_get_current_pid_tgid", 0;
     SockMapUpdate = 53, "bpf_sock_map_update", 4;
+    SockOpsCbFlagsSet = 59, "bpf_sock_ops_cb_flags_set", 2;
     MsgRedirectMap = 60, "bpf_msg_redirect_map", 4;
     MsgApplyBytes = 61, "bpf_msg_apply_bytes", 2;
     MsgCorkBytes = 62, "bpf_msg_cork_bytes", 2;

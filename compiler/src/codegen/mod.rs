@@ -222,6 +222,18 @@ fn maps(meta: &Meta, state_bytes: u32) -> Vec<MapDef> {
         MapDef::ring_buf(abi::maps::EVENTS, 256 * 1024),
         MapDef::array(abi::maps::CONFIG, crate::elf::DataType::U32, abi::config::ENTRIES),
     ]
+    .into_iter()
+    .chain(gate_maps())
+    .collect()
+}
+
+/// The enrollment gate's maps (`enroll.rs`, "Capacity"), in every object.
+pub fn gate_maps() -> Vec<MapDef> {
+    vec![
+        MapDef::array(abi::maps::GATE, crate::elf::DataType::Bytes(abi::gate::SIZE), 1),
+        MapDef::sk_storage(abi::maps::GATE_MARKS, crate::elf::DataType::U32),
+        MapDef::array(abi::maps::GATE_PORTS, crate::elf::DataType::U32, abi::gate::PORT_WORDS),
+    ]
 }
 
 /// `.l7.meta`: policies, rule names, redirect slots (targets in name order,
@@ -251,7 +263,19 @@ pub fn meta(program: &Policies) -> Meta {
         policies,
         redirect_slots: targets.into_iter().enumerate().map(|(slot, name)| (name, slot as u32)).collect(),
         source_hash: format!("{:016x}", fnv1a64(format!("{:?}", program.policies).as_bytes())),
+        governed_ports: governed_ports(program),
     }
+}
+
+/// The remote ports some policy can select, sorted; `None` when a policy
+/// selects any remote port (no `remote port` in its scope). With no policy
+/// at all no port is governed.
+fn governed_ports(program: &Policies) -> Option<Vec<u16>> {
+    let mut ports = BTreeSet::new();
+    for policy in &program.policies {
+        ports.extend(policy.scope.remote_ports.as_ref()?.iter().copied());
+    }
+    Some(ports.into_iter().collect())
 }
 
 /// FNV-1a 64. `Checked` carries the resolved policies, not the source
