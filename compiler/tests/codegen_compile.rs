@@ -1,7 +1,13 @@
 //! The code generator (`codegen::compile`): the `asm` listing of every
 //! example and every conformance policy (insta snapshots; the kernel
 //! tests load each of them under the verifier), determinism, what it
-//! refuses and how, and the program frame's listing.
+//! refuses and how, and the program frame's listing. A conformance policy
+//! the generator refuses (`CodegenError::Unsupported`) is reported as
+//! `SKIPPED`, as the kernel conformance runner does; one that does not
+//! compile yet is left out while tests/conformance/PENDING.toml lists it.
+
+#[path = "../../tests/pending/mod.rs"]
+mod pending;
 
 use l7c_compiler::check::Checked;
 use l7c_compiler::codegen::{self, CodegenError, HeadPhase, Options};
@@ -35,24 +41,28 @@ fn examples() -> Vec<(String, Checked)> {
         .collect()
 }
 
-/// The text between `policy = '''` and `'''` of each conformance file.
+/// The policy of each conformance file (the repository's copies) that
+/// compiles; the others must be pending as a whole (PENDING.toml).
 fn conformance() -> Vec<(String, Checked)> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(root().join("tests/conformance"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    paths.sort();
-    paths
-        .into_iter()
-        .filter_map(|path| {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let start = text.find("policy = '''")? + "policy = '''".len();
-            let end = start + text[start..].find("'''")?;
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            Some((name.clone(), checked_text(&format!("{name}.l7"), &text[start..end])))
-        })
-        .collect()
+    let dir = pending::conformance_dir(env!("CARGO_MANIFEST_DIR"));
+    let list = pending::Pending::read(&dir);
+    let mut ledger = list.policies();
+    let mut out = Vec::new();
+    let mut failures = Vec::new();
+    for path in pending::case_files(&dir) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let file = format!("{name}.toml");
+        let policy = pending::policy_of(&text).unwrap_or_else(|| panic!("{file} has no policy"));
+        match ledger.policy(&file, 0, pending::compiles(&file, policy)) {
+            Ok(true) => out.push((name.clone(), checked_text(&format!("{name}.l7"), policy))),
+            Ok(false) => {}
+            Err(failure) => failures.push(failure),
+        }
+    }
+    failures.extend(ledger.finish());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    out
 }
 
 #[test]
@@ -60,7 +70,14 @@ fn the_listing_of_every_example_and_conformance_policy() {
     let all: Vec<(String, Checked)> = examples().into_iter().chain(conformance().into_iter().map(|(n, c)| (format!("conformance_{n}"), c))).collect();
     assert!(all.len() >= 14, "found {} policies", all.len());
     for (name, checked) in &all {
-        let compiled = codegen::compile(checked, &Options::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let compiled = match codegen::compile(checked, &Options::default()) {
+            Ok(compiled) => compiled,
+            Err(error @ CodegenError::Unsupported { .. }) if name.starts_with("conformance_") => {
+                println!("SKIPPED the listing of {name}: {error}");
+                continue;
+            }
+            Err(error) => panic!("{name}: {error}"),
+        };
         for function in ["l7_scan_p0", "l7_collect_p0", "l7_decide_p0", "l7_chunk_p0", "l7_report"] {
             assert!(compiled.listing.contains(&format!("{function}:")), "{name}: no {function} in the listing");
         }

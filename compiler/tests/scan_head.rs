@@ -11,6 +11,9 @@
 
 mod scan_common;
 use scan_common::Rng;
+/// The conformance case files (tests/conformance/, without PENDING.toml).
+#[path = "../../tests/pending/mod.rs"]
+mod pending;
 
 use l7c_compiler::eval::{self, parse_head, HeadViolation, HttpVersion, ParseHeadError, ParsedHead, Reason, TargetForm};
 use l7c_compiler::http::{hex_value, is_tchar, MalformedKind};
@@ -21,7 +24,6 @@ use l7c_compiler::model::{
 use l7c_compiler::scan::{walk_head, Form, Framing, HeadProgress, HeadTables, RecordingHooks, Violation};
 use l7c_compiler::source::Span;
 use proptest::prelude::*;
-use std::path::Path;
 
 fn tables() -> &'static HeadTables {
     HeadTables::shared().expect("the scanner tables build")
@@ -135,11 +137,8 @@ fn scan_header_ids_match_lowering() {
 /// `input = "..."` (TOML basic string) and `input_hex = "..."` lines, with
 /// the limits of the file's policy.
 fn conformance_inputs() -> Vec<(String, Vec<u8>, Limits)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("conformance dir").flatten().map(|entry| entry.path()).collect();
-    files.sort();
     let mut inputs = Vec::new();
-    for path in files.into_iter().filter(|path| path.extension().is_some_and(|ext| ext == "toml")) {
+    for path in pending::case_files(&pending::conformance_dir(env!("CARGO_MANIFEST_DIR"))) {
         let text = std::fs::read_to_string(&path).expect("readable");
         let limits = policy_limits(&text);
         for line in text.lines() {
