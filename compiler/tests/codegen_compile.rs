@@ -44,25 +44,14 @@ fn examples() -> Vec<(String, Checked)> {
 /// The policy of each conformance file (the repository's copies) that
 /// compiles; the others must be pending as a whole (PENDING.toml).
 fn conformance() -> Vec<(String, Checked)> {
-    let dir = pending::conformance_dir(env!("CARGO_MANIFEST_DIR"));
-    let list = pending::Pending::read(&dir);
-    let mut ledger = list.policies();
-    let mut out = Vec::new();
-    let mut failures = Vec::new();
-    for path in pending::case_files(&dir) {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let file = format!("{name}.toml");
-        let policy = pending::policy_of(&text).unwrap_or_else(|| panic!("{file} has no policy"));
-        match ledger.policy(&file, 0, pending::compiles(&file, policy)) {
-            Ok(true) => out.push((name.clone(), checked_text(&format!("{name}.l7"), policy))),
-            Ok(false) => {}
-            Err(failure) => failures.push(failure),
-        }
-    }
-    failures.extend(ledger.finish());
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    out
+    pending::compiling_policies(env!("CARGO_MANIFEST_DIR"))
+        .into_iter()
+        .map(|case| {
+            let name = case.file.trim_end_matches(".toml").to_owned();
+            let checked = checked_text(&format!("{name}.l7"), &case.policy);
+            (name, checked)
+        })
+        .collect()
 }
 
 #[test]

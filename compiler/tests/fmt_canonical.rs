@@ -329,24 +329,10 @@ fn l7_files(dir: &Path, found: &mut Vec<PathBuf>) {
 /// while PENDING.toml lists its whole file (said on stdout); any other
 /// policy that does not compile, or a listed one that compiles, fails.
 fn conformance_policies() -> Vec<(String, String)> {
-    let dir = pending::conformance_dir(env!("CARGO_MANIFEST_DIR"));
-    let list = pending::Pending::read(&dir);
-    let mut ledger = list.policies();
-    let mut policies = Vec::new();
-    let mut failures = Vec::new();
-    for path in pending::case_files(&dir) {
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let source = pending::policy_of(&text).unwrap_or_else(|| panic!("{name} has no policy"));
-        match ledger.policy(&name, 0, pending::compiles(&name, source)) {
-            Ok(true) => policies.push((path.display().to_string(), source.to_string())),
-            Ok(false) => {}
-            Err(failure) => failures.push(failure),
-        }
-    }
-    failures.extend(ledger.finish());
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    policies
+    pending::compiling_policies(env!("CARGO_MANIFEST_DIR"))
+        .into_iter()
+        .map(|case| (case.path.display().to_string(), case.policy))
+        .collect()
 }
 
 /// Every source the properties are checked on.

@@ -92,22 +92,9 @@ mod lower {
                 out.push((path.display().to_string(), text, path.parent().map(Path::to_path_buf)));
             }
         }
-        let conformance = pending::conformance_dir(env!("CARGO_MANIFEST_DIR"));
-        let list = pending::Pending::read(&conformance);
-        let mut ledger = list.policies();
-        let mut failures = Vec::new();
-        for path in pending::case_files(&conformance) {
-            let toml = std::fs::read_to_string(&path).unwrap();
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let policy = pending::policy_of(&toml).unwrap_or_else(|| panic!("{name} has no policy"));
-            match ledger.policy(&name, 0, pending::compiles(&name, policy)) {
-                Ok(true) => out.push((path.display().to_string(), policy.to_string(), None)),
-                Ok(false) => {}
-                Err(failure) => failures.push(failure),
-            }
+        for case in pending::compiling_policies(env!("CARGO_MANIFEST_DIR")) {
+            out.push((case.path.display().to_string(), case.policy, None));
         }
-        failures.extend(ledger.finish());
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
         let shared = root.join("../shared").canonicalize().unwrap_or_else(|_| root.join("../shared"));
         let api30 = shared.join("bench/api30.l7");
         match std::fs::read_to_string(&api30) {

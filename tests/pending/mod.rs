@@ -316,3 +316,38 @@ fn strings(value: &str) -> Result<Vec<String>, String> {
     }
     Ok(out)
 }
+
+/// One conformance file's policy, for the runners of policies only.
+pub struct CasePolicy {
+    /// `basics.toml`.
+    pub file: String,
+    pub path: PathBuf,
+    pub policy: String,
+}
+
+/// The policy of every case file under `manifest_dir`'s tests/conformance
+/// that compiles, for the runners of the policies only (formatting, checks,
+/// lowering, code generation). A file pending as a whole is left out (said
+/// on stdout) while its policy still does not compile; any other policy
+/// that does not compile, a listed one that compiles, or an entry that
+/// names no file fails the calling test.
+pub fn compiling_policies(manifest_dir: &str) -> Vec<CasePolicy> {
+    let dir = conformance_dir(manifest_dir);
+    let list = Pending::read(&dir);
+    let mut ledger = list.policies();
+    let mut policies = Vec::new();
+    let mut failures = Vec::new();
+    for path in case_files(&dir) {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let policy = policy_of(&text).unwrap_or_else(|| panic!("{file} has no policy"));
+        match ledger.policy(&file, 0, compiles(&file, policy)) {
+            Ok(true) => policies.push(CasePolicy { file, policy: policy.to_owned(), path }),
+            Ok(false) => {}
+            Err(failure) => failures.push(failure),
+        }
+    }
+    failures.extend(ledger.finish());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    policies
+}
