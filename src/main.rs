@@ -32,8 +32,12 @@ enum Command {
     Eval(commands::eval::Args),
     /// Show, for one stream, canonicalization, each rule tried, and the verdicts
     Explain(commands::explain::Args),
-    /// Enforce a policy on the TCP connections of a cgroup until SIGINT/SIGTERM
+    /// Enforce a policy on the TCP connections of a cgroup (it stays in force after the agent exits)
     Run(commands::run::Args),
+    /// Lift the enforcement on a cgroup: stop its agent, remove everything from the kernel
+    Stop(commands::stop::Args),
+    /// Show what is enforced on this node: cgroups, policies, generations, connections
+    Status(commands::status::Args),
     /// Report what this kernel offers, each capability tried for real
     Probe(commands::probe::Args),
 }
@@ -86,6 +90,8 @@ fn main() -> ExitCode {
         Command::Explain(args) => commands::explain::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Probe(args) => commands::probe::run(args),
+        Command::Stop(args) => commands::stop::run(args),
+        Command::Status(args) => commands::status::run(args),
     }
     .into()
 }

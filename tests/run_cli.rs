@@ -185,10 +185,32 @@ fn serve_connection(stream: TcpStream, log: &Mutex<Vec<Seen>>) {
 struct Running {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    /// The `--cgroup` it enforces on: `l7c stop` lifts it when the test
+    /// is done (the enforcement outlives the agent by design).
+    cgroup: String,
+}
+
+/// `l7c stop --cgroup PATH`: its exit code and stderr.
+fn lift(cgroup: &str) -> (Option<i32>, String) {
+    let out = l7c().args(["stop", "--cgroup", cgroup]).output().expect("l7c stop");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 impl Running {
     fn start(args: &[&str]) -> Running {
+        let running = Running::spawn(args);
+        running.wait_for("l7c: enforcing", 1);
+        running
+    }
+
+    /// Starts `l7c run` and waits for nothing.
+    fn spawn(args: &[&str]) -> Running {
+        let cgroup = args
+            .iter()
+            .position(|arg| *arg == "--cgroup")
+            .and_then(|at| args.get(at + 1))
+            .map(|path| (*path).to_owned())
+            .unwrap_or_default();
         let mut child = l7c()
             .arg("run")
             .args(args)
@@ -208,9 +230,7 @@ impl Running {
                 text.push('\n');
             }
         });
-        let running = Running { child, stderr };
-        running.wait_for("l7c: enforcing", 1);
-        running
+        Running { child, stderr, cgroup }
     }
 
     fn stderr(&self) -> String {
@@ -263,22 +283,36 @@ impl Running {
         (programs, maps)
     }
 
-    /// SIGTERM, then the exit status.
+    /// SIGTERM, then `l7c stop` lifts the enforcement; the agent's exit
+    /// status.
     fn stop(self) -> std::process::ExitStatus {
         self.stop_with("TERM")
     }
 
-    /// `signal` (TERM or INT), then the exit status.
+    /// `signal` (TERM or INT) ends the agent, which says the policy stays
+    /// in force; then `l7c stop` lifts it. The agent's exit status.
     fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
+        let status = self.end_agent(signal);
+        let (code, stderr) = lift(&self.cgroup);
+        assert_eq!(code, Some(0), "l7c stop: {stderr}");
+        assert!(stderr.contains("enforcement lifted"), "{stderr}");
+        status
+    }
+
+    /// `signal` to the agent; waits for it to exit, and checks it said the
+    /// policy stays in force. Nothing is lifted.
+    fn end_agent(&mut self, signal: &str) -> std::process::ExitStatus {
         self.signal(signal);
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                break status;
             }
-            assert!(Instant::now() < deadline, "l7c run did not stop on SIGTERM");
+            assert!(Instant::now() < deadline, "l7c run did not stop on SIG{signal}");
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        self.wait_for("the policy stays in force", 1);
+        status
     }
 }
 
@@ -286,6 +320,9 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !self.cgroup.is_empty() {
+            let _ = lift(&self.cgroup);
+        }
     }
 }
 
@@ -308,10 +345,10 @@ fn gone(kind: &str, id: u32) -> bool {
 fn assert_nothing_left(programs: &[u32], maps: &[u32], cgroup: &Cgroup) {
     assert!(!programs.is_empty() && !maps.is_empty(), "the run held no program or map: {programs:?} {maps:?}");
     for id in programs {
-        assert!(gone("prog", *id), "program {id} is still loaded after SIGTERM");
+        assert!(gone("prog", *id), "program {id} is still loaded after `l7c stop`");
     }
     for id in maps {
-        assert!(gone("map", *id), "map {id} is still there after SIGTERM");
+        assert!(gone("map", *id), "map {id} is still there after `l7c stop`");
     }
     let attached = Command::new("bpftool").args(["cgroup", "show", cgroup.path()]).output().unwrap();
     let attached = String::from_utf8_lossy(&attached.stdout);
@@ -439,6 +476,17 @@ fn run_explains_what_is_missing() {
         assert!(stderr.contains("needs root") && stderr.contains("CAP_BPF"), "{stderr}");
     }
 
+    // A file without any policy would let every connection pass: refused
+    // (exit 1) unless --allow-empty says so.
+    if l7c_runtime::is_root() {
+        if let Some(root) = cgroup2_root() {
+            let out = l7c().args(["run", policy, "--cgroup", root.to_str().unwrap()]).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains("no policy") && stderr.contains("--allow-empty"), "{stderr}");
+        }
+    }
+
     // A policy that does not compile: exit 1 with its diagnostics.
     let broken = dir.join("broken.l7");
     std::fs::write(&broken, "policy \"p\" { rule }\n").unwrap();
@@ -475,6 +523,8 @@ fn run_enrolls_reloads_and_leaves_nothing_behind() {
         metrics,
         "--events",
         events.to_str().unwrap(),
+        "--allow-empty",
+        "--watch",
     ]);
     let (programs, maps) = run.held_ids();
 
@@ -508,12 +558,7 @@ fn run_enrolls_reloads_and_leaves_nothing_behind() {
     let stderr = run.stderr.clone();
     let status = run.stop_with("INT");
     assert!(status.success(), "exit status {status:?}");
-    // The reader thread may still be taking the last line from the pipe.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !stderr.lock().unwrap().contains("stopped on SIGINT") {
-        assert!(Instant::now() < deadline, "no clean-stop message:\n{}", stderr.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(stderr.lock().unwrap().contains("agent stopped on SIGINT"), "{}", stderr.lock().unwrap());
     assert_nothing_left(&programs, &maps, &cgroup);
     // Nothing was logged: a file without policy reports no verdict.
     assert_eq!(std::fs::read_to_string(&events).unwrap_or_default(), "");
@@ -603,6 +648,7 @@ fn run_enforces_a_policy_on_curl_in_the_cgroup() {
         metrics,
         "--events",
         events.to_str().unwrap(),
+        "--watch",
     ]);
     let (programs, maps) = run.held_ids();
     let url = |path: &str| format!("http://127.0.0.1:18210{path}");
@@ -756,6 +802,210 @@ fn audit_mode_reports_without_blocking() {
         reported,
         vec![("admin".to_owned(), "deny".to_owned(), true), ("spare".to_owned(), "redirect".to_owned(), true)]
     );
+    assert!(run.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+const CRASH_POLICY: &str = r#"policy "crash" {
+  scope remote port 18230
+  default deny
+  rule "pub"   { method GET  path prefix "/pub/"    allow }
+  rule "admin" { path prefix "/admin/"  deny  log }
+}
+"#;
+
+/// The ids of the programs and maps pinned for `cgroup`, read with
+/// bpftool from the pins `l7c status` names (prog ids of the cgroup's
+/// attachments and map ids from `bpftool map show pinned`).
+fn pinned_map_ids(place: &Path) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for generation in std::fs::read_dir(place).into_iter().flatten().flatten() {
+        let maps = generation.path().join("maps");
+        for map in std::fs::read_dir(maps).into_iter().flatten().flatten() {
+            let out = Command::new("bpftool").args(["map", "show", "pinned"]).arg(map.path()).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(id) = text.split(':').next().and_then(|id| id.trim().parse().ok()) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
+/// Issue 10, part 3: `kill -9` of the agent changes nothing in the
+/// kernel; a connection opened while no agent runs is policed; a
+/// restarted agent adopts what is pinned (same policy: nothing reloaded,
+/// counters carry on, the events written meanwhile are read); a second
+/// agent on the cgroup is refused (part 4); a restart with another policy
+/// reloads; `l7c status` shows it; `l7c stop` removes everything.
+#[test]
+fn enforcement_survives_the_agent_and_only_stop_lifts_it() {
+    let test = "enforcement_survives_the_agent_and_only_stop_lifts_it";
+    let Some(cgroup) = ready(test) else { return };
+    let dir = temp_dir(test);
+    let policy = dir.join("crash.l7");
+    std::fs::write(&policy, CRASH_POLICY).unwrap();
+    if !compiles(test, &policy, &dir) {
+        return;
+    }
+    let events = dir.join("events.jsonl");
+    let server = Server::start("127.0.0.1:18230");
+    let metrics = "127.0.0.1:18231";
+    let url = |path: &str| format!("http://127.0.0.1:18230{path}");
+    let args = [policy.to_str().unwrap(), "--cgroup", cgroup.path(), "--metrics", metrics, "--events", events.to_str().unwrap()];
+    let mut first = Running::start(&args);
+    let (programs, maps) = first.held_ids();
+    assert_eq!(curl(&cgroup, &[&url("/pub/a")]).0, 0);
+    assert_eq!(curl(&cgroup, &[&url("/admin/a")]).0, 55);
+    wait_for_sample(metrics, "l7c_rule_verdicts_total{policy=\"crash\",rule=\"admin\"}", 1);
+
+    // kill -9: nothing changes in the kernel.
+    first.signal("KILL");
+    let _ = first.child.wait();
+    for id in &programs {
+        assert!(!gone_now("prog", *id), "program {id} went away with the agent");
+    }
+    // A connection opened while no agent runs is enrolled and judged.
+    assert_eq!(curl(&cgroup, &[&url("/admin/during-outage")]).0, 55, "a deny while no agent runs");
+    assert_eq!(curl(&cgroup, &[&url("/pub/during-outage")]).0, 0);
+    assert!(!server.paths().iter().any(|p| p.starts_with("/admin/")), "{:?}", server.paths());
+    let status = l7c().args(["status", "--cgroup", cgroup.path()]).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("no agent running") && status.contains("crash"), "{status}");
+    drop(first);
+    // (Drop lifted it: start again from scratch for the adoption part,
+    // with an empty events file.)
+    std::fs::remove_file(&events).unwrap();
+
+    let first = Running::start(&args);
+    assert_eq!(curl(&cgroup, &[&url("/admin/b")]).0, 55);
+    wait_for_sample(metrics, "l7c_rule_verdicts_total{policy=\"crash\",rule=\"admin\"}", 1);
+    let mut first = first;
+    first.signal("KILL");
+    let _ = first.child.wait();
+    first.cgroup.clear(); // do not lift on drop: the next agent adopts it
+    drop(first);
+    assert_eq!(curl(&cgroup, &[&url("/admin/c")]).0, 55);
+
+    // Restart, same policy: adopted, nothing reloaded; the deny logged
+    // while no agent ran reaches the events file; counters carry on.
+    let second = Running::spawn(&args);
+    second.wait_for("l7c: adopted the enforcement", 1);
+    assert!(second.stderr().contains("nothing reloaded"), "{}", second.stderr());
+    let text = wait_for_sample(metrics, "l7c_rule_verdicts_total{policy=\"crash\",rule=\"admin\"}", 2);
+    assert_eq!(sample(&text, "l7c_rule_verdicts_total{policy=\"crash\",rule=\"admin\"}"), Some(2), "{text}");
+    assert_eq!(sample(&text, "l7c_policy_generations"), Some(1), "{text}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let admin_events = || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["kind"] == "verdict" && event["rule"] == "admin" && event["remote_port"] == 18230)
+            .count()
+    };
+    // The first agent wrote one (/admin/b); the outage's (/admin/c) is read
+    // from the pinned ring buffer by the second.
+    while admin_events() < 2 {
+        assert!(Instant::now() < deadline, "the outage's deny never reached the events file: {:?}", std::fs::read_to_string(&events));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(admin_events(), 2, "each deny reported once: {:?}", std::fs::read_to_string(&events));
+
+    // A second agent on the same cgroup is refused.
+    let out = l7c().args(["run"]).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("already enforces") && stderr.contains(&second.pid().to_string()), "{stderr}");
+
+    // SIGTERM ends the agent, not the enforcement; a restart with another
+    // policy reloads it for new connections.
+    let mut second = second;
+    assert!(second.end_agent("TERM").success());
+    second.cgroup.clear();
+    drop(second);
+    assert_eq!(curl(&cgroup, &[&url("/admin/d")]).0, 55);
+    std::fs::write(&policy, CRASH_POLICY.replace("/pub/", "/public/")).unwrap();
+    let third = Running::spawn(&args);
+    third.wait_for("l7c: adopted the enforcement", 1);
+    assert!(third.stderr().contains("the policy given differs"), "{}", third.stderr());
+    assert_eq!(curl(&cgroup, &[&url("/pub/e")]).0, 55, "the new policy is in force");
+    assert_eq!(curl(&cgroup, &[&url("/public/e")]).0, 0);
+    let place = {
+        let out = l7c().args(["status", "--cgroup", cgroup.path(), "--format", "json"]).output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        let id = json[0]["cgroup_id"].as_u64().expect("a cgroup id");
+        assert_eq!(json[0]["agent_pid"].as_u64(), Some(u64::from(third.pid())), "{json}");
+        PathBuf::from(format!("/sys/fs/bpf/l7c/cg-{id}"))
+    };
+    let pinned = pinned_map_ids(&place);
+    assert!(!pinned.is_empty(), "nothing pinned under {}", place.display());
+
+    // `l7c stop` (with the agent running: it is asked to exit) removes
+    // everything: programs, maps, links, pins, state.
+    let (third_programs, _) = third.held_ids();
+    let (code, stderr) = lift(cgroup.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("enforcement lifted"), "{stderr}");
+    for id in third_programs.iter().chain(&programs) {
+        assert!(gone("prog", *id), "program {id} is still loaded after `l7c stop`");
+    }
+    for id in pinned.iter().chain(&maps) {
+        assert!(gone("map", *id), "map {id} is still there after `l7c stop`");
+    }
+    let attached = Command::new("bpftool").args(["cgroup", "show", cgroup.path()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&attached.stdout).trim().lines().count() <= 1, "still attached: {}", String::from_utf8_lossy(&attached.stdout));
+    assert!(!place.exists(), "pins left at {}", place.display());
+    let status = l7c().args(["status", "--cgroup", cgroup.path()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("no policy is enforced"));
+    assert_eq!(curl(&cgroup, &[&url("/admin/after-stop")]).0, 0, "lifted: nothing is judged");
+    drop(third);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `bpftool ID show` succeeds right now.
+fn gone_now(kind: &str, id: u32) -> bool {
+    !Command::new("bpftool").args([kind, "show", "id", &id.to_string()]).output().map(|out| out.status.success()).unwrap_or(false)
+}
+
+/// Issue 10, part 4: an emptied policy file and a file written in two
+/// steps never open the gates. With `--watch`, `: > policy.l7` is refused
+/// (no policy: every connection would pass) and the running policy stays;
+/// a file whose first half is a permissive policy that compiles is not
+/// applied before the second half lands (a change applies only once the
+/// file has settled).
+#[test]
+fn an_emptied_or_half_written_policy_file_is_not_applied() {
+    let test = "an_emptied_or_half_written_policy_file_is_not_applied";
+    let Some(cgroup) = ready(test) else { return };
+    let dir = temp_dir(test);
+    let policy = dir.join("p.l7");
+    let strict = CRASH_POLICY.replace("18230", "18240");
+    std::fs::write(&policy, &strict).unwrap();
+    if !compiles(test, &policy, &dir) {
+        return;
+    }
+    let _server = Server::start("127.0.0.1:18240");
+    let url = |path: &str| format!("http://127.0.0.1:18240{path}");
+    let run = Running::start(&[policy.to_str().unwrap(), "--cgroup", cgroup.path(), "--watch"]);
+    assert_eq!(curl(&cgroup, &[&url("/admin/a")]).0, 55);
+
+    std::fs::write(&policy, "").unwrap();
+    run.wait_for("reload rejected: the files define no policy", 1);
+    assert_eq!(curl(&cgroup, &[&url("/admin/b")]).0, 55, "an emptied file must not open the gates");
+
+    // Two steps, 300 ms apart: a complete permissive policy, then the
+    // strict one again. Neither a window nor a second reload.
+    let permissive = "policy \"crash\" {\n  scope remote port 18240\n  default allow\n}\n";
+    std::fs::write(&policy, permissive).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(curl(&cgroup, &[&url("/admin/c")]).0, 55, "a file still being written is not applied");
+    std::fs::write(&policy, &strict).unwrap();
+    run.wait_for("l7c: reloaded", 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(run.stderr().matches("l7c: reloaded").count(), 1, "{}", run.stderr());
+    assert_eq!(curl(&cgroup, &[&url("/admin/d")]).0, 55);
     assert!(run.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }

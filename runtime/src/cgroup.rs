@@ -183,6 +183,11 @@ impl CgroupLink {
         Ok(CgroupLink { cgroup: cgroup.to_owned(), what, hook, link })
     }
 
+    /// A link opened from its pin (`pins.rs`), attached to `cgroup`.
+    pub fn from_fd(link: OwnedFd, cgroup: &Path, what: &'static str, hook: &'static str) -> CgroupLink {
+        CgroupLink { cgroup: cgroup.to_owned(), what, hook, link }
+    }
+
     /// From now on the cgroup's connections run `program` instead
     /// (atomically: `BPF_LINK_UPDATE`).
     pub fn replace(&self, program: BorrowedFd<'_>) -> Result<(), KernelError> {
@@ -212,11 +217,21 @@ impl CgroupLink {
 /// "kTLS"). Detached when dropped.
 #[derive(Debug)]
 pub struct UlpGuard {
-    _program: OwnedFd,
-    _link: OwnedFd,
+    _program: Option<OwnedFd>,
+    link: OwnedFd,
 }
 
 impl UlpGuard {
+    /// The guard's link opened from its pin.
+    pub fn from_link(link: OwnedFd) -> UlpGuard {
+        UlpGuard { _program: None, link }
+    }
+
+    /// The link's fd (to pin it).
+    pub fn link(&self) -> BorrowedFd<'_> {
+        self.link.as_fd()
+    }
+
     pub fn attach(cgroup: &Path) -> Result<UlpGuard, KernelError> {
         use l7c_compiler::enroll::ulp_guard;
         let code = ulp_guard::program().encode();
@@ -236,7 +251,7 @@ impl UlpGuard {
                 "the directory must be on a cgroup2 mount",
             )
         })?;
-        Ok(UlpGuard { _program: program, _link: link })
+        Ok(UlpGuard { _program: Some(program), link })
     }
 }
 

@@ -18,6 +18,10 @@
 //!   connections of a cgroup ([`cgroup`]: checks and the enrollment link),
 //!   reloads it without dropping connections, and reports [`metrics`] and
 //!   [`events`]; [`signals`] are the flags its loop reads.
+//! - [`pins`]: where a running policy lives outside the process (bpffs
+//!   pins, the state file, the agent lock), so a crash changes nothing.
+//! - [`node`]: `l7c status` and `l7c stop`: what is pinned on this node,
+//!   and lifting it.
 //! - [`probe`]: `l7c probe`: each kernel capability tried for real.
 //!
 //! Everything here needs CAP_BPF and CAP_NET_ADMIN; without them the
@@ -35,6 +39,8 @@ pub mod harness;
 pub mod key;
 pub mod loader;
 pub mod metrics;
+pub mod node;
+pub mod pins;
 pub mod probe;
 pub mod run;
 pub mod signals;

@@ -61,7 +61,14 @@ pub struct MapShape {
 /// An `sk_msg` program loaded into the kernel and attached to its socket
 /// map, with the object's maps.
 pub struct KernelProgram {
-    ebpf: Ebpf,
+    /// The loaded object; `None` for one adopted from pins
+    /// ([`KernelProgram::adopt`]), which has only its maps.
+    ebpf: Option<Ebpf>,
+    /// Maps opened from pins (adopted programs only).
+    adopted: HashMap<String, MapData>,
+    /// Pinned in bpffs: dropping `self` closes fds but leaves the program
+    /// attached and the maps alive (the pins hold them).
+    persistent: bool,
     program: String,
     attach_map: String,
     verified_insns: Option<u32>,
@@ -124,7 +131,9 @@ impl KernelProgram {
             .and_then(|info| info.verified_instruction_count());
 
         let mut loaded = KernelProgram {
-            ebpf,
+            ebpf: Some(ebpf),
+            adopted: HashMap::new(),
+            persistent: false,
             program,
             attach_map,
             verified_insns,
@@ -138,8 +147,8 @@ impl KernelProgram {
     }
 
     fn attach(&mut self) -> Result<(), KernelError> {
-        let map_fd = map_fd(&self.ebpf, &self.attach_map)?;
-        let sk_msg = sk_msg_ref(&self.ebpf, &self.program)?;
+        let map_fd = self.map_fd(&self.attach_map)?;
+        let sk_msg = sk_msg_ref(self.loaded()?, &self.program)?;
         let prog_fd = sk_msg.fd().map_err(|e| KernelError::BadObject {
             reason: e.to_string(),
         })?;
@@ -211,16 +220,120 @@ impl KernelProgram {
     /// The kernel's id of the loaded program (what `bpftool prog list`
     /// shows).
     pub fn program_id(&self) -> Option<u32> {
-        let sk_msg = sk_msg_ref(&self.ebpf, &self.program).ok()?;
+        let sk_msg = sk_msg_ref(self.ebpf.as_ref()?, &self.program).ok()?;
         sk_msg.info().ok().map(|info| info.id())
     }
 
     /// The kernel's ids of the object's maps, by name.
     pub fn map_ids(&self) -> Vec<(String, u32)> {
-        self.ebpf
-            .maps()
-            .filter_map(|(name, map)| Some((name.to_owned(), map_data(map)?.info().ok()?.id())))
-            .collect()
+        let mut ids: Vec<(String, u32)> = match &self.ebpf {
+            Some(ebpf) => ebpf
+                .maps()
+                .filter_map(|(name, map)| Some((name.to_owned(), map_data(map)?.info().ok()?.id())))
+                .collect(),
+            None => self
+                .adopted
+                .iter()
+                .filter_map(|(name, data)| Some((name.clone(), data.info().ok()?.id())))
+                .collect(),
+        };
+        ids.sort();
+        ids
+    }
+
+    /// The loaded object, or an error for a program adopted from pins.
+    fn loaded(&self) -> Result<&Ebpf, KernelError> {
+        self.ebpf.as_ref().ok_or_else(|| KernelError::BadObject {
+            reason: "this policy generation was adopted from its pins: it has maps, not the object".to_owned(),
+        })
+    }
+
+    /// The fd of map `name`.
+    fn map_fd(&self, name: &str) -> Result<BorrowedFd<'_>, KernelError> {
+        match &self.ebpf {
+            Some(ebpf) => map_fd(ebpf, name),
+            None => self.adopted.get(name).map(|data| data.fd().as_fd()).ok_or_else(|| KernelError::NoMap {
+                name: name.to_owned(),
+                available: self.adopted.keys().cloned().collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    /// Pins every map in `dir` (a directory on a bpffs mount, created if
+    /// missing), each under its name: from then on the maps, and the
+    /// `sk_msg` program attached to the socket map, outlive this process
+    /// (`l7c run`'s crash safety, docs/runtime.md). Dropping `self` no
+    /// longer detaches anything.
+    pub fn pin(&mut self, dir: &std::path::Path) -> Result<(), KernelError> {
+        std::fs::create_dir_all(dir).map_err(|error| KernelError::syscall(
+            format!("mkdir {} (bpffs)", dir.display()),
+            Errno::from_io(&error),
+            "bpffs must be mounted at /sys/fs/bpf: `mount -t bpf bpf /sys/fs/bpf`",
+        ))?;
+        for shape in &self.shapes {
+            let path = dir.join(pin_name(&shape.name));
+            sys::obj_pin(self.map_fd(&shape.name)?, &path).map_err(|errno| {
+                KernelError::syscall(format!("BPF_OBJ_PIN of map `{}` at {}", shape.name, path.display()), errno, "bpffs must be mounted at /sys/fs/bpf and the path free")
+            })?;
+        }
+        self.persistent = true;
+        Ok(())
+    }
+
+    /// A program's maps opened from the pins [`KernelProgram::pin`] left
+    /// in `dir`, by name (what a restarted `l7c run` adopts). Nothing is
+    /// loaded or attached: the `sk_msg` program is still attached to the
+    /// pinned socket map `attach_map`. Persistent until
+    /// [`KernelProgram::release`].
+    pub fn adopt(dir: &std::path::Path, attach_map: &str) -> Result<KernelProgram, KernelError> {
+        let entries = std::fs::read_dir(dir).map_err(|error| KernelError::syscall(
+            format!("reading {}", dir.display()),
+            Errno::from_io(&error),
+            "the pins of a running policy are under /sys/fs/bpf/l7c",
+        ))?;
+        let mut adopted = HashMap::new();
+        let mut shapes = Vec::new();
+        for entry in entries.flatten() {
+            let name = map_name_of_pin(&entry.file_name().to_string_lossy());
+            let fd = sys::obj_get(&entry.path()).map_err(|errno| {
+                KernelError::syscall(format!("BPF_OBJ_GET of {}", entry.path().display()), errno, "")
+            })?;
+            let data = MapData::from_fd(fd).map_err(|error| map_error(&name, "BPF_OBJ_GET_INFO_BY_FD", error))?;
+            let info = data.info().map_err(|error| map_error(&name, "BPF_OBJ_GET_INFO_BY_FD", error))?;
+            shapes.push(MapShape {
+                name: name.clone(),
+                map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+                key_size: info.key_size(),
+                value_size: info.value_size(),
+                max_entries: info.max_entries(),
+            });
+            adopted.insert(name, data);
+        }
+        shapes.sort_by(|a, b| a.name.cmp(&b.name));
+        if !adopted.contains_key(attach_map) {
+            return Err(KernelError::NoMap {
+                name: attach_map.to_owned(),
+                available: adopted.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+        Ok(KernelProgram {
+            ebpf: None,
+            adopted,
+            persistent: true,
+            program: String::new(),
+            attach_map: attach_map.to_owned(),
+            verified_insns: None,
+            meta: None,
+            shapes,
+            rings: HashMap::new(),
+            attached: false,
+        })
+    }
+
+    /// Makes a pinned program ordinary again: once its pins are removed,
+    /// dropping it frees its maps (and so detaches its `sk_msg` program).
+    pub fn release(&mut self) {
+        self.persistent = false;
     }
 
     pub(crate) fn shape(&self, name: &str) -> Result<&MapShape, KernelError> {
@@ -277,7 +390,7 @@ impl KernelProgram {
                     purpose: "to hold sockets".to_owned(),
                     problem: format!("its values have {} bytes, not 4 or 8", shape.value_size),
                 })?;
-        sys::map_update(map_fd(&self.ebpf, map)?, key, value, sys::BPF_ANY).map_err(|errno| {
+        sys::map_update(self.map_fd(map)?, key, value, sys::BPF_ANY).map_err(|errno| {
             KernelError::syscall(
                 format!("BPF_MAP_UPDATE_ELEM of a socket into map `{map}`"),
                 errno,
@@ -303,7 +416,7 @@ impl KernelProgram {
             });
         }
         sys::map_update(
-            map_fd(&self.ebpf, map)?,
+            self.map_fd(map)?,
             &index.to_ne_bytes(),
             value,
             sys::BPF_ANY,
@@ -322,7 +435,7 @@ impl KernelProgram {
     pub fn lookup(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KernelError> {
         let shape = self.shape(map)?;
         let mut value = vec![0u8; shape.value_size as usize];
-        match sys::map_lookup(map_fd(&self.ebpf, map)?, key, &mut value) {
+        match sys::map_lookup(self.map_fd(map)?, key, &mut value) {
             Ok(()) => Ok(Some(value)),
             Err(Errno::ENOENT) => Ok(None),
             Err(errno) => Err(KernelError::syscall(
@@ -354,7 +467,7 @@ impl KernelProgram {
         })?;
         // The kernel copies one value per possible CPU, each padded to 8.
         let stride = 8usize;
-        let fd = map_fd(&self.ebpf, map)?;
+        let fd = self.map_fd(map)?;
         let mut buffer = vec![0u8; stride * cpus];
         let mut sums = Vec::with_capacity(shape.max_entries as usize);
         for index in 0..shape.max_entries {
@@ -392,7 +505,11 @@ impl KernelProgram {
                     problem: format!("its type is {}, not RINGBUF", shape.map_type),
                 });
             }
-            let taken = self.ebpf.take_map(map).ok_or_else(|| KernelError::NoMap {
+            let taken = match self.ebpf.as_mut() {
+                Some(ebpf) => ebpf.take_map(map),
+                None => self.adopted.remove(map).map(Map::RingBuf),
+            }
+            .ok_or_else(|| KernelError::NoMap {
                 name: map.to_owned(),
                 available: String::new(),
             })?;
@@ -412,7 +529,7 @@ impl KernelProgram {
     /// Deletes the element at `key` of `map` (`BPF_MAP_DELETE_ELEM`);
     /// `false` if there was none.
     pub fn delete(&self, map: &str, key: &[u8]) -> Result<bool, KernelError> {
-        match sys::map_delete(map_fd(&self.ebpf, map)?, key) {
+        match sys::map_delete(self.map_fd(map)?, key) {
             Ok(()) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
             Err(errno) => Err(KernelError::syscall(
@@ -446,14 +563,17 @@ impl KernelProgram {
 impl KernelProgram {
     /// The object's `sock_ops` program `name`.
     fn sock_ops_mut(&mut self, name: &str) -> Result<&mut aya::programs::SockOps, KernelError> {
-        let available = self
-            .ebpf
+        self.loaded()?;
+        let Some(ebpf) = self.ebpf.as_mut() else {
+            return Err(KernelError::BadObject { reason: "adopted from pins".to_owned() });
+        };
+        let available = ebpf
             .programs()
             .filter(|(_, program)| matches!(program, Program::SockOps(_)))
             .map(|(name, _)| name.to_owned())
             .collect::<Vec<_>>()
             .join(", ");
-        match self.ebpf.program_mut(name) {
+        match ebpf.program_mut(name) {
             Some(Program::SockOps(sock_ops)) => Ok(sock_ops),
             _ => Err(KernelError::NoProgram {
                 name: name.to_owned(),
@@ -464,7 +584,7 @@ impl KernelProgram {
 
     /// Whether the object has a program (of any type) under symbol `name`.
     pub fn has_program(&self, name: &str) -> bool {
-        self.ebpf.program(name).is_some()
+        self.ebpf.as_ref().is_some_and(|ebpf| ebpf.program(name).is_some())
     }
 
     /// Loads the object's `sock_ops` program `name` (once; later calls
@@ -497,7 +617,7 @@ impl KernelProgram {
     ) -> Result<std::os::fd::OwnedFd, KernelError> {
         let mut code = program.encode();
         for relocation in program.relocations() {
-            let fd = map_fd(&self.ebpf, &relocation.map)?;
+            let fd = self.map_fd(&relocation.map)?;
             let at = relocation.slot * l7c_compiler::bpf::SLOT_BYTES;
             // An LD_IMM64's first slot: byte 1 holds dst (low nibble) and
             // src (high nibble), bytes 4..8 the immediate. The relocation
@@ -534,7 +654,7 @@ impl KernelProgram {
     /// missed, keys added may or may not be listed.
     pub fn keys(&self, map: &str) -> Result<Vec<Vec<u8>>, KernelError> {
         let key_size = self.shape(map)?.key_size as usize;
-        let fd = map_fd(&self.ebpf, map)?;
+        let fd = self.map_fd(map)?;
         let mut keys: Vec<Vec<u8>> = Vec::new();
         loop {
             let mut next = vec![0u8; key_size];
@@ -566,12 +686,12 @@ pub(crate) enum SocketMapKind {
 
 impl Drop for KernelProgram {
     fn drop(&mut self) {
-        if self.attached {
+        if self.attached && !self.persistent {
             // Best effort: closing the map's last fd releases its programs
             // anyway (`map_release_uref`), so a failed detach leaks nothing.
-            if let (Ok(map), Ok(sk_msg)) = (
-                map_fd(&self.ebpf, &self.attach_map),
-                sk_msg_ref(&self.ebpf, &self.program),
+            if let (Ok(map), Some(Ok(sk_msg))) = (
+                self.map_fd(&self.attach_map),
+                self.ebpf.as_ref().map(|ebpf| sk_msg_ref(ebpf, &self.program)),
             ) {
                 if let Ok(prog) = sk_msg.fd() {
                     let _detached = sys::prog_detach(map, prog.as_fd(), sys::BPF_SK_MSG_VERDICT);
@@ -580,6 +700,17 @@ impl Drop for KernelProgram {
         }
         // `rings` and `ebpf` drop next, closing every map and program fd.
     }
+}
+
+/// The file name a map is pinned under: bpffs refuses names with a dot
+/// (`EPERM`), which section-named maps such as `.rodata` have; our map
+/// names never contain `-`.
+fn pin_name(map: &str) -> String {
+    map.replace('.', "-")
+}
+
+fn map_name_of_pin(pin: &str) -> String {
+    pin.replace('-', ".")
 }
 
 /// A copy of the object in 8-byte-aligned memory.

@@ -38,6 +38,7 @@ use crate::cgroup::{check_cgroup, CgroupError, CgroupLink, UlpGuard};
 use crate::error::KernelError;
 use crate::events::{self, PortPair};
 use crate::loader::{KernelProgram, LoadOptions};
+use crate::pins::{self, Place};
 use crate::metrics::{Counters, Snapshot};
 use crate::sys;
 
@@ -79,6 +80,11 @@ pub struct RunConfig {
     /// `connect()` beyond it fails with `EPERM` (docs/runtime.md,
     /// "Capacity").
     pub capacity: u32,
+    /// Pin everything in bpffs (`pins.rs`) so enforcement outlives the
+    /// process, take the cgroup's agent lock, and adopt what a previous
+    /// agent pinned. `l7c run` sets it; without it (tests, `--ephemeral`)
+    /// dropping the session removes everything.
+    pub persist: bool,
 }
 
 impl Default for RunConfig {
@@ -88,6 +94,7 @@ impl Default for RunConfig {
             redirects: Vec::new(),
             events_all: false,
             capacity: DEFAULT_CAPACITY,
+            persist: false,
         }
     }
 }
@@ -117,6 +124,12 @@ pub enum RunError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("another `l7c run` already enforces a policy on cgroup `{}`{}", cgroup.display(), pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    #[diagnostic(
+        code(l7::run::already_running),
+        help("one agent per cgroup: stop the other one (SIGTERM; its enforcement stays and this command adopts it), or change its policy file and send it SIGHUP; `l7c status` shows what runs where")
+    )]
+    AlreadyRunning { cgroup: PathBuf, pid: Option<u32> },
     #[error("the object's `.l7.meta` has ABI version {found}; this runtime reads version {expected}")]
     #[diagnostic(
         code(l7::run::abi),
@@ -132,19 +145,51 @@ impl RunError {
     }
 }
 
-/// One loaded policy (module docs).
-struct Generation {
-    program: KernelProgram,
-    meta: Meta,
-    /// The enrollment program's fd: the object's own `sock_ops` program
+/// A generation's cgroup programs: what the session's links run while it
+/// is current.
+struct Programs {
+    /// The enrollment program: the object's own `sock_ops` program
     /// (duplicated fd) or the one loaded next to it.
     enroll: OwnedFd,
-    /// The gate (`enroll::gate`) loaded against this generation's maps,
-    /// for `connect4` and `connect6`.
+    /// The gate (`enroll::gate`) loaded against the generation's maps, for
+    /// `connect4` and `connect6`, and its `sock_create` half.
     gate4: OwnedFd,
     gate6: OwnedFd,
-    /// The gate's `sock_create` half (`enroll::gate::socket_program`).
     gate_socket: OwnedFd,
+}
+
+impl Programs {
+    /// (pin name, fd), in a fixed order.
+    fn named(&self) -> [(&'static str, &OwnedFd); 4] {
+        [
+            (pins::link::ENROLL, &self.enroll),
+            (pins::link::GATE4, &self.gate4),
+            (pins::link::GATE6, &self.gate6),
+            (pins::link::GATE_SOCKET, &self.gate_socket),
+        ]
+    }
+
+    /// The programs generation `number` pinned under `place`.
+    fn open(place: &Place, number: u64) -> Result<Programs, KernelError> {
+        let dir = place.generation_progs(number);
+        Ok(Programs {
+            enroll: Place::open(&dir.join(pins::link::ENROLL))?,
+            gate4: Place::open(&dir.join(pins::link::GATE4))?,
+            gate6: Place::open(&dir.join(pins::link::GATE6))?,
+            gate_socket: Place::open(&dir.join(pins::link::GATE_SOCKET))?,
+        })
+    }
+}
+
+/// One loaded policy (module docs).
+struct Generation {
+    /// 1, 2, ... in load order (names its pins).
+    number: u64,
+    program: KernelProgram,
+    meta: Meta,
+    programs: Programs,
+    /// When it was loaded (RFC 3339).
+    loaded: String,
     /// The gate record at the last poll (refusals are reported as they
     /// grow).
     gate_seen: abi::gate::Gate,
@@ -158,7 +203,7 @@ struct Generation {
 }
 
 impl Generation {
-    fn load(object: &[u8], meta: &Meta, config: &RunConfig) -> Result<Generation, RunError> {
+    fn load(number: u64, object: &[u8], meta: &Meta, config: &RunConfig) -> Result<Generation, RunError> {
         if meta.abi != Meta::ABI_VERSION {
             return Err(RunError::Abi {
                 found: meta.abi,
@@ -201,40 +246,6 @@ impl Generation {
                 &abi::config::EVENTS_ALL.to_ne_bytes(),
             )?;
         }
-        let mut targets = Vec::new();
-        let mut bound_slots = 0u32;
-        for (name, addr) in &config.redirects {
-            let Some((_, slot)) = meta.redirect_slots.iter().find(|(target, _)| target == name)
-            else {
-                continue; // checked above
-            };
-            let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).map_err(|error| {
-                RunError::RedirectConnect {
-                    name: name.clone(),
-                    addr: *addr,
-                    error,
-                }
-            })?;
-            stream.set_nonblocking(true).map_err(|error| RunError::RedirectConnect {
-                name: name.clone(),
-                addr: *addr,
-                error,
-            })?;
-            program.insert_socket(abi::maps::REDIRECTS, &slot.to_ne_bytes(), stream.as_fd())?;
-            targets.push(stream);
-            if *slot < 32 {
-                bound_slots |= 1 << slot;
-            }
-        }
-        // Audit mode reads which slots are bound from the config map (a
-        // redirect there must not act, so it cannot ask the helper); an
-        // object without that word has no audit-mode redirects to judge.
-        let has_bound_word = program.maps().iter().any(|map| {
-            map.name == abi::maps::CONFIG && map.max_entries > abi::config::BOUND_SLOTS
-        });
-        if has_bound_word {
-            program.write_array(abi::maps::CONFIG, abi::config::BOUND_SLOTS, &bound_slots.to_ne_bytes())?;
-        }
         let enroll = if program.has_program(enroll::PROGRAM_NAME) {
             let fd = program.load_sock_ops(enroll::PROGRAM_NAME)?;
             fd.try_clone_to_owned().map_err(|error| {
@@ -273,19 +284,101 @@ impl Generation {
             sys::BPF_CGROUP_INET_SOCK_CREATE,
             &enroll::gate::socket_program(),
         )?;
-        Ok(Generation {
+        let mut generation = Generation {
+            number,
             program,
             meta: meta.clone(),
-            enroll,
-            gate4,
-            gate6,
-            gate_socket,
+            programs: Programs { enroll, gate4, gate6, gate_socket },
+            loaded: events::rfc3339(SystemTime::now()),
             gate_seen: abi::gate::Gate::default(),
-            targets,
+            targets: Vec::new(),
             retired_at: None,
             empty_polls: 0,
             enrolled: 0,
-        })
+        };
+        generation.bind_targets(config)?;
+        Ok(generation)
+    }
+
+    /// Generation `saved.number` as a previous agent pinned it under
+    /// `place`: its maps and programs opened from the pins, its redirect
+    /// targets connected anew (the old agent's connections died with it).
+    fn adopt(place: &Place, saved: &pins::GenerationState, config: &RunConfig) -> Result<Generation, RunError> {
+        let program = KernelProgram::adopt(&place.generation_maps(saved.number), abi::maps::SOCKETS)?;
+        let mut generation = Generation {
+            number: saved.number,
+            program,
+            meta: saved.meta.clone(),
+            programs: Programs::open(place, saved.number)?,
+            loaded: saved.loaded.clone(),
+            gate_seen: abi::gate::Gate::default(),
+            targets: Vec::new(),
+            retired_at: None,
+            empty_polls: 0,
+            enrolled: 0,
+        };
+        // Refusals the previous agent reported are not reported again.
+        generation.gate_seen = generation.gate()?;
+        let usable: Vec<(String, SocketAddr)> = config
+            .redirects
+            .iter()
+            .filter(|(name, _)| saved.meta.redirect_slots.iter().any(|(target, _)| target == name))
+            .cloned()
+            .collect();
+        generation.bind_targets(&RunConfig { redirects: usable, ..config.clone() })?;
+        Ok(generation)
+    }
+
+    /// Pins the generation's maps and programs under `place`.
+    fn pin(&mut self, place: &Place) -> Result<(), KernelError> {
+        self.program.pin(&place.generation_maps(self.number))?;
+        for (name, fd) in self.programs.named() {
+            Place::pin(fd.as_fd(), &place.generation_progs(self.number).join(name), "a cgroup program")?;
+        }
+        Ok(())
+    }
+
+    fn saved(&self) -> pins::GenerationState {
+        pins::GenerationState { number: self.number, loaded: self.loaded.clone(), meta: self.meta.clone() }
+    }
+
+    /// Connects `--redirect` targets and binds them at their slots; writes
+    /// which slots are bound for audit mode.
+    fn bind_targets(&mut self, config: &RunConfig) -> Result<(), RunError> {
+        let mut bound_slots = 0u32;
+        for (name, addr) in &config.redirects {
+            let Some((_, slot)) = self.meta.redirect_slots.iter().find(|(target, _)| target == name)
+            else {
+                continue; // checked by the caller
+            };
+            let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).map_err(|error| {
+                RunError::RedirectConnect {
+                    name: name.clone(),
+                    addr: *addr,
+                    error,
+                }
+            })?;
+            stream.set_nonblocking(true).map_err(|error| RunError::RedirectConnect {
+                name: name.clone(),
+                addr: *addr,
+                error,
+            })?;
+            self.program.insert_socket(abi::maps::REDIRECTS, &slot.to_ne_bytes(), stream.as_fd())?;
+            self.targets.push(stream);
+            if *slot < 32 {
+                bound_slots |= 1 << slot;
+            }
+        }
+        // Audit mode reads which slots are bound from the config map (a
+        // redirect there must not act, so it cannot ask the helper); an
+        // object without that word has no audit-mode redirects to judge.
+        let has_bound_word = self.program.maps().iter().any(|map| {
+            map.name == abi::maps::CONFIG && map.max_entries > abi::config::BOUND_SLOTS
+        });
+        if has_bound_word {
+            self.program.write_array(abi::maps::CONFIG, abi::config::BOUND_SLOTS, &bound_slots.to_ne_bytes())?;
+        }
+        Ok(())
     }
 
     fn enrolled_keys(&self) -> Result<Vec<Vec<u8>>, KernelError> {
@@ -319,7 +412,7 @@ fn known_targets(meta: &Meta) -> String {
         .join(", ")
 }
 
-/// The session's links on the cgroup: the gate's two halves and the
+/// The session's links on the cgroup: the gate's halves and the
 /// enrollment program, all running the current generation's programs.
 #[derive(Debug)]
 struct Links {
@@ -333,36 +426,61 @@ struct Links {
 impl Links {
     /// The gate first: a connection that the enrollment will see has
     /// passed it.
-    fn attach(generation: &Generation, cgroup: &Path) -> Result<Links, KernelError> {
+    fn attach(programs: &Programs, cgroup: &Path) -> Result<Links, KernelError> {
         let gate4 = CgroupLink::attach_as(
-            generation.gate4.as_fd(),
+            programs.gate4.as_fd(),
             cgroup,
             sys::BPF_CGROUP_INET4_CONNECT,
             "the enrollment gate",
             "BPF_CGROUP_INET4_CONNECT",
         )?;
         let gate6 = CgroupLink::attach_as(
-            generation.gate6.as_fd(),
+            programs.gate6.as_fd(),
             cgroup,
             sys::BPF_CGROUP_INET6_CONNECT,
             "the enrollment gate",
             "BPF_CGROUP_INET6_CONNECT",
         )?;
         let gate_socket = CgroupLink::attach_as(
-            generation.gate_socket.as_fd(),
+            programs.gate_socket.as_fd(),
             cgroup,
             sys::BPF_CGROUP_INET_SOCK_CREATE,
             "the enrollment gate",
             "BPF_CGROUP_INET_SOCK_CREATE",
         )?;
-        let enroll = CgroupLink::attach(generation.enroll.as_fd(), cgroup)?;
+        let enroll = CgroupLink::attach(programs.enroll.as_fd(), cgroup)?;
         Ok(Links { enroll, gate4, gate6, gate_socket })
+    }
+
+    /// The links a previous agent pinned under `place`.
+    fn open(place: &Place, cgroup: &Path) -> Result<Links, KernelError> {
+        let open = |name: &str, what: &'static str, hook: &'static str| {
+            Place::open(&place.link(name)).map(|fd| CgroupLink::from_fd(fd, cgroup, what, hook))
+        };
+        Ok(Links {
+            enroll: open(pins::link::ENROLL, "the sock_ops program", "BPF_CGROUP_SOCK_OPS")?,
+            gate4: open(pins::link::GATE4, "the enrollment gate", "BPF_CGROUP_INET4_CONNECT")?,
+            gate6: open(pins::link::GATE6, "the enrollment gate", "BPF_CGROUP_INET6_CONNECT")?,
+            gate_socket: open(pins::link::GATE_SOCKET, "the enrollment gate", "BPF_CGROUP_INET_SOCK_CREATE")?,
+        })
+    }
+
+    fn pin(&self, place: &Place) -> Result<(), KernelError> {
+        for (name, link) in [
+            (pins::link::GATE4, &self.gate4),
+            (pins::link::GATE6, &self.gate6),
+            (pins::link::GATE_SOCKET, &self.gate_socket),
+            (pins::link::ENROLL, &self.enroll),
+        ] {
+            Place::pin(link.fd(), &place.link(name), "a cgroup link")?;
+        }
+        Ok(())
     }
 
     /// Points every link at `next`'s programs; if one update fails, the
     /// links already moved go back to `current`'s, so the cgroup never
     /// runs a mix of two generations.
-    fn replace(&self, next: &Generation, current: &Generation) -> Result<(), KernelError> {
+    fn replace(&self, next: &Programs, current: &Programs) -> Result<(), KernelError> {
         let steps: [(&CgroupLink, &OwnedFd, &OwnedFd); 4] = [
             (&self.gate_socket, &next.gate_socket, &current.gate_socket),
             (&self.gate4, &next.gate4, &current.gate4),
@@ -381,6 +499,18 @@ impl Links {
         }
         Ok(())
     }
+}
+
+/// How a session began.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Started {
+    /// Nothing was running on the cgroup: the policy was loaded.
+    Fresh,
+    /// A previous agent's pinned enforcement was adopted (it never
+    /// stopped). `reloaded`: the policy given differs from the one in
+    /// force, so it was loaded as a new generation (the reload rules);
+    /// otherwise nothing was loaded.
+    Adopted { since: String, generations: usize, reloaded: bool },
 }
 
 /// What one [`Session::poll`] found.
@@ -408,6 +538,13 @@ pub struct Session {
     /// Refuses `TCP_ULP` to the cgroup's sockets (dropped after the
     /// enrollment link: declared after it).
     _ulp_guard: UlpGuard,
+    /// Where the session is pinned (`RunConfig::persist`), with the agent
+    /// lock held for as long as the session lives.
+    place: Option<(Place, std::fs::File)>,
+    /// What the state file says (persistent sessions).
+    since: String,
+    started: Started,
+    next_number: u64,
     /// What the kernel does with kTLS (probed at start).
     ktls: crate::probe::KtlsState,
     current: Generation,
@@ -439,21 +576,121 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Loads `object` (with its `.l7.meta` as `meta`), attaches its
     /// `sk_msg` program to `l7_sockets`, binds the redirect targets, and
-    /// attaches its enrollment program to the cgroup.
+    /// attaches the gate and the enrollment program to the cgroup.
+    ///
+    /// With `config.persist`, everything is pinned (`pins.rs`) and the
+    /// agent lock of the cgroup is taken: another session on the same
+    /// cgroup is refused ([`RunError::AlreadyRunning`]), and pins a previous
+    /// agent left are adopted instead of loaded ([`Started::Adopted`]).
     pub fn start(object: &[u8], meta: &Meta, config: RunConfig) -> Result<Session, RunError> {
         check_cgroup(&config.cgroup)?;
-        let current = Generation::load(object, meta, &config)?;
-        // Before the enrollment: no enrolled socket may take the tls ULP.
-        let ulp_guard = UlpGuard::attach(&config.cgroup)?;
-        let links = Links::attach(&current, &config.cgroup)?;
-        Ok(Session {
+        if !config.persist {
+            let current = Generation::load(1, object, meta, &config)?;
+            // Before the enrollment: no enrolled socket may take the tls ULP.
+            let ulp_guard = UlpGuard::attach(&config.cgroup)?;
+            let links = Links::attach(&current.programs, &config.cgroup)?;
+            return Ok(Session::assemble(config, links, ulp_guard, None, current, Vec::new(), Started::Fresh));
+        }
+        let place = Place::of(&config.cgroup)?;
+        let Some(lock) = place.try_lock()? else {
+            let pid = place.read_state().ok().flatten().and_then(|state| state.agent_pid);
+            return Err(RunError::AlreadyRunning { cgroup: config.cgroup.clone(), pid });
+        };
+        if let (Some(state), true) = (place.read_state()?, place.is_pinned()) {
+            return Session::adopt(object, meta, config, place, lock, state);
+        }
+        // Pins without a state file: an agent died between pinning and
+        // writing its state, before it reported enforcement; start over.
+        place.remove_all()?;
+        let pinned = (|| -> Result<(Generation, UlpGuard, Links), RunError> {
+            let mut current = Generation::load(1, object, meta, &config)?;
+            current.pin(&place)?;
+            let ulp_guard = UlpGuard::attach(&config.cgroup)?;
+            Place::pin(ulp_guard.link(), &place.link(pins::link::ULP_GUARD), "the TCP_ULP guard's link")?;
+            let links = Links::attach(&current.programs, &config.cgroup)?;
+            links.pin(&place)?;
+            Ok((current, ulp_guard, links))
+        })();
+        let (current, ulp_guard, links) = match pinned {
+            Ok(parts) => parts,
+            Err(error) => {
+                // Nothing was in force before: leave nothing behind.
+                let _ = place.remove_all();
+                return Err(error);
+            }
+        };
+        let session = Session::assemble(config, links, ulp_guard, Some((place, lock)), current, Vec::new(), Started::Fresh);
+        session.save()?;
+        Ok(session)
+    }
+
+    fn adopt(
+        object: &[u8],
+        meta: &Meta,
+        config: RunConfig,
+        place: Place,
+        lock: std::fs::File,
+        state: pins::State,
+    ) -> Result<Session, RunError> {
+        let mut generations = Vec::new();
+        for saved in &state.generations {
+            generations.push(Generation::adopt(&place, saved, &config)?);
+        }
+        let Some(current) = generations.pop() else {
+            return Err(RunError::Kernel(KernelError::BadObject {
+                reason: format!("the state of cgroup `{}` names no generation", config.cgroup.display()),
+            }));
+        };
+        let links = Links::open(&place, &config.cgroup)?;
+        let ulp_guard = UlpGuard::from_link(Place::open(&place.link(pins::link::ULP_GUARD))?);
+        let same = current.meta.source_hash == meta.source_hash
+            && state.capacity == config.capacity
+            && state.events_all == config.events_all;
+        let adopted = 1 + generations.len();
+        let since = state.since.clone();
+        let mut session = Session::assemble(
+            config,
+            links,
+            ulp_guard,
+            Some((place, lock)),
+            current,
+            generations,
+            Started::Adopted { since: since.clone(), generations: adopted, reloaded: !same },
+        );
+        session.since = since;
+        session.next_number = state.generations.iter().map(|g| g.number).max().unwrap_or(0) + 1;
+        for generation in &mut session.retired {
+            generation.retired_at = Some(Instant::now());
+        }
+        if !same {
+            session.reload(object, meta)?;
+        }
+        session.save()?;
+        Ok(session)
+    }
+
+    fn assemble(
+        config: RunConfig,
+        links: Links,
+        ulp_guard: UlpGuard,
+        place: Option<(Place, std::fs::File)>,
+        current: Generation,
+        retired: Vec<Generation>,
+        started: Started,
+    ) -> Session {
+        let next_number = current.number + 1;
+        Session {
             _ulp_guard: ulp_guard,
+            place,
+            since: events::rfc3339(SystemTime::now()),
+            started,
+            next_number,
             ktls: crate::probe::ktls_state(),
             cgroup_label: config.cgroup.display().to_string(),
             config,
             links,
             current,
-            retired: Vec::new(),
+            retired,
             carried: Counters::default(),
             gate_totals: abi::gate::Gate::default(),
             addresses: HashMap::new(),
@@ -462,22 +699,58 @@ impl Session {
             events_dropped: 0,
             reloads_applied: 0,
             reloads_rejected: 0,
+        }
+    }
+
+    /// Writes the state file of a persistent session (no-op otherwise).
+    fn save(&self) -> Result<(), KernelError> {
+        let Some((place, _)) = &self.place else { return Ok(()) };
+        place.write_state(&pins::State {
+            cgroup: self.config.cgroup.clone(),
+            cgroup_id: place.cgroup_id,
+            since: self.since.clone(),
+            capacity: self.config.capacity,
+            events_all: self.config.events_all,
+            agent_pid: Some(std::process::id()),
+            generations: self.retired.iter().chain(std::iter::once(&self.current)).map(Generation::saved).collect(),
         })
+    }
+
+    /// How the session began.
+    pub fn started(&self) -> &Started {
+        &self.started
+    }
+
+    /// Where the session is pinned, if it persists.
+    pub fn place(&self) -> Option<&Place> {
+        self.place.as_ref().map(|(place, _)| place)
     }
 
     /// Replaces the policy for new connections (module docs); on error
     /// the running policy stays and the error says why.
     pub fn reload(&mut self, object: &[u8], meta: &Meta) -> Result<(), RunError> {
-        let result = Generation::load(object, meta, &self.config).and_then(|next| {
-            self.links.replace(&next, &self.current)?;
+        let number = self.next_number;
+        let result = Generation::load(number, object, meta, &self.config).and_then(|mut next| {
+            if let Some((place, _)) = &self.place {
+                next.pin(place)?;
+            }
+            if let Err(error) = self.links.replace(&next.programs, &self.current.programs) {
+                if let Some((place, _)) = &self.place {
+                    let _ = place.remove_generation(number);
+                }
+                next.program.release();
+                return Err(error.into());
+            }
             Ok(next)
         });
         match result {
             Ok(next) => {
+                self.next_number += 1;
                 let mut previous = std::mem::replace(&mut self.current, next);
                 previous.retired_at = Some(Instant::now());
                 self.retired.push(previous);
                 self.reloads_applied += 1;
+                self.save()?;
                 Ok(())
             }
             Err(error) => {
@@ -485,6 +758,21 @@ impl Session {
                 Err(error)
             }
         }
+    }
+
+    /// Lifts enforcement: unpins everything (a persistent session) and
+    /// drops it, so nothing of it is left in the kernel. Connections that
+    /// were enrolled carry on unpoliced. `l7c stop` does the same for a
+    /// session whose agent is gone ([`stop_pinned`]).
+    pub fn stop(mut self) -> Result<(), KernelError> {
+        if let Some((place, _lock)) = self.place.take() {
+            place.remove_all()?;
+        }
+        self.current.program.release();
+        for generation in &mut self.retired {
+            generation.program.release();
+        }
+        Ok(())
     }
 
     /// Counts a reload rejected before it reached the kernel (the policy
@@ -597,11 +885,18 @@ impl Session {
                 .retired_at
                 .is_some_and(|at| at.elapsed() >= RETIRE_GRACE);
             if generation.empty_polls >= EMPTY_POLLS_TO_FREE && old_enough {
-                let freed = self.retired.remove(index);
+                let mut freed = self.retired.remove(index);
                 // Its last events were drained above; keep its counts.
                 if let Ok(counters) = Counters::read(&freed.program, &freed.meta) {
                     self.carried.add(&counters);
                 }
+                // The state first (it must never name missing pins), then
+                // the pins; the maps go when the last fd closes.
+                self.save()?;
+                if let Some((place, _)) = &self.place {
+                    place.remove_generation(freed.number)?;
+                }
+                freed.program.release();
                 drop(freed);
                 polled.freed += 1;
             } else {
@@ -661,11 +956,25 @@ impl Session {
 
     /// The kernel id of the current enrollment program.
     pub fn enrollment_program_id(&self) -> Option<u32> {
-        prog_id(self.current.enroll.as_fd())
+        prog_id(self.current.programs.enroll.as_fd())
     }
 
     pub fn cgroup(&self) -> &Path {
         self.links.enroll.cgroup()
+    }
+}
+
+impl Drop for Session {
+    /// A persistent session leaves its enforcement in the kernel and says
+    /// in the state file that no agent runs it any more (best effort: the
+    /// state is only informational once the lock is released).
+    fn drop(&mut self) {
+        if let Some((place, _)) = &self.place {
+            if let Ok(Some(mut state)) = place.read_state() {
+                state.agent_pid = None;
+                let _ = place.write_state(&state);
+            }
+        }
     }
 }
 

@@ -316,3 +316,35 @@ pub fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> Result<(), 
     };
     bpf(BPF_LINK_UPDATE, &mut attr)
 }
+
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+
+/// `union bpf_attr` as `BPF_OBJ_PIN` / `BPF_OBJ_GET` read it.
+#[repr(C)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+fn c_path(path: &std::path::Path) -> Result<std::ffi::CString, Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// `BPF_OBJ_PIN`: `fd` (a map, program or link) stays alive under `path`
+/// in a bpffs mount until the file is removed, whatever happens to this
+/// process.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> Result<(), Errno> {
+    let name = c_path(path)?;
+    let mut attr = ObjAttr { pathname: name.as_ptr() as u64, bpf_fd: fd_u32(fd), file_flags: 0 };
+    bpf(BPF_OBJ_PIN, &mut attr)
+}
+
+/// `BPF_OBJ_GET`: a new fd for the object pinned at `path`.
+pub fn obj_get(path: &std::path::Path) -> Result<std::os::fd::OwnedFd, Errno> {
+    let name = c_path(path)?;
+    let mut attr = ObjAttr { pathname: name.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    bpf_fd(BPF_OBJ_GET, &mut attr)
+}

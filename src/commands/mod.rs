@@ -8,7 +8,17 @@ pub mod explain;
 pub mod fmt;
 pub mod probe;
 pub mod run;
+pub mod status;
+pub mod stop;
 pub mod test;
+
+/// `--format human|json` of the commands that print a report (`probe`,
+/// `status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HumanOrJson {
+    Human,
+    Json,
+}
 
 use crate::{usage_error, Status};
 use clap::Args as ClapArgs;

@@ -5,6 +5,7 @@
 //! reported, not required); 1 one is missing; 2 the BPF syscall was
 //! refused for lack of privileges (nothing could be tried).
 
+use super::HumanOrJson as Format;
 use crate::{outln, usage_error, Status};
 use l7c_runtime::probe;
 
@@ -13,12 +14,6 @@ pub struct Args {
     /// Output format
     #[arg(long, value_enum, default_value = "human")]
     format: Format,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Human,
-    Json,
 }
 
 pub fn run(args: Args) -> Status {

@@ -1,15 +1,21 @@
 //! `l7c run FILE... --cgroup PATH [--redirect NAME=HOST:PORT]...
-//! [--metrics ADDR] [--events PATH|-] [--events-all]`
+//! [--metrics ADDR] [--events PATH|-] [--events-all] [--capacity N]
+//! [--watch] [--allow-empty] [--ephemeral]`
 //!
-//! Compiles the policy, enforces it on every TCP connection the processes
-//! of the cgroup open (`l7c_runtime::Session`), and runs until SIGINT or
-//! SIGTERM. SIGHUP, or a change to any file the compilation read,
-//! reloads: new connections get the new policy, established ones keep
-//! theirs (docs/runtime.md). A policy that fails to compile or load is
-//! rejected and the running one stays.
+//! Compiles the policy and enforces it on every TCP connection the
+//! processes of the cgroup open (`l7c_runtime::Session`). The enforcement
+//! is pinned in the kernel: it stays in force when this agent exits or
+//! dies, a restarted agent adopts it, and only `l7c stop` lifts it
+//! (docs/runtime.md, "Crash safety"); `--ephemeral` ties it to the
+//! process instead. SIGHUP (and with `--watch` a changed file once it has
+//! settled) reloads: new connections get the new policy, established ones
+//! keep theirs. A policy that fails to compile or load, or that defines no
+//! policy at all (without `--allow-empty`), is rejected and the running
+//! one stays. SIGINT and SIGTERM end the agent, not the enforcement.
 //!
-//! Exit codes: 0 after a clean stop; 1 the policy does not compile or the
-//! kernel refused the compiled program; 2 usage, privileges, cgroup, I/O.
+//! Exit codes: 0 after a clean stop; 1 the policy does not compile, is
+//! empty, or the kernel refused the compiled program; 2 usage,
+//! privileges, cgroup, another agent on the cgroup, I/O.
 
 use super::{compile_or_report, generate_or_report, has_kernel_privileges, kernel_failure};
 use crate::{files_arg, usage_error, Status};
@@ -17,7 +23,7 @@ use l7c_compiler::codegen::Compiled;
 use l7c_compiler::report;
 use l7c_runtime::cgroup::check_cgroup;
 use l7c_runtime::metrics;
-use l7c_runtime::run::{RunConfig, RunError, Session};
+use l7c_runtime::run::{RunConfig, RunError, Session, Started};
 use l7c_runtime::signals::Signals;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -33,6 +39,8 @@ const TICK: Duration = Duration::from_millis(50);
 /// every tick; Prometheus scrapes every few seconds.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// How long a changed file must stay unchanged before `--watch` applies it.
+const SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -59,6 +67,18 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = l7c_runtime::run::DEFAULT_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     capacity: u32,
+    /// Tie enforcement to this process: nothing is pinned, and it ends when
+    /// l7c run exits or dies (for trying policies out, never on a node)
+    #[arg(long)]
+    ephemeral: bool,
+    /// Also reload when a policy file changes and then stays unchanged for a
+    /// second (SIGHUP always reloads); replace files atomically (write, then mv)
+    #[arg(long)]
+    watch: bool,
+    /// Accept policy files with no policy at all (every connection passes);
+    /// without it such a start or reload is refused
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 fn parse_redirect(text: &str) -> Result<(String, SocketAddr), String> {
@@ -186,6 +206,14 @@ pub fn run(args: Args) -> Status {
         Ok(built) => built,
         Err(status) => return status,
     };
+    if compiled.meta.policies.is_empty() && !args.allow_empty {
+        eprintln!(
+            "error: {} define(s) no policy: every connection of cgroup `{}` would pass unjudged\n  help: check the file (an empty or half-written file?); pass --allow-empty if that is what you want",
+            args.files.iter().map(|f| format!("`{}`", f.display())).collect::<Vec<_>>().join(", "),
+            args.cgroup.display()
+        );
+        return Status::Failed;
+    }
     let mut sink = match Sink::open(args.events.as_ref()) {
         Ok(sink) => sink,
         Err(status) => return status,
@@ -199,6 +227,7 @@ pub fn run(args: Args) -> Status {
         redirects: args.redirects.clone(),
         events_all: args.events_all,
         capacity: args.capacity,
+        persist: !args.ephemeral,
     };
     let mut session = match Session::start(&compiled.object, &compiled.meta, config) {
         Ok(session) => session,
@@ -217,12 +246,32 @@ pub fn run(args: Args) -> Status {
             }
         }
     }
-    eprintln!(
-        "l7c: enforcing {} (build {}) on TCP connections opened in cgroup `{}`; SIGHUP or a file change reloads, SIGINT/SIGTERM stops",
-        describe(&compiled),
-        compiled.meta.source_hash,
-        args.cgroup.display()
-    );
+    match session.started() {
+        Started::Fresh => eprintln!(
+            "l7c: enforcing {} (build {}) on TCP connections opened in cgroup `{}`; SIGHUP reloads{}",
+            describe(&compiled),
+            compiled.meta.source_hash,
+            args.cgroup.display(),
+            if args.watch { ", and so does a changed file once it settles (--watch)" } else { "" }
+        ),
+        Started::Adopted { since, generations, reloaded } => eprintln!(
+            "l7c: adopted the enforcement in force on cgroup `{}` since {since} ({generations} policy generation(s), it never stopped); {}",
+            args.cgroup.display(),
+            if *reloaded {
+                format!("the policy given differs: {} (build {}) is now in force for new connections", describe(&compiled), compiled.meta.source_hash)
+            } else {
+                format!("the policy given is the one in force: {} (build {}), nothing reloaded", describe(&compiled), compiled.meta.source_hash)
+            }
+        ),
+    }
+    match session.place() {
+        Some(place) => eprintln!(
+            "l7c: pinned under {}: enforcement stays in force if this process exits or dies; `l7c stop --cgroup {}` lifts it",
+            place.pins.display(),
+            args.cgroup.display()
+        ),
+        None => eprintln!("l7c: --ephemeral: enforcement ends when this process exits or dies"),
+    }
     let ktls = session.ktls();
     let ktls_line = match (ktls.kernel, ktls.enrolled) {
         ("unavailable", _) => format!("kTLS is not available on this kernel ({})", ktls.detail),
@@ -230,26 +279,37 @@ pub fn run(args: Args) -> Status {
         _ => "this kernel allows kTLS on enrolled sockets".to_owned(),
     };
     eprintln!(
-        "l7c: kTLS: {ktls_line}; TCP_ULP is refused in the cgroup while l7c runs, so TLS libraries stay in user space and the policy's `opaque` setting judges their records (docs/ktls.md)"
+        "l7c: kTLS: {ktls_line}; TCP_ULP is refused in the cgroup while the policy is in force, so TLS libraries stay in user space and the policy's `opaque` setting judges their records (docs/ktls.md)"
     );
     let mut last_stamps = stamps(&watched);
     let mut last_watch = Instant::now();
+    // A changed file is applied once it has stayed unchanged for SETTLE:
+    // an editor or a `cp` still writing it is not read half-way.
+    let mut changed_at: Option<Instant> = None;
     let mut last_publish = Instant::now();
     let signal = loop {
         if let Some(signal) = signals.terminated() {
             break signal;
         }
         let mut reload = signals.take_hangup();
-        if last_watch.elapsed() >= WATCH_EVERY {
+        if args.watch && last_watch.elapsed() >= WATCH_EVERY {
             last_watch = Instant::now();
             let now = stamps(&watched);
             if now != last_stamps {
                 last_stamps = now;
+                changed_at = Some(Instant::now());
+            } else if changed_at.is_some_and(|at| at.elapsed() >= SETTLE) {
+                changed_at = None;
                 reload = true;
             }
         }
         if reload {
+            changed_at = None;
             match build(&args.files) {
+                Ok((compiled, _)) if compiled.meta.policies.is_empty() && !args.allow_empty => {
+                    session.rejected();
+                    eprintln!("l7c: reload rejected: the files define no policy, so every connection would pass; the running one stays (start with --allow-empty if that is what you want)");
+                }
                 Ok((compiled, read)) => match session.reload(&compiled.object, &compiled.meta) {
                     Ok(()) => {
                         watched = read;
@@ -299,9 +359,22 @@ pub fn run(args: Args) -> Status {
         }
         std::thread::sleep(TICK);
     };
-    drop(session);
-    eprintln!("l7c: stopped on {}: programs detached, maps freed", l7c_runtime::signals::name(signal));
-    Status::Ok
+    let signal = l7c_runtime::signals::name(signal);
+    if session.place().is_some() {
+        drop(session);
+        eprintln!(
+            "l7c: agent stopped on {signal}; the policy stays in force (`l7c run` adopts it, `l7c stop --cgroup {}` lifts it)",
+            args.cgroup.display()
+        );
+        return Status::Ok;
+    }
+    match session.stop() {
+        Ok(()) => {
+            eprintln!("l7c: stopped on {signal}: programs detached, maps freed");
+            Status::Ok
+        }
+        Err(error) => kernel_failure(error),
+    }
 }
 
 fn describe(compiled: &Compiled) -> String {
