@@ -120,6 +120,10 @@ pub struct Snapshot {
     /// The enrollment gate: capacity, use and refusals (docs/runtime.md,
     /// "Capacity").
     pub gate: GateFigures,
+    /// The cgroup's directory exists (the policy is attached to it).
+    pub cgroup_present: bool,
+    /// Times the cgroup was created again and the policy re-attached.
+    pub cgroup_reattached: u64,
 }
 
 /// The gate's figures for `/metrics`.
@@ -192,7 +196,19 @@ pub fn render(snapshot: &Snapshot) -> String {
             snapshot.generations.to_string(),
         ),
     ];
-    let gate: [(&str, &str, &str, String); 3] = [
+    let gate: [(&str, &str, &str, String); 5] = [
+        (
+            "l7c_cgroup_present",
+            "gauge",
+            "1 while the cgroup's directory exists and the policy is attached to it; 0 after it was removed (nothing to enforce until it is created again).",
+            u8::from(snapshot.cgroup_present).to_string(),
+        ),
+        (
+            "l7c_cgroup_reattached_total",
+            "counter",
+            "Times the cgroup was removed and created again (as systemd does on a unit restart) and the policy attached to the new one.",
+            snapshot.cgroup_reattached.to_string(),
+        ),
         (
             "l7c_capacity_connections",
             "gauge",

@@ -48,6 +48,8 @@ use crate::sys;
 /// into the old map).
 const EMPTY_POLLS_TO_FREE: u32 = 2;
 const RETIRE_GRACE: Duration = Duration::from_secs(1);
+/// How often the cgroup's path is looked at (removed, created again).
+const CGROUP_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How long to wait for a redirect target to accept.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -545,6 +547,14 @@ pub struct Session {
     since: String,
     started: Started,
     next_number: u64,
+    /// The id (inode) of the cgroup directory the links are attached to.
+    cgroup_id: u64,
+    /// The cgroup's path has no directory now (removed; maybe created
+    /// again later, as systemd does on every unit restart).
+    cgroup_missing: bool,
+    last_cgroup_check: Instant,
+    /// Times the cgroup was created again and the policy re-attached.
+    pub cgroup_reattached: u64,
     /// What the kernel does with kTLS (probed at start).
     ktls: crate::probe::KtlsState,
     current: Generation,
@@ -679,7 +689,12 @@ impl Session {
         started: Started,
     ) -> Session {
         let next_number = current.number + 1;
+        let cgroup_id = cgroup_id(&config.cgroup).unwrap_or(0);
         Session {
+            cgroup_id,
+            cgroup_missing: false,
+            last_cgroup_check: Instant::now(),
+            cgroup_reattached: 0,
             _ulp_guard: ulp_guard,
             place,
             since: events::rfc3339(SystemTime::now()),
@@ -781,10 +796,77 @@ impl Session {
         self.reloads_rejected += 1;
     }
 
+    /// Whether the cgroup directory exists (the policy is attached to it).
+    pub fn cgroup_present(&self) -> bool {
+        !self.cgroup_missing
+    }
+
+    /// Looks at the cgroup's path: removed, or created again (a new
+    /// directory, a new id), in which case the policy is attached to the
+    /// new one — links, guard, pins and state follow it. What it found is
+    /// said in `notices`.
+    fn follow_cgroup(&mut self, notices: &mut Vec<String>) -> Result<(), KernelError> {
+        if self.last_cgroup_check.elapsed() < CGROUP_CHECK_EVERY {
+            return Ok(());
+        }
+        self.last_cgroup_check = Instant::now();
+        let path = self.config.cgroup.clone();
+        match cgroup_id(&path) {
+            None if !self.cgroup_missing => {
+                self.cgroup_missing = true;
+                notices.push(format!(
+                    "l7c: cgroup `{}` was removed: no process can be in it, so nothing is enforced there until a cgroup is created at that path again; l7c attaches the policy to it then",
+                    path.display()
+                ));
+            }
+            Some(id) if id != self.cgroup_id => {
+                self.reattach(id)?;
+                self.cgroup_missing = false;
+                notices.push(format!(
+                    "l7c: cgroup `{}` was created again (id {id}): the policy is attached to it; connections its processes open are enforced again (re-attached {} time(s))",
+                    path.display(),
+                    self.cgroup_reattached
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Attaches the current generation to the cgroup now at the session's
+    /// path (id `id`), and moves the pins and the state to that id.
+    fn reattach(&mut self, id: u64) -> Result<(), KernelError> {
+        let links = Links::attach(&self.current.programs, &self.config.cgroup)?;
+        let guard = UlpGuard::attach(&self.config.cgroup)?;
+        if let Some((place, _lock)) = &mut self.place {
+            let moved = Place::with_id(id);
+            let io = |step: String, error: std::io::Error| KernelError::syscall(step, crate::Errno::from_io(&error), "");
+            for (from, to) in [(&place.pins, &moved.pins), (&place.state_dir, &moved.state_dir)] {
+                // A directory at the new id is a stale one (ids are inode
+                // numbers, which the kernel reuses).
+                let _ = std::fs::remove_dir_all(to);
+                std::fs::rename(from, to).map_err(|error| io(format!("rename {} to {}", from.display(), to.display()), error))?;
+            }
+            for name in pins::link::ALL {
+                let _ = std::fs::remove_file(moved.link(name));
+            }
+            links.pin(&moved)?;
+            Place::pin(guard.link(), &moved.link(pins::link::ULP_GUARD), "the TCP_ULP guard's link")?;
+            *place = moved;
+        }
+        // The old links, attached to the removed cgroup, close here.
+        self.links = links;
+        self._ulp_guard = guard;
+        self.cgroup_id = id;
+        self.cgroup_reattached += 1;
+        self.save()
+    }
+
     /// Drains every generation's events, refreshes the address cache, and
     /// frees retired generations whose connections have all closed.
     pub fn poll(&mut self) -> Result<Polled, KernelError> {
         let mut polled = Polled::default();
+        self.follow_cgroup(&mut polled.notices)?;
         // Keys first: an event's connection may close right after. One
         // walk of each map per poll serves the address cache, the
         // enrolled count and retiring.
@@ -927,6 +1009,8 @@ impl Session {
             generations: 1 + self.retired.len(),
             source_hash: self.current.meta.source_hash.clone(),
             ktls: self.ktls.clone(),
+            cgroup_present: !self.cgroup_missing,
+            cgroup_reattached: self.cgroup_reattached,
             gate: crate::metrics::GateFigures {
                 capacity: u64::from(self.config.capacity),
                 used: self.current.gate_seen.used,
@@ -960,7 +1044,7 @@ impl Session {
     }
 
     pub fn cgroup(&self) -> &Path {
-        self.links.enroll.cgroup()
+        &self.config.cgroup
     }
 }
 
@@ -976,6 +1060,13 @@ impl Drop for Session {
             }
         }
     }
+}
+
+/// The id of the cgroup directory at `path` (its inode, what
+/// `bpf_get_current_cgroup_id` returns), if there is one.
+fn cgroup_id(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|metadata| metadata.ino())
 }
 
 /// The kernel id of a program fd, from `/proc/self/fdinfo`.

@@ -763,3 +763,39 @@ except OSError as e:
     assert!(text.contains("l7c_connections_refused_total{reason=\"capacity\"} 2"), "{text}");
     assert!(text.contains("l7c_capacity_connections 3"), "{text}");
 }
+
+/// Issue 10, part 4: systemd removes and recreates a unit's cgroup on
+/// every restart. The session notices both, says so, and attaches the
+/// policy to the new cgroup (pins and state follow its new id); a client
+/// in the recreated cgroup is denied as before.
+#[test]
+fn a_removed_and_recreated_cgroup_gets_the_policy_again() {
+    let test = "a_removed_and_recreated_cgroup_gets_the_policy_again";
+    let Some(cgroup) = ready(test) else { return };
+    let compiled = deny_all();
+    let mut session = Session::start(&compiled.object, &compiled.meta, RunConfig { persist: true, ..config(&cgroup) }).expect("start");
+    let first_place = session.place().expect("a persistent session is pinned").clone();
+    enrolls_and_denies(&session, &cgroup, "127.0.0.1:18160", "127.0.0.1");
+
+    std::fs::remove_dir(&cgroup.0).expect("rmdir the empty cgroup");
+    let mut notices = Vec::new();
+    assert!(poll_until(&mut session, Duration::from_secs(3), |s| !s.cgroup_present()));
+    std::fs::create_dir(&cgroup.0).expect("mkdir it again");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while session.cgroup_reattached == 0 {
+        assert!(Instant::now() < deadline, "the recreated cgroup was never noticed");
+        notices.extend(session.poll().expect("poll").notices);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("notices: {notices:?}");
+    assert!(notices.iter().any(|n| n.contains("was created again")), "{notices:?}");
+    assert!(session.cgroup_present());
+    let moved = session.place().expect("still pinned").clone();
+    assert_ne!(moved.cgroup_id, first_place.cgroup_id);
+    assert!(moved.is_pinned() && !first_place.is_pinned(), "the pins follow the cgroup's new id");
+    let text = l7c_runtime::metrics::render(&session.snapshot().unwrap());
+    assert!(text.contains("l7c_cgroup_reattached_total 1") && text.contains("l7c_cgroup_present 1"), "{text}");
+    enrolls_and_denies(&session, &cgroup, "127.0.0.1:18161", "127.0.0.1");
+    session.stop().expect("lifted");
+    assert!(!moved.is_pinned());
+}

@@ -315,9 +315,14 @@ pub fn run(args: Args) -> Status {
                         watched = read;
                         last_stamps = stamps(&watched);
                         eprintln!(
-                            "l7c: reloaded: {} (build {}) for new connections; established ones keep their policy",
+                            "l7c: reloaded: {} (build {}) for new connections; established ones keep their policy{}",
                             describe(&compiled),
-                            compiled.meta.source_hash
+                            compiled.meta.source_hash,
+                            if session.cgroup_present() {
+                                String::new()
+                            } else {
+                                format!(" (cgroup `{}` does not exist now: nothing is enforced until it is created again)", args.cgroup.display())
+                            }
                         );
                     }
                     Err(error) => {
