@@ -1009,3 +1009,81 @@ fn an_emptied_or_half_written_policy_file_is_not_applied() {
     assert!(run.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 10, part 4: a connection a process of the cgroup opened before
+/// `l7c run` started is not enrolled. It is reported at start (log and
+/// `l7c_connections_unpoliced`), and `--existing reset` ends it: the
+/// client's next send fails and the denied request never reaches the
+/// server.
+#[test]
+fn connections_from_before_the_policy_are_reported_and_can_be_reset() {
+    let test = "connections_from_before_the_policy_are_reported_and_can_be_reset";
+    let Some(cgroup) = ready(test) else { return };
+    if !installed("python3", "--version") {
+        eprintln!("SKIPPED {test}: python3 is not installed");
+        return;
+    }
+    let dir = temp_dir(test);
+    let policy = dir.join("p.l7");
+    std::fs::write(&policy, CRASH_POLICY.replace("18230", "18250")).unwrap();
+    if !compiles(test, &policy, &dir) {
+        return;
+    }
+    let server = Server::start("127.0.0.1:18250");
+    let go = dir.join("go");
+    let script = format!(
+        r#"
+import socket, time, os, errno
+s = socket.create_connection(("127.0.0.1", 18250))
+s.sendall(b"GET /pub/before HTTP/1.1\r\nHost: a\r\n\r\n")
+s.recv(4096)
+print("connected", flush=True)
+while not os.path.exists("{go}"):
+    time.sleep(0.05)
+try:
+    s.sendall(b"GET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n")
+    time.sleep(0.2)
+    s.sendall(b"GET /admin/y HTTP/1.1\r\nHost: a\r\n\r\n")
+    print("sent", flush=True)
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+"#,
+        go = go.display()
+    );
+    let mut client = KillOnDrop(cgroup.command("python3", &["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
+    let mut client_out = BufReader::new(client.0.stdout.take().unwrap());
+    let mut line = String::new();
+    client_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "connected");
+
+    let metrics = "127.0.0.1:18251";
+    let args = [policy.to_str().unwrap(), "--cgroup", cgroup.path(), "--metrics", metrics];
+    let keep = Running::start(&args);
+    keep.wait_for("were established before the policy and are NOT policed", 1);
+    assert!(keep.stderr().contains("127.0.0.1:18250"), "{}", keep.stderr());
+    let text = scrape(metrics);
+    assert_eq!(sample(&text, "l7c_connections_unpoliced"), Some(1), "{text}");
+    assert!(keep.stop().success());
+
+    let reset = Running::start(&[args.as_slice(), &["--existing", "reset"]].concat());
+    reset.wait_for("l7c: ended 1 of 1 connection(s) established before the policy", 1);
+    std::fs::write(&go, "").unwrap();
+    line.clear();
+    client_out.read_line(&mut line).unwrap();
+    assert!(matches!(line.trim(), "ECONNABORTED" | "ECONNRESET" | "EPIPE"), "the client's send after the reset: {line:?}");
+    assert!(!server.paths().iter().any(|p| p.starts_with("/admin")), "{:?}", server.paths());
+    let text = scrape(metrics);
+    assert_eq!(sample(&text, "l7c_connections_unpoliced"), Some(0), "{text}");
+    assert!(reset.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}

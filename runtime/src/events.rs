@@ -79,25 +79,53 @@ pub fn remote_port(raw: u32) -> u16 {
 pub fn proc_net_tcp() -> std::collections::HashMap<(u16, u16), (SocketAddr, SocketAddr)> {
     let mut found = std::collections::HashMap::new();
     let mut ambiguous = std::collections::HashSet::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else { continue };
-        for line in text.lines().skip(1) {
-            let mut fields = line.split_whitespace().skip(1);
-            let (Some(local), Some(remote)) = (fields.next(), fields.next()) else { continue };
-            let (Some(local), Some(remote)) = (proc_net_addr(local), proc_net_addr(remote)) else { continue };
-            let ports = (local.port(), remote.port());
-            match found.insert(ports, (local, remote)) {
-                Some(previous) if previous != (local, remote) => {
-                    ambiguous.insert(ports);
-                }
-                _ => {}
+    for entry in tcp_sockets() {
+        let (local, remote) = (entry.local, entry.remote);
+        let ports = (local.port(), remote.port());
+        match found.insert(ports, (local, remote)) {
+            Some(previous) if previous != (local, remote) => {
+                ambiguous.insert(ports);
             }
+            _ => {}
         }
     }
     for ports in ambiguous {
         found.remove(&ports);
     }
     found
+}
+
+/// One line of `/proc/net/tcp{,6}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSocket {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// `enum tcp_state` (1: established).
+    pub state: u8,
+    /// The socket's inode (what `/proc/PID/fd/N` links to as `socket:[N]`).
+    pub inode: u64,
+}
+
+/// Every TCP socket of this network namespace, IPv4 and IPv6.
+pub fn tcp_sockets() -> Vec<TcpSocket> {
+    let mut sockets = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        for line in text.lines().skip(1) {
+            // sl local remote st tx:rx tr:when retrnsmt uid timeout inode
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(state), Some(inode)) = (
+                fields.get(1).and_then(|f| proc_net_addr(f)),
+                fields.get(2).and_then(|f| proc_net_addr(f)),
+                fields.get(3).and_then(|f| u8::from_str_radix(f, 16).ok()),
+                fields.get(9).and_then(|f| f.parse().ok()),
+            ) else {
+                continue;
+            };
+            sockets.push(TcpSocket { local, remote, state, inode });
+        }
+    }
+    sockets
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): each 32-bit

@@ -20,6 +20,8 @@
 //!   [`events`]; [`signals`] are the flags its loop reads.
 //! - [`pins`]: where a running policy lives outside the process (bpffs
 //!   pins, the state file, the agent lock), so a crash changes nothing.
+//! - [`existing`]: connections established before the policy was
+//!   (not enrolled): found, counted, and ended with `--existing reset`.
 //! - [`node`]: `l7c status` and `l7c stop`: what is pinned on this node,
 //!   and lifting it.
 //! - [`probe`]: `l7c probe`: each kernel capability tried for real.
@@ -35,6 +37,7 @@ pub mod engine;
 pub mod errno;
 pub mod error;
 pub mod events;
+pub mod existing;
 pub mod harness;
 pub mod key;
 pub mod loader;

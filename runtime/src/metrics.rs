@@ -124,6 +124,9 @@ pub struct Snapshot {
     pub cgroup_present: bool,
     /// Times the cgroup was created again and the policy re-attached.
     pub cgroup_reattached: u64,
+    /// The cgroup's connections established before the policy was (not
+    /// enrolled, not judged), at the last look.
+    pub connections_unpoliced: usize,
 }
 
 /// The gate's figures for `/metrics`.
@@ -196,7 +199,13 @@ pub fn render(snapshot: &Snapshot) -> String {
             snapshot.generations.to_string(),
         ),
     ];
-    let gate: [(&str, &str, &str, String); 5] = [
+    let gate: [(&str, &str, &str, String); 6] = [
+        (
+            "l7c_connections_unpoliced",
+            "gauge",
+            "Governed connections of the cgroup established before the policy was: not enrolled, their bytes are not judged (l7c run --existing reset ends them).",
+            snapshot.connections_unpoliced.to_string(),
+        ),
         (
             "l7c_cgroup_present",
             "gauge",

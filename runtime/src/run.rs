@@ -48,6 +48,9 @@ use crate::sys;
 /// into the old map).
 const EMPTY_POLLS_TO_FREE: u32 = 2;
 const RETIRE_GRACE: Duration = Duration::from_secs(1);
+/// How often connections established before the policy are counted
+/// again while there are any.
+const UNPOLICED_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How often the cgroup's path is looked at (removed, created again).
 const CGROUP_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How long to wait for a redirect target to accept.
@@ -555,6 +558,10 @@ pub struct Session {
     last_cgroup_check: Instant,
     /// Times the cgroup was created again and the policy re-attached.
     pub cgroup_reattached: u64,
+    /// Connections of the cgroup established before the policy (not
+    /// enrolled) at the last look, and when that was.
+    unpoliced: usize,
+    last_unpoliced_check: Instant,
     /// What the kernel does with kTLS (probed at start).
     ktls: crate::probe::KtlsState,
     current: Generation,
@@ -695,6 +702,8 @@ impl Session {
             cgroup_missing: false,
             last_cgroup_check: Instant::now(),
             cgroup_reattached: 0,
+            unpoliced: 0,
+            last_unpoliced_check: Instant::now(),
             _ulp_guard: ulp_guard,
             place,
             since: events::rfc3339(SystemTime::now()),
@@ -796,6 +805,23 @@ impl Session {
         self.reloads_rejected += 1;
     }
 
+    /// The cgroup's established connections that no generation polices
+    /// (established before the policy was: `existing.rs`), now.
+    pub fn unpoliced(&mut self) -> Result<Vec<crate::existing::Existing>, KernelError> {
+        let mut enrolled = std::collections::HashSet::new();
+        for generation in std::iter::once(&self.current).chain(&self.retired) {
+            for key in generation.enrolled_keys()? {
+                if let Some((local, remote)) = events::parse_key(&key) {
+                    enrolled.insert(crate::key::SockKey::new(local, remote));
+                }
+            }
+        }
+        let found = crate::existing::unpoliced(&self.config.cgroup, self.current.meta.governed_ports.as_deref(), &enrolled);
+        self.unpoliced = found.len();
+        self.last_unpoliced_check = Instant::now();
+        Ok(found)
+    }
+
     /// Whether the cgroup directory exists (the policy is attached to it).
     pub fn cgroup_present(&self) -> bool {
         !self.cgroup_missing
@@ -867,6 +893,10 @@ impl Session {
     pub fn poll(&mut self) -> Result<Polled, KernelError> {
         let mut polled = Polled::default();
         self.follow_cgroup(&mut polled.notices)?;
+        if self.unpoliced > 0 && self.last_unpoliced_check.elapsed() >= UNPOLICED_CHECK_EVERY {
+            // Until the last of them is closed (or reset), keep the gauge true.
+            self.unpoliced()?;
+        }
         // Keys first: an event's connection may close right after. One
         // walk of each map per poll serves the address cache, the
         // enrolled count and retiring.
@@ -1010,6 +1040,7 @@ impl Session {
             source_hash: self.current.meta.source_hash.clone(),
             ktls: self.ktls.clone(),
             cgroup_present: !self.cgroup_missing,
+            connections_unpoliced: self.unpoliced,
             cgroup_reattached: self.cgroup_reattached,
             gate: crate::metrics::GateFigures {
                 capacity: u64::from(self.config.capacity),

@@ -79,6 +79,17 @@ pub struct Args {
     /// without it such a start or reload is refused
     #[arg(long)]
     allow_empty: bool,
+    /// Governed connections established before the policy are not policed:
+    /// `keep` reports them (log, l7c_connections_unpoliced), `reset` ends
+    /// them so that their clients reconnect under the policy
+    #[arg(long, value_enum, default_value = "keep")]
+    existing: Existing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Existing {
+    Keep,
+    Reset,
 }
 
 fn parse_redirect(text: &str) -> Result<(String, SocketAddr), String> {
@@ -233,6 +244,7 @@ pub fn run(args: Args) -> Status {
         Ok(session) => session,
         Err(error) => return run_error(error),
     };
+    report_existing(&mut session, &args);
     let shared: metrics::Shared = Arc::new(Mutex::new(String::new()));
     publish(&session, &shared);
     if let Some(addr) = args.metrics {
@@ -380,6 +392,63 @@ pub fn run(args: Args) -> Status {
         }
         Err(error) => kernel_failure(error),
     }
+}
+
+/// Says which governed connections of the cgroup were established before
+/// the policy (not policed), and ends them with `--existing reset`.
+fn report_existing(session: &mut Session, args: &Args) {
+    const SHOWN: usize = 10;
+    let found = match session.unpoliced() {
+        Ok(found) => found,
+        Err(error) => {
+            eprint!("{}", report::render(&error));
+            return;
+        }
+    };
+    if found.is_empty() {
+        return;
+    }
+    let list = |items: &[l7c_runtime::existing::Existing]| {
+        let mut text = items
+            .iter()
+            .take(SHOWN)
+            .map(|c| format!("pid {} {} -> {}", c.pid, c.local, c.remote))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if items.len() > SHOWN {
+            text.push_str(&format!(", and {} more", items.len() - SHOWN));
+        }
+        text
+    };
+    if args.existing == Existing::Keep {
+        eprintln!(
+            "l7c: WARNING: {} governed connection(s) of cgroup `{}` were established before the policy and are NOT policed until they close ({}); `--existing reset` ends them so their clients reconnect under the policy",
+            found.len(),
+            args.cgroup.display(),
+            list(&found)
+        );
+        return;
+    }
+    let mut failed = Vec::new();
+    for connection in &found {
+        if let Err(errno) = l7c_runtime::existing::reset(connection) {
+            failed.push(format!("{} -> {}: SOCK_DESTROY failed with {errno}", connection.local, connection.remote));
+        }
+    }
+    eprintln!(
+        "l7c: ended {} of {} connection(s) established before the policy (SOCK_DESTROY; their clients see ECONNABORTED and reconnect under the policy): {}",
+        found.len() - failed.len(),
+        found.len(),
+        list(&found)
+    );
+    if !failed.is_empty() {
+        eprintln!(
+            "l7c: WARNING: {} could not be ended and are NOT policed: {} (the kernel needs CONFIG_INET_DIAG_DESTROY)",
+            failed.len(),
+            failed.join("; ")
+        );
+    }
+    let _ = session.unpoliced();
 }
 
 fn describe(compiled: &Compiled) -> String {
