@@ -1087,3 +1087,66 @@ except OSError as e:
     assert!(reset.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Client TCP Fast Open would let bytes pass unjudged:
+/// `sendto(MSG_FASTOPEN)` on an unconnected socket connects inside that
+/// send, which began before the socket was enrolled (measured: `GET
+/// /admin` reached the server). While a policy is in force client TFO is
+/// off (`net.ipv4.tcp_fastopen` bit 0): the send fails with EOPNOTSUPP or
+/// is judged, and nothing denied reaches the server; `l7c stop` puts the
+/// setting back.
+#[test]
+fn tcp_fast_open_cannot_carry_a_request_past_the_policy() {
+    let test = "tcp_fast_open_cannot_carry_a_request_past_the_policy";
+    let Some(cgroup) = ready(test) else { return };
+    if !installed("python3", "--version") {
+        eprintln!("SKIPPED {test}: python3 is not installed");
+        return;
+    }
+    let sysctl = Path::new("/proc/sys/net/ipv4/tcp_fastopen");
+    let Ok(before) = std::fs::read_to_string(sysctl) else {
+        eprintln!("SKIPPED {test}: no {} in this kernel", sysctl.display());
+        return;
+    };
+    let before: u32 = before.trim().parse().unwrap();
+    if before & 1 == 0 {
+        // Make the bypass possible, so the test shows l7c closes it.
+        std::fs::write(sysctl, (before | 1).to_string()).unwrap();
+    }
+    let dir = temp_dir(test);
+    let policy = dir.join("p.l7");
+    std::fs::write(&policy, CRASH_POLICY.replace("18230", "18260")).unwrap();
+    if !compiles(test, &policy, &dir) {
+        return;
+    }
+    let server = Server::start("127.0.0.1:18260");
+    let run = Running::start(&[policy.to_str().unwrap(), "--cgroup", cgroup.path()]);
+    assert!(run.stderr().contains("client TCP Fast Open is off"), "{}", run.stderr());
+    assert_eq!(std::fs::read_to_string(sysctl).unwrap().trim().parse::<u32>().unwrap() & 1, 0);
+    let script = r#"
+import socket, errno
+s = socket.socket()
+try:
+    s.sendto(b"GET /admin/tfo HTTP/1.1\r\nHost: a\r\n\r\n", 0x20000000, ("127.0.0.1", 18260))
+    s.settimeout(1)
+    print("sent", s.recv(100))
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+"#;
+    let out = cgroup.command("python3", &["-c", script]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    println!("the TFO client: {said}");
+    assert!(matches!(said.as_str(), "EOPNOTSUPP" | "ENOTSUP" | "EACCES"), "{said}");
+    assert!(!server.paths().iter().any(|p| p.starts_with("/admin")), "a denied request passed: {:?}", server.paths());
+    assert!(run.stop().success());
+    let after: u32 = std::fs::read_to_string(sysctl).unwrap().trim().parse().unwrap();
+    let others = std::fs::read_dir("/run/l7c").into_iter().flatten().flatten().filter(|e| e.path().join("state.json").exists()).count();
+    if others == 0 {
+        assert_eq!(after, before | 1, "`l7c stop` (the last enforcement on the node) puts the setting back");
+    } else {
+        // Another test's policy is still in force: client TFO stays off.
+        assert_eq!(after & 1, 0, "client TFO back on while {others} enforcement(s) remain");
+    }
+    std::fs::write(sysctl, before.to_string()).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -25,6 +25,8 @@
 //! - [`node`]: `l7c status` and `l7c stop`: what is pinned on this node,
 //!   and lifting it.
 //! - [`probe`]: `l7c probe`: each kernel capability tried for real.
+//! - [`tfo`]: client TCP Fast Open, turned off while a policy is in force
+//!   (it would let bytes pass unjudged).
 //!
 //! Everything here needs CAP_BPF and CAP_NET_ADMIN; without them the
 //! errors say so ([`KernelError::is_permission`]).
@@ -48,6 +50,7 @@ pub mod probe;
 pub mod run;
 pub mod signals;
 mod sys;
+pub mod tfo;
 
 pub use errno::Errno;
 pub use error::{KernelError, PRIVILEGE_HELP};

@@ -130,6 +130,7 @@ pub fn stop(cgroup: &Path, wait: Duration) -> Result<Stopped, RunError> {
     };
     let generations = state.as_ref().map_or(0, |state| state.generations.len());
     place.remove_all()?;
+    crate::tfo::restore_if_last(Place::all().iter().filter(|other| other.cgroup_id != place.cgroup_id).count())?;
     drop(lock);
     // The lock file goes last: nothing of this cgroup remains in /run.
     let _ = std::fs::remove_dir_all(&place.state_dir);

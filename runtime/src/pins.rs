@@ -111,7 +111,7 @@ impl Place {
         }
     }
 
-    /// Every cgroup with a state file, by id.
+    /// Every cgroup with a state file (enforcement in force), by id.
     pub fn all() -> Vec<Place> {
         let mut places: Vec<Place> = std::fs::read_dir(STATE_ROOT)
             .into_iter()
@@ -121,6 +121,7 @@ impl Place {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 name.strip_prefix("cg-")?.parse().ok().map(Place::with_id)
             })
+            .filter(|place| place.state_file().exists())
             .collect();
         places.sort_by_key(|place| place.cgroup_id);
         places

@@ -51,6 +51,8 @@ const RETIRE_GRACE: Duration = Duration::from_secs(1);
 /// How often connections established before the policy are counted
 /// again while there are any.
 const UNPOLICED_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often client TCP Fast Open is checked to be still off.
+const TFO_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the cgroup's path is looked at (removed, created again).
 const CGROUP_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How long to wait for a redirect target to accept.
@@ -558,6 +560,10 @@ pub struct Session {
     last_cgroup_check: Instant,
     /// Times the cgroup was created again and the policy re-attached.
     pub cgroup_reattached: u64,
+    /// `net.ipv4.tcp_fastopen` before the session turned client TFO off
+    /// (`tfo.rs`), to restore when enforcement is lifted.
+    tcp_fastopen_was: Option<u32>,
+    last_tfo_check: Instant,
     /// Connections of the cgroup established before the policy (not
     /// enrolled) at the last look, and when that was.
     unpoliced: usize,
@@ -606,7 +612,9 @@ impl Session {
             // Before the enrollment: no enrolled socket may take the tls ULP.
             let ulp_guard = UlpGuard::attach(&config.cgroup)?;
             let links = Links::attach(&current.programs, &config.cgroup)?;
-            return Ok(Session::assemble(config, links, ulp_guard, None, current, Vec::new(), Started::Fresh));
+            let mut session = Session::assemble(config, links, ulp_guard, None, current, Vec::new(), Started::Fresh);
+            session.tcp_fastopen_was = crate::tfo::disable_client()?;
+            return Ok(session);
         }
         let place = Place::of(&config.cgroup)?;
         let Some(lock) = place.try_lock()? else {
@@ -636,7 +644,8 @@ impl Session {
                 return Err(error);
             }
         };
-        let session = Session::assemble(config, links, ulp_guard, Some((place, lock)), current, Vec::new(), Started::Fresh);
+        let mut session = Session::assemble(config, links, ulp_guard, Some((place, lock)), current, Vec::new(), Started::Fresh);
+        session.tcp_fastopen_was = crate::tfo::disable_client()?;
         session.save()?;
         Ok(session)
     }
@@ -675,6 +684,8 @@ impl Session {
             Started::Adopted { since: since.clone(), generations: adopted, reloaded: !same },
         );
         session.since = since;
+        // Off again if someone turned it back on meanwhile.
+        session.tcp_fastopen_was = crate::tfo::disable_client()?;
         session.next_number = state.generations.iter().map(|g| g.number).max().unwrap_or(0) + 1;
         for generation in &mut session.retired {
             generation.retired_at = Some(Instant::now());
@@ -704,6 +715,8 @@ impl Session {
             cgroup_reattached: 0,
             unpoliced: 0,
             last_unpoliced_check: Instant::now(),
+            tcp_fastopen_was: None,
+            last_tfo_check: Instant::now(),
             _ulp_guard: ulp_guard,
             place,
             since: events::rfc3339(SystemTime::now()),
@@ -738,6 +751,12 @@ impl Session {
             agent_pid: Some(std::process::id()),
             generations: self.retired.iter().chain(std::iter::once(&self.current)).map(Generation::saved).collect(),
         })
+    }
+
+    /// `net.ipv4.tcp_fastopen` before the session turned client TFO off,
+    /// if it did (`tfo.rs`).
+    pub fn tcp_fastopen_was(&self) -> Option<u32> {
+        self.tcp_fastopen_was
     }
 
     /// How the session began.
@@ -792,6 +811,7 @@ impl Session {
         if let Some((place, _lock)) = self.place.take() {
             place.remove_all()?;
         }
+        crate::tfo::restore_if_last(pins::Place::all().len())?;
         self.current.program.release();
         for generation in &mut self.retired {
             generation.program.release();
@@ -893,6 +913,12 @@ impl Session {
     pub fn poll(&mut self) -> Result<Polled, KernelError> {
         let mut polled = Polled::default();
         self.follow_cgroup(&mut polled.notices)?;
+        if self.last_tfo_check.elapsed() >= TFO_CHECK_EVERY && !crate::tfo::client_off()? {
+            let was = crate::tfo::disable_client()?;
+            self.tcp_fastopen_was = self.tcp_fastopen_was.or(was);
+            self.last_tfo_check = Instant::now();
+            polled.notices.push("l7c: client TCP Fast Open was turned on again (net.ipv4.tcp_fastopen): turned it off, it lets bytes pass unjudged".to_owned());
+        }
         if self.unpoliced > 0 && self.last_unpoliced_check.elapsed() >= UNPOLICED_CHECK_EVERY {
             // Until the last of them is closed (or reset), keep the gauge true.
             self.unpoliced()?;
@@ -1089,6 +1115,9 @@ impl Drop for Session {
                 state.agent_pid = None;
                 let _ = place.write_state(&state);
             }
+        } else if self.tcp_fastopen_was.is_some() {
+            // An ephemeral (or stopped) session's enforcement ends here.
+            let _ = crate::tfo::restore_if_last(pins::Place::all().len());
         }
     }
 }

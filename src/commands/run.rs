@@ -244,6 +244,12 @@ pub fn run(args: Args) -> Status {
         Ok(session) => session,
         Err(error) => return run_error(error),
     };
+    if let Some(was) = session.tcp_fastopen_was() {
+        eprintln!(
+            "l7c: client TCP Fast Open is off in this network namespace while the policy is in force (net.ipv4.tcp_fastopen {was} -> {}): a sendto(MSG_FASTOPEN) connect sends bytes the policy never sees; `l7c stop` restores it",
+            was & !1
+        );
+    }
     report_existing(&mut session, &args);
     let shared: metrics::Shared = Arc::new(Mutex::new(String::new()));
     publish(&session, &shared);
