@@ -5,7 +5,6 @@
 //! I/O errors. Each command lives in its own module under `commands/`.
 
 mod commands;
-mod escapes;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

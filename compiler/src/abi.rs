@@ -8,7 +8,7 @@
 //! Every layout is little-endian with explicit offsets (the BPF program
 //! stores fields one by one at these offsets).
 
-use crate::eval::Reason;
+use crate::verdict::Reason;
 use crate::http::{LimitKind, MalformedKind};
 use crate::model::VerdictAction;
 use serde::{Deserialize, Serialize};

@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod model;
+pub mod verdict;
 pub mod source;
 pub mod eval;
 pub mod diagnostic;

@@ -2,7 +2,7 @@
 //! splits a test is run under. Engine-agnostic: `l7c test` uses it for
 //! every engine.
 
-use crate::eval::{Outcome, Reason, Verdict};
+use crate::verdict::{Outcome, Reason, Verdict};
 use crate::model::{Expectation, ExpectedReason};
 
 /// Whether `outcome` meets `expect`: one expectation per verdict, in order,

@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use l7c_compiler::abi::{self, event_flags, record, Event, Meta};
-use l7c_compiler::eval::{Outcome, Reason, Verdict};
+use l7c_compiler::verdict::{Outcome, Reason, Verdict};
 use l7c_compiler::model::{ConnectionInfo, VerdictAction};
 
 use crate::errno::Errno;

@@ -293,7 +293,7 @@ mod tests {
     use super::*;
     use crate::SockKey;
     use l7c_compiler::abi::MetaPolicy;
-    use l7c_compiler::eval::Reason;
+    use l7c_compiler::verdict::Reason;
     use l7c_compiler::model::VerdictAction;
 
     fn meta() -> Meta {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use l7c_compiler::abi::{self, Counter, Meta};
-use l7c_compiler::eval::Reason;
+use l7c_compiler::verdict::Reason;
 use l7c_compiler::http::{LimitKind, MalformedKind};
 
 use crate::error::KernelError;

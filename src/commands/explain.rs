@@ -4,7 +4,7 @@
 //! shell argument.
 
 use super::{compile_or_report, ConnectionArgs};
-use crate::{escapes, usage_error, Status};
+use crate::{usage_error, Status};
 use l7c_compiler::eval;
 use std::path::PathBuf;
 
@@ -20,9 +20,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Status {
-    let input = match escapes::decode(&args.request) {
-        Ok(bytes) => bytes,
-        Err(error) => return usage_error(format!("`--request`: {error}")),
+    let input = match l7c_compiler::text::decode_escapes(&args.request) {
+        (bytes, bad) if bad.is_empty() => bytes,
+        (_, bad) => {
+            let first = &bad[0];
+            return usage_error(format!("`--request`: {} (at byte {}); {}", first.message, first.at, first.help));
+        }
     };
     let (_, checked) = match compile_or_report(std::slice::from_ref(&args.file)) {
         Ok(compiled) => compiled,

@@ -12,7 +12,7 @@ use super::layout::{self, chunk as cs, flags, head as hs, phase};
 use super::tables::{rule_action, PolicyTables, SharedTables};
 use crate::abi::{self, event_flags, record, Event, NO_RULE};
 use crate::bpf::{sk_msg_md, verdict, Asm, Helper, Label, Reg, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8, R9};
-use crate::eval::Reason;
+use crate::verdict::Reason;
 use crate::http::{MalformedKind, HTTP2_PREFACE_LINE};
 use crate::lower::{LoweredPolicy, START};
 use crate::model::{DefaultVerdict, Mode, OpaqueVerdict, VerdictAction};

@@ -107,9 +107,10 @@ pub use explain::explain;
 pub use head::{parse_head, Framing, HeadError, HeadViolation, HttpVersion, ParseHeadError, ParsedHead, TargetForm};
 pub use session::Session;
 
-use crate::http::{LimitKind, MalformedKind};
-use crate::model::{ConnectionInfo, Program, VerdictAction};
-use serde::Serialize;
+use crate::model::{ConnectionInfo, Program};
+/// The vocabulary every engine shares lives in `crate::verdict`; it is
+/// re-exported here for the reference engine's users.
+pub use crate::verdict::{EvalJson, Outcome, Reason, Verdict, VerdictJson};
 
 /// Run one connection over `input`, cut into `send()` calls: `split` gives
 /// the sizes of the first calls (a size past the input's end takes what is
@@ -126,95 +127,3 @@ pub fn evaluate(program: &Program, connection: ConnectionInfo, bound: &[String],
     session.finish()
 }
 
-/// Why a verdict was given (language.md §8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    Rule,
-    Default,
-    Malformed(MalformedKind),
-    Limit(LimitKind),
-    Opaque,
-    Tunnel,
-    RedirectUnbound,
-}
-
-impl Reason {
-    /// The spelling of cli.md's JSON and of counters: `rule`, `default`,
-    /// `malformed:cl-te`, `limit:headers`, `opaque`, `tunnel`,
-    /// `redirect-unbound`.
-    pub fn name(&self) -> String {
-        match self {
-            Reason::Rule => "rule".into(),
-            Reason::Default => "default".into(),
-            Reason::Malformed(kind) => format!("malformed:{kind}"),
-            Reason::Limit(kind) => format!("limit:{kind}"),
-            Reason::Opaque => "opaque".into(),
-            Reason::Tunnel => "tunnel".into(),
-            Reason::RedirectUnbound => "redirect-unbound".into(),
-        }
-    }
-}
-
-/// One verdict, with the byte span of the request it covers (cli.md).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub index: usize,
-    pub start: u64,
-    pub end: u64,
-    pub action: VerdictAction,
-    pub reason: Reason,
-    /// The rule that decided, whenever one did (also for `deny tunnel` and
-    /// `deny redirect-unbound`).
-    pub rule: Option<String>,
-}
-
-/// What one connection came to once its input ended.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Outcome {
-    pub verdicts: Vec<Verdict>,
-    /// Bytes that reached the peer (redirected bytes go elsewhere).
-    pub delivered: u64,
-    /// Bytes held at the end (an incomplete head).
-    pub pending: u64,
-}
-
-/// The JSON of `l7c eval` (cli.md), shared by every engine.
-#[derive(Debug, Serialize)]
-pub struct EvalJson<'a> {
-    pub engine: &'a str,
-    pub verdicts: Vec<VerdictJson>,
-    pub delivered: u64,
-    pub pending: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct VerdictJson {
-    pub index: usize,
-    pub start: u64,
-    pub end: u64,
-    pub action: &'static str,
-    pub reason: String,
-    pub rule: Option<String>,
-}
-
-impl Outcome {
-    pub fn to_json<'a>(&self, engine: &'a str) -> EvalJson<'a> {
-        EvalJson {
-            engine,
-            verdicts: self
-                .verdicts
-                .iter()
-                .map(|v| VerdictJson {
-                    index: v.index,
-                    start: v.start,
-                    end: v.end,
-                    action: v.action.name(),
-                    reason: v.reason.name(),
-                    rule: v.rule.clone(),
-                })
-                .collect(),
-            delivered: self.delivered,
-            pending: self.pending,
-        }
-    }
-}

@@ -16,7 +16,6 @@
 //!   order; both give the same answer.
 
 use super::{Atom, LoweredPolicy, PatternAutomaton, PatternLane, DEAD, START};
-use crate::eval::{ParsedHead, TargetForm};
 use crate::http::{hex_value, is_hex_digit, MalformedKind};
 
 /// What the kernel's scanner reads from one request head.
@@ -33,22 +32,35 @@ pub struct RequestFacts {
     pub fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// A request target as the scanner tells the forms apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// `/path?query`, as sent.
+    Origin(&'a [u8]),
+    /// `*` (`OPTIONS *`).
+    Asterisk,
+    /// `host:port` (CONNECT): no path.
+    Authority,
+}
+
 impl RequestFacts {
-    /// The facts of a head the reference parser accepted: lowercased names,
-    /// trimmed values, the target's path decoded.
-    pub fn from_head(head: &ParsedHead<'_>) -> RequestFacts {
-        let path = match head.form {
-            TargetForm::Origin => {
-                let raw = head.target.split(|&byte| byte == b'?').next().unwrap_or_default();
+    /// The facts of an accepted head from its parts: lowercased names,
+    /// the values as given, the target's path decoded. (The tests build
+    /// them from the reference parser's `ParsedHead`; this module knows no
+    /// parser, only the tables.)
+    pub fn from_parts<'a>(method: &[u8], target: Target<'_>, fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> RequestFacts {
+        let path = match target {
+            Target::Origin(raw) => {
+                let raw = raw.split(|&byte| byte == b'?').next().unwrap_or_default();
                 Some(percent_decoded(raw))
             }
-            TargetForm::Asterisk => Some(b"*".to_vec()),
-            TargetForm::Authority => None,
+            Target::Asterisk => Some(b"*".to_vec()),
+            Target::Authority => None,
         };
         RequestFacts {
-            method: head.method.to_vec(),
+            method: method.to_vec(),
             path,
-            fields: head.fields.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.to_vec())).collect(),
+            fields: fields.into_iter().map(|(name, value)| (name.to_ascii_lowercase(), value.to_vec())).collect(),
         }
     }
 }

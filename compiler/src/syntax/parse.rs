@@ -199,48 +199,14 @@ impl Builder {
         let span = self.span(&pair);
         let raw = pair.as_str();
         let body = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
-        let mut bytes = Vec::with_capacity(body.len());
-        let mut chars = body.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            if c != '\\' {
-                let mut buf = [0u8; 4];
-                bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                continue;
-            }
-            let escape_start = span.start + 1 + i;
-            match chars.next() {
-                Some((_, '\\')) => bytes.push(b'\\'),
-                Some((_, '"')) => bytes.push(b'"'),
-                Some((_, 'r')) => bytes.push(b'\r'),
-                Some((_, 'n')) => bytes.push(b'\n'),
-                Some((_, 't')) => bytes.push(b'\t'),
-                Some((_, 'x')) => {
-                    let hi = chars.next().map(|(_, c)| c);
-                    let lo = chars.next().map(|(_, c)| c);
-                    match (hi.and_then(|c| c.to_digit(16)), lo.and_then(|c| c.to_digit(16))) {
-                        (Some(h), Some(l)) => bytes.push((h * 16 + l) as u8),
-                        _ => self.diagnostics.push(
-                            Diagnostic::error(
-                                codes::BAD_ESCAPE,
-                                Span::new(self.file, escape_start, (escape_start + 4).min(span.end - 1)),
-                                "`\\x` must be followed by two hex digits",
-                            )
-                            .with_label("this escape")
-                            .with_help("write a byte as `\\xHH`, for example `\\x00` or `\\x7f`"),
-                        ),
-                    }
-                }
-                Some((_, other)) => self.diagnostics.push(
-                    Diagnostic::error(
-                        codes::BAD_ESCAPE,
-                        Span::new(self.file, escape_start, escape_start + 1 + other.len_utf8()),
-                        format!("unknown escape `\\{other}`"),
-                    )
+        let (bytes, bad) = crate::text::decode_escapes(body);
+        for escape in bad {
+            let start = span.start + 1 + escape.at;
+            self.diagnostics.push(
+                Diagnostic::error(codes::BAD_ESCAPE, Span::new(self.file, start, (start + escape.len).min(span.end - 1)), escape.message)
                     .with_label("this escape")
-                    .with_help("the escapes are `\\\\`, `\\\"`, `\\r`, `\\n`, `\\t` and `\\xHH`"),
-                ),
-                None => {}
-            }
+                    .with_help(escape.help),
+            );
         }
         Str { bytes, span }
     }

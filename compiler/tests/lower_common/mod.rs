@@ -5,7 +5,8 @@
 
 use l7c_compiler::check::Checked;
 use l7c_compiler::driver::compile_text;
-use l7c_compiler::eval::{self, parse_head, Reason};
+use l7c_compiler::eval::{self, parse_head, TargetForm};
+use l7c_compiler::verdict::Reason;
 use l7c_compiler::http::MalformedKind;
 use l7c_compiler::lower::walk::{self, Decision, RequestFacts};
 use l7c_compiler::lower::{self, Lowered, LoweredPolicy};
@@ -76,7 +77,12 @@ pub fn reference(checked: &Checked, policy: &Policy, connection: ConnectionInfo,
 /// `None` when the parser refuses the head.
 pub fn walked(policy: &LoweredPolicy, input: &[u8], trailing_whitespace: &[u8]) -> Option<(Decision, Decision)> {
     let head = parse_head(input, policy.limits).ok()?;
-    let mut facts = RequestFacts::from_head(&head);
+    let target = match head.form {
+        TargetForm::Origin => walk::Target::Origin(head.target),
+        TargetForm::Asterisk => walk::Target::Asterisk,
+        TargetForm::Authority => walk::Target::Authority,
+    };
+    let mut facts = RequestFacts::from_parts(head.method, target, head.fields.iter().map(|(name, value)| (&name[..], &value[..])));
     // The kernel scanner sees a value's trailing whitespace; the parser
     // trimmed it. Put some back (the automata must ignore it).
     if !trailing_whitespace.is_empty() {

@@ -1,0 +1,105 @@
+//! The vocabulary every engine shares: why a verdict was given
+//! ([`Reason`]), a verdict with its span ([`Verdict`]), what a connection
+//! came to ([`Outcome`]), and the JSON of `l7c eval` ([`EvalJson`],
+//! cli.md). The reference evaluator (`eval`) produces these; the kernel
+//! engine (`runtime`), the ABI (`abi`), the code generator and the test
+//! runner read and write them without depending on the evaluator — the
+//! executable spec and the back end meet only here, in `http.rs` and in
+//! `model.rs`.
+
+use crate::http::{LimitKind, MalformedKind};
+use crate::model::VerdictAction;
+use serde::Serialize;
+
+/// Why a verdict was given (language.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Rule,
+    Default,
+    Malformed(MalformedKind),
+    Limit(LimitKind),
+    Opaque,
+    Tunnel,
+    RedirectUnbound,
+}
+
+impl Reason {
+    /// The spelling of cli.md's JSON and of counters: `rule`, `default`,
+    /// `malformed:cl-te`, `limit:headers`, `opaque`, `tunnel`,
+    /// `redirect-unbound`.
+    pub fn name(&self) -> String {
+        match self {
+            Reason::Rule => "rule".into(),
+            Reason::Default => "default".into(),
+            Reason::Malformed(kind) => format!("malformed:{kind}"),
+            Reason::Limit(kind) => format!("limit:{kind}"),
+            Reason::Opaque => "opaque".into(),
+            Reason::Tunnel => "tunnel".into(),
+            Reason::RedirectUnbound => "redirect-unbound".into(),
+        }
+    }
+}
+
+/// One verdict, with the byte span of the request it covers (cli.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub index: usize,
+    pub start: u64,
+    pub end: u64,
+    pub action: VerdictAction,
+    pub reason: Reason,
+    /// The rule that decided, whenever one did (also for `deny tunnel` and
+    /// `deny redirect-unbound`).
+    pub rule: Option<String>,
+}
+
+/// What one connection came to once its input ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    pub verdicts: Vec<Verdict>,
+    /// Bytes that reached the peer (redirected bytes go elsewhere).
+    pub delivered: u64,
+    /// Bytes held at the end (an incomplete head).
+    pub pending: u64,
+}
+
+/// The JSON of `l7c eval` (cli.md), shared by every engine.
+#[derive(Debug, Serialize)]
+pub struct EvalJson<'a> {
+    pub engine: &'a str,
+    pub verdicts: Vec<VerdictJson>,
+    pub delivered: u64,
+    pub pending: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerdictJson {
+    pub index: usize,
+    pub start: u64,
+    pub end: u64,
+    pub action: &'static str,
+    pub reason: String,
+    pub rule: Option<String>,
+}
+
+impl Outcome {
+    pub fn to_json<'a>(&self, engine: &'a str) -> EvalJson<'a> {
+        EvalJson {
+            engine,
+            verdicts: self
+                .verdicts
+                .iter()
+                .map(|v| VerdictJson {
+                    index: v.index,
+                    start: v.start,
+                    end: v.end,
+                    action: v.action.name(),
+                    reason: v.reason.name(),
+                    rule: v.rule.clone(),
+                })
+                .collect(),
+            delivered: self.delivered,
+            pending: self.pending,
+        }
+    }
+}
