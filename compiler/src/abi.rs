@@ -38,6 +38,133 @@ pub mod maps {
     pub const GATE_PORTS: &str = "l7_gate_ports";
 }
 
+/// The key of the enrollment socket hash (`maps::SOCKETS`): a
+/// connection's 4-tuple, laid out so that the `sock_ops` program builds it
+/// from `struct bpf_sock_ops` with plain 4-byte copies, the `sk_msg`
+/// program from `struct sk_msg_md` the same way (its self redirect), and
+/// user space from the socket's addresses ([`sock_key::encode`]) — and
+/// reads it back ([`sock_key::decode`]).
+///
+/// ```text
+/// struct l7_sock_key {          // 44 bytes, no padding
+///     __u32 family;             //  0  AF_INET (2) or AF_INET6 (10)
+///     __u32 remote_ip[4];       //  4  network order; IPv4: [remote_ip4, 0, 0, 0]
+///     __u32 local_ip[4];        // 20  network order; IPv4: [local_ip4, 0, 0, 0]
+///     __u32 remote_port;        // 36  as the context reads it: bytes [0, 0, hi, lo]
+///     __u32 local_port;         // 40  host order, as the context reads it
+/// };
+/// ```
+///
+/// `remote_port` is copied verbatim from the contexts: the kernel loads
+/// the 16-bit network-order port into the upper half of the u32 (memory
+/// bytes `[0, 0, hi, lo]`, measured in `runtime/tests/mechanics.rs`);
+/// `local_port` is a host-order u32. Nothing is converted on either side.
+pub mod sock_key {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    pub const FAMILY: usize = 0;
+    pub const REMOTE_IP: usize = 4;
+    pub const LOCAL_IP: usize = 20;
+    pub const REMOTE_PORT: usize = 36;
+    pub const LOCAL_PORT: usize = 40;
+    /// The key's size: the `key_size` of `l7_sockets`.
+    pub const SIZE: usize = 44;
+    /// `AF_INET` and `AF_INET6` as the contexts' `family` holds them.
+    pub const AF_INET: u32 = 2;
+    pub const AF_INET6: u32 = 10;
+
+    /// The key of the socket whose own address is `local`, connected to
+    /// `remote`.
+    pub fn encode(local: SocketAddr, remote: SocketAddr) -> [u8; SIZE] {
+        let mut key = [0u8; SIZE];
+        let family = match local.ip() {
+            IpAddr::V4(_) => AF_INET,
+            IpAddr::V6(_) => AF_INET6,
+        };
+        key[FAMILY..FAMILY + 4].copy_from_slice(&family.to_ne_bytes());
+        key[REMOTE_IP..REMOTE_IP + 16].copy_from_slice(&ip_bytes(remote.ip()));
+        key[LOCAL_IP..LOCAL_IP + 16].copy_from_slice(&ip_bytes(local.ip()));
+        let [hi, lo] = remote.port().to_be_bytes();
+        key[REMOTE_PORT..REMOTE_PORT + 4].copy_from_slice(&[0, 0, hi, lo]);
+        key[LOCAL_PORT..LOCAL_PORT + 4].copy_from_slice(&u32::from(local.port()).to_ne_bytes());
+        key
+    }
+
+    /// The (local, remote) addresses of a key; `None` if it is not one.
+    pub fn decode(key: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+        if key.len() != SIZE {
+            return None;
+        }
+        let word = |at: usize| -> Option<[u8; 4]> { key.get(at..at + 4)?.try_into().ok() };
+        let family = u32::from_ne_bytes(word(FAMILY)?);
+        let ip = |at: usize| -> Option<IpAddr> {
+            let bytes: [u8; 16] = key.get(at..at + 16)?.try_into().ok()?;
+            match family {
+                AF_INET => {
+                    let [a, b, c, d, ..] = bytes;
+                    Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+                }
+                AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
+                _ => None,
+            }
+        };
+        let local_port = u16::try_from(u32::from_ne_bytes(word(LOCAL_PORT)?)).ok()?;
+        Some((SocketAddr::new(ip(LOCAL_IP)?, local_port), SocketAddr::new(ip(REMOTE_IP)?, remote_port(u32::from_ne_bytes(word(REMOTE_PORT)?)))))
+    }
+
+    /// The raw (remote port, local port) words of a key, as events carry
+    /// them.
+    pub fn ports(key: &[u8]) -> Option<(u32, u32)> {
+        let word = |at: usize| -> Option<u32> { Some(u32::from_ne_bytes(key.get(at..at + 4)?.try_into().ok()?)) };
+        Some((word(REMOTE_PORT)?, word(LOCAL_PORT)?))
+    }
+
+    /// A remote port in host order from the contexts' raw word (bytes
+    /// `[0, 0, hi, lo]`).
+    pub fn remote_port(raw: u32) -> u16 {
+        let [_, _, hi, lo] = raw.to_ne_bytes();
+        u16::from_be_bytes([hi, lo])
+    }
+
+    /// The 16 address bytes: IPv4 in the first word, network order.
+    fn ip_bytes(ip: IpAddr) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        match ip {
+            IpAddr::V4(v4) => bytes[..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => bytes = v6.octets(),
+        }
+        bytes
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn keys_round_trip_for_both_families() {
+            for (local, remote) in [
+                ("127.0.0.1:40000", "127.0.0.2:80"),
+                ("[::1]:40001", "[::1]:8080"),
+                ("[::ffff:127.0.0.1]:40002", "[::ffff:10.1.2.3]:443"),
+            ] {
+                let (local, remote): (SocketAddr, SocketAddr) = (local.parse().unwrap(), remote.parse().unwrap());
+                let key = encode(local, remote);
+                assert_eq!(decode(&key), Some((local, remote)));
+                let (raw_remote, raw_local) = ports(&key).unwrap();
+                assert_eq!((remote_port(raw_remote), raw_local), (remote.port(), u32::from(local.port())));
+            }
+            assert_eq!(decode(&[0u8; 43]), None);
+            assert_eq!(LOCAL_PORT + 4, SIZE);
+        }
+
+        #[test]
+        fn the_remote_port_is_the_contexts_bytes() {
+            let key = encode("127.0.0.1:1".parse().unwrap(), "127.0.0.1:8080".parse().unwrap());
+            assert_eq!(key[REMOTE_PORT..REMOTE_PORT + 4], [0, 0, 0x1f, 0x90]);
+        }
+    }
+}
+
 /// The enrollment gate (`enroll.rs`): how many connections one generation
 /// may police, how many it does, and what it refused. One record at index
 /// 0 of [`maps::GATE`], every field a little-endian u64 at its offset. The

@@ -105,15 +105,16 @@ pub mod sock_ops {
     pub const SK: i16 = 184;
 }
 
-/// Offsets in `struct l7_sock_key` (the same as `l7c_runtime::key::offset`).
+/// Offsets in `struct l7_sock_key` (`abi::sock_key`), as store offsets.
 pub mod key {
-    pub const FAMILY: i16 = 0;
-    pub const REMOTE_IP: i16 = 4;
-    pub const LOCAL_IP: i16 = 20;
-    pub const REMOTE_PORT: i16 = 36;
-    pub const LOCAL_PORT: i16 = 40;
+    use crate::abi::sock_key as layout;
+    pub const FAMILY: i16 = layout::FAMILY as i16;
+    pub const REMOTE_IP: i16 = layout::REMOTE_IP as i16;
+    pub const LOCAL_IP: i16 = layout::LOCAL_IP as i16;
+    pub const REMOTE_PORT: i16 = layout::REMOTE_PORT as i16;
+    pub const LOCAL_PORT: i16 = layout::LOCAL_PORT as i16;
     /// Size of the key: the `key_size` of `l7_sockets`.
-    pub const SIZE: i16 = 44;
+    pub const SIZE: i16 = layout::SIZE as i16;
 }
 
 /// Where the key lives on the stack: r10 - 48, so that six 8-byte stores

@@ -15,6 +15,12 @@ pub const fn is_tchar(byte: u8) -> bool {
         | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
 }
 
+/// The longest chunk-size line, CRLF included (language.md §7): both
+/// engines refuse a longer one as `malformed:chunk`.
+pub const MAX_CHUNK_LINE: u16 = 1024;
+/// The most hex digits of a chunk size.
+pub const MAX_CHUNK_SIZE_DIGITS: u8 = 16;
+
 /// `unreserved` of RFC 3986.
 pub const fn is_unreserved(byte: u8) -> bool {
     matches!(byte, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~')

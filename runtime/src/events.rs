@@ -24,7 +24,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use l7c_compiler::abi::{self, event_flags, record, Event, Meta};
 
-use crate::key::{offset, AF_INET, AF_INET6, SOCK_KEY_SIZE};
 
 /// The remote and local ports of a connection as an event names them
 /// (`remote_port` raw as the context gives it, `local_port` host order).
@@ -32,42 +31,18 @@ pub type PortPair = (u32, u32);
 
 /// Reads a 44-byte `l7_sock_key` back into (local, remote) addresses.
 pub fn parse_key(key: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
-    if key.len() != SOCK_KEY_SIZE {
-        return None;
-    }
-    let word = |at: usize| -> Option<[u8; 4]> { key.get(at..at + 4)?.try_into().ok() };
-    let family = u32::from_ne_bytes(word(offset::FAMILY)?);
-    let ip = |at: usize| -> Option<IpAddr> {
-        let bytes: [u8; 16] = key.get(at..at + 16)?.try_into().ok()?;
-        match family {
-            AF_INET => {
-                let [a, b, c, d, ..] = bytes;
-                Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
-            }
-            AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(bytes))),
-            _ => None,
-        }
-    };
-    let [_, _, hi, lo] = word(offset::REMOTE_PORT)?;
-    let remote_port = u16::from_be_bytes([hi, lo]);
-    let local_port = u16::try_from(u32::from_ne_bytes(word(offset::LOCAL_PORT)?)).ok()?;
-    Some((
-        SocketAddr::new(ip(offset::LOCAL_IP)?, local_port),
-        SocketAddr::new(ip(offset::REMOTE_IP)?, remote_port),
-    ))
+    l7c_compiler::abi::sock_key::decode(key)
 }
 
-/// The ports of a key as an event carries them.
+/// The raw (remote port, local port) words of a key, as events carry them.
 pub fn key_ports(key: &[u8]) -> Option<PortPair> {
-    let word = |at: usize| -> Option<u32> { Some(u32::from_ne_bytes(key.get(at..at + 4)?.try_into().ok()?)) };
-    Some((word(offset::REMOTE_PORT)?, word(offset::LOCAL_PORT)?))
+    l7c_compiler::abi::sock_key::ports(key)
 }
 
 /// The remote port of an event in host order (the record keeps the
 /// context's `[0, 0, hi, lo]` bytes).
 pub fn remote_port(raw: u32) -> u16 {
-    let [_, _, hi, lo] = raw.to_ne_bytes();
-    u16::from_be_bytes([hi, lo])
+    l7c_compiler::abi::sock_key::remote_port(raw)
 }
 
 /// TCP sockets of this network namespace by (local port, remote port),
@@ -318,15 +293,6 @@ mod tests {
             let key = SockKey::new(local.parse().unwrap(), remote.parse().unwrap());
             assert_eq!(parse_key(&key.to_bytes()), Some((key.local, key.remote)));
         }
-    }
-
-    #[test]
-    fn the_enrollment_program_builds_this_key_layout() {
-        use l7c_compiler::enroll::key;
-        let offsets = [key::FAMILY, key::REMOTE_IP, key::LOCAL_IP, key::REMOTE_PORT, key::LOCAL_PORT];
-        let ours = [offset::FAMILY, offset::REMOTE_IP, offset::LOCAL_IP, offset::REMOTE_PORT, offset::LOCAL_PORT];
-        assert_eq!(offsets.map(|o| o as usize), ours);
-        assert_eq!(key::SIZE as usize, SOCK_KEY_SIZE);
     }
 
     #[test]

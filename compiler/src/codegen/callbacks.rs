@@ -32,13 +32,14 @@ pub const CTX_DATA_END: i16 = 16;
 /// Content-Length saturates here (scan/walk.rs).
 const CONTENT_LENGTH_CAP: i64 = (1 << 53) + 1;
 
-/// The violation byte of a malformed kind (`HeadState::violation`).
+/// The violation byte of a malformed kind (`scan::Violation::code`).
 pub fn malformed_code(kind: MalformedKind) -> i32 {
-    1 + MalformedKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as i32
+    i32::from(crate::scan::Violation::Malformed(kind).code())
 }
 
+/// The violation byte of a limit (`scan::Violation::code`).
 pub fn limit_code(kind: LimitKind) -> i32 {
-    0x40 + LimitKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as i32
+    i32::from(crate::scan::Violation::Limit(kind).code())
 }
 
 /// Names of one policy's callbacks.

@@ -11,7 +11,7 @@ use crate::elf::{DataType, Field};
 
 /// Bytes of `struct l7_sock_key` (docs/kernel-mechanics.md, "The
 /// enrollment key").
-pub const SOCK_KEY_BYTES: u32 = 44;
+pub const SOCK_KEY_BYTES: u32 = crate::abi::sock_key::SIZE as u32;
 
 /// Phases (`state.phase`).
 pub mod phase {

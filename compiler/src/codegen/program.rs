@@ -240,12 +240,12 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.note("a refused head: its reason from the scan");
     set_verdict(a, plan, &Verdict { action: VerdictAction::Deny, reason: Reason::Default, by_rule: false }, false);
     a.ldxb(R1, R7, layout::HEAD + hs::VIOLATION);
-    a.jge(R1, 0x40, l("refused_limit"));
+    a.jge(R1, i32::from(crate::scan::Violation::LIMIT_BASE), l("refused_limit"));
     a.stb(R7, layout::V_CLASS, i32::from(abi::reason_code(Reason::Malformed(MalformedKind::Host)).0));
     a.sub64(R1, 1).ja(l("refused_kind"));
     a.label(l("refused_limit"));
     a.stb(R7, layout::V_CLASS, i32::from(abi::reason_code(Reason::Limit(crate::http::LimitKind::Headers)).0));
-    a.sub64(R1, 0x40);
+    a.sub64(R1, i32::from(crate::scan::Violation::LIMIT_BASE));
     a.label(l("refused_kind"));
     a.stxb(R7, layout::V_KIND, R1);
     a.stdw(R7, layout::V_END, 0);

@@ -14,10 +14,9 @@
 use crate::http::{is_hex_digit, is_tchar};
 use crate::model::Limits;
 
-/// The longest chunk-size line, CRLF included.
-pub const MAX_CHUNK_LINE: usize = 1024;
-/// The most hex digits of a chunk size.
-const MAX_SIZE_DIGITS: u8 = 16;
+/// The longest chunk-size line, CRLF included (`http::MAX_CHUNK_LINE`).
+pub const MAX_CHUNK_LINE: usize = crate::http::MAX_CHUNK_LINE as usize;
+use crate::http::MAX_CHUNK_SIZE_DIGITS as MAX_SIZE_DIGITS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {

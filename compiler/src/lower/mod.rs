@@ -59,18 +59,9 @@ pub const MAX_HEADER_NAMES: usize = 63;
 /// `any` groups holding `not any { ... }` multiply clauses).
 pub const MAX_CLAUSES_PER_RULE: usize = 256;
 
-/// The fixed ids of the header names the protocol needs.
-pub struct HeaderId;
-
-impl HeaderId {
-    pub const OTHER: u8 = 0;
-    pub const HOST: u8 = 1;
-    pub const CONTENT_LENGTH: u8 = 2;
-    pub const TRANSFER_ENCODING: u8 = 3;
-    pub const UPGRADE: u8 = 4;
-    /// The protocol's names, in id order from 1.
-    pub const PROTOCOL: [&'static str; 4] = ["host", "content-length", "transfer-encoding", "upgrade"];
-}
+/// The fixed ids of the header names the protocol needs: the scanner's
+/// (`scan::HeaderId`), which the header-name automaton must give them.
+pub use crate::scan::HeaderId;
 
 /// Why a checked program could not be lowered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

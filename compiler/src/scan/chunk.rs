@@ -23,10 +23,8 @@ use crate::model::Limits;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-/// The longest chunk-size line, CRLF included.
-pub const MAX_CHUNK_LINE: u16 = 1024;
-/// The most hex digits of a chunk size.
-const MAX_SIZE_DIGITS: u8 = 16;
+pub use crate::http::MAX_CHUNK_LINE;
+use crate::http::MAX_CHUNK_SIZE_DIGITS as MAX_SIZE_DIGITS;
 /// Columns per row of the chunk table.
 pub const CHUNK_COLUMNS: usize = 16;
 

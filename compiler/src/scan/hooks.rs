@@ -9,9 +9,10 @@
 //! nothing (the byte after a CR that was the last allowed byte may still
 //! fire `header_value_end` before `limit:header_bytes`).
 
-/// Header ids the scanner itself needs. They match `lower::HeaderId`: the
-/// header-name automaton gives these ids to these names, 0 to names the
-/// policy does not use, and 5..=63 to the policy's other header names.
+/// Header ids the scanner itself needs (defined here once; `lower`
+/// re-exports them): the header-name automaton gives these ids to these
+/// names, 0 to names the policy does not use, and 5..=63 to the policy's
+/// other header names.
 pub struct HeaderId;
 
 impl HeaderId {

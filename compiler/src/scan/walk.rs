@@ -29,6 +29,30 @@ pub enum Violation {
     Limit(LimitKind),
 }
 
+impl Violation {
+    /// `HeadState::violation` codes from here up are limits.
+    pub const LIMIT_BASE: u8 = 0x40;
+
+    /// The violation byte of the scanner's state (`HeadState::violation`,
+    /// also written by the generated program): 0 none, `1 + index` of a
+    /// malformed kind, [`Violation::LIMIT_BASE`] `+ index` of a limit.
+    pub fn code(self) -> u8 {
+        match self {
+            Violation::Malformed(kind) => 1 + super::head::kind_code(kind),
+            Violation::Limit(kind) => Self::LIMIT_BASE + LimitKind::ALL.iter().position(|&k| k == kind).unwrap_or(0) as u8,
+        }
+    }
+
+    /// The violation a code stands for (`None`: 0, or no such kind).
+    pub fn from_code(code: u8) -> Option<Violation> {
+        if code >= Self::LIMIT_BASE {
+            LimitKind::ALL.get(usize::from(code - Self::LIMIT_BASE)).copied().map(Violation::Limit)
+        } else {
+            MalformedKind::ALL.get(usize::from(code.checked_sub(1)?)).copied().map(Violation::Malformed)
+        }
+    }
+}
+
 /// A refused head: the reason and the offset of the byte it sits at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanError {
@@ -257,10 +281,7 @@ impl<'t> HeadScanner<'t> {
 
     fn refuse(&mut self, violation: Violation, offset: u32) {
         self.state.status = REFUSED;
-        self.state.violation = match violation {
-            Violation::Malformed(kind) => 1 + super::head::kind_code(kind),
-            Violation::Limit(kind) => 0x40 + LimitKind::ALL.iter().position(|&k| k == kind).unwrap_or(0) as u8,
-        };
+        self.state.violation = violation.code();
         self.state.violation_offset = offset;
         self.result = HeadProgress::Refused(ScanError { violation, offset: offset as usize });
     }
@@ -331,6 +352,17 @@ fn hex_value(byte: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_violation_code_round_trips() {
+        let all = MalformedKind::ALL.iter().map(|&k| Violation::Malformed(k)).chain(LimitKind::ALL.iter().map(|&k| Violation::Limit(k)));
+        for violation in all {
+            assert_ne!(violation.code(), 0);
+            assert_eq!(Violation::from_code(violation.code()), Some(violation));
+        }
+        assert_eq!(Violation::from_code(0), None);
+        assert!(MalformedKind::ALL.len() < usize::from(Violation::LIMIT_BASE));
+    }
     use crate::scan::RecordingHooks;
 
     fn tables() -> &'static HeadTables {
