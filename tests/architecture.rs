@@ -139,3 +139,50 @@ fn no_back_end_or_runtime_module_imports_the_reference_evaluator() {
     }
     assert!(offenders.is_empty(), "the back end and the runtime must not import `eval` (use `verdict`):\n{}", offenders.join("\n"));
 }
+
+/// One registry of diagnostic codes: every code an error type declares
+/// (`code("...")` in a `#[diagnostic]`) is in `diagnostic::codes`, in one
+/// spelling (kebab-case after `l7::stage::`), and every engine code has a
+/// row in docs/diagnostics.md (the front end's codes are checked with
+/// their examples in compiler/tests/check_report.rs).
+#[test]
+fn every_diagnostic_code_is_registered_spelled_once_and_documented() {
+    use l7c_compiler::diagnostic::codes;
+    let registered: Vec<&str> = codes::every().collect();
+    let mut problems = Vec::new();
+    for code in &registered {
+        let name = code.rsplit("::").next().unwrap_or_default();
+        if !code.starts_with("l7::") || name.contains('_') || name.chars().any(|c| c.is_ascii_uppercase()) {
+            problems.push(format!("`{code}` is not spelled `l7::stage::kebab-case`"));
+        }
+    }
+    let docs = std::fs::read_to_string(root().join("docs/diagnostics.md")).unwrap();
+    for code in codes::ENGINE {
+        if !docs.contains(&format!("| `{code}`")) && !docs.contains(&format!("`{code}` |")) && !docs.contains(&format!(", `{code}`")) {
+            problems.push(format!("`{code}` has no row in docs/diagnostics.md"));
+        }
+    }
+    for dir in ["compiler/src", "runtime/src", "src"] {
+        for file in files_below(&root().join(dir)).into_iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for declared in text.split("code(").skip(1) {
+                let Some(code) = declared.strip_prefix('"').and_then(|rest| rest.split('"').next()) else {
+                    if declared.starts_with("l7::") {
+                        problems.push(format!("{}: a code written as a path (`code(l7::...)`): write it as a string from `diagnostic::codes`", file.display()));
+                    }
+                    continue;
+                };
+                if code.starts_with("l7::") && !registered.contains(&code) {
+                    problems.push(format!("{}: `{code}` is not in diagnostic::codes", file.display()));
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for code in &registered {
+        if !seen.insert(code) {
+            problems.push(format!("`{code}` is registered twice"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -206,8 +206,15 @@ impl Diagnostic {
     }
 }
 
-/// Every diagnostic code, in one place. docs/diagnostics.md lists each of
-/// them with an example; a test checks that nothing is missing there.
+/// Every diagnostic code, in one place and one spelling (kebab-case after
+/// the stage). [`codes::ALL`] are the front end's, each documented in
+/// docs/diagnostics.md with a `.l7` example that triggers it;
+/// [`codes::ENGINE`] are the code generator's (`l7::codegen::*`), the
+/// kernel's (`l7::kernel::*`) and `l7c run`'s (`l7::run::*`), reported
+/// through `miette`'s derive (whose attributes spell the same strings) and
+/// documented in its tables. Tests check both ways: every code here is
+/// documented, and every code an error type declares is here
+/// (`tests/architecture.rs`).
 pub mod codes {
     pub const PARSE: &str = "l7::syntax::parse";
     pub const BAD_ESCAPE: &str = "l7::syntax::bad-escape";
@@ -247,6 +254,39 @@ pub mod codes {
     pub const BAD_REDIRECT: &str = "l7::check::bad-redirect";
     pub const UNKNOWN_TEST_RULE: &str = "l7::check::unknown-test-rule";
 
+    /// The code generator's, the kernel's and `l7c run`'s codes.
+    pub const ENGINE: &[&str] = &[
+        "l7::codegen::unsupported",
+        "l7::codegen::target-kernel",
+        "l7::codegen::lower",
+        "l7::codegen::internal",
+        "l7::kernel::not-permitted",
+        "l7::kernel::verifier",
+        "l7::kernel::object",
+        "l7::kernel::map-create",
+        "l7::kernel::no-program",
+        "l7::kernel::no-map",
+        "l7::kernel::map-shape",
+        "l7::kernel::syscall",
+        "l7::kernel::unsupported",
+        "l7::kernel::event",
+        "l7::kernel::misrouted",
+        "l7::kernel::timeout",
+        "l7::run::no-cgroup2",
+        "l7::run::cgroup-missing",
+        "l7::run::not-cgroup2",
+        "l7::run::unknown-redirect",
+        "l7::run::redirect-connect",
+        "l7::run::already-running",
+        "l7::run::abi",
+    ];
+
+    /// Every code: the front end's, then the engine's.
+    pub fn every() -> impl Iterator<Item = &'static str> {
+        ALL.iter().chain(ENGINE).copied()
+    }
+
+    /// The front end's codes.
     pub const ALL: &[&str] = &[
         PARSE,
         BAD_ESCAPE,

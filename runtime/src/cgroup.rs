@@ -27,11 +27,11 @@ pub const MOUNT_HELP: &str = "mount the unified hierarchy, e.g. `mkdir -p /sys/f
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum CgroupError {
     #[error("no cgroup v2 file system is mounted (none in /proc/self/mountinfo)")]
-    #[diagnostic(code(l7::run::no_cgroup2), help("{}", MOUNT_HELP))]
+    #[diagnostic(code("l7::run::no-cgroup2"), help("{}", MOUNT_HELP))]
     NoCgroup2,
     #[error("cgroup `{path}` does not exist ({errno})")]
     #[diagnostic(
-        code(l7::run::cgroup_missing),
+        code("l7::run::cgroup-missing"),
         help("create it first: `mkdir {path}` (cgroup v2 mounts here: {mounts}), then move the service's processes into it by writing their pids to `{path}/cgroup.procs`")
     )]
     Missing {
@@ -41,7 +41,7 @@ pub enum CgroupError {
     },
     #[error("`{path}` is not a cgroup v2 directory")]
     #[diagnostic(
-        code(l7::run::not_cgroup2),
+        code("l7::run::not-cgroup2"),
         help("name a directory on a cgroup2 mount (here: {mounts}); a cgroup v1 hierarchy cannot take sock_ops programs")
     )]
     NotCgroup2 { path: String, mounts: String },

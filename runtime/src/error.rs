@@ -15,13 +15,13 @@ pub const PRIVILEGE_HELP: &str =
 pub enum KernelError {
     /// The kernel refused a BPF operation for lack of privilege.
     #[error("{step} failed with {errno}: this needs privileges the process does not have")]
-    #[diagnostic(code(l7::kernel::not_permitted), help("{}", PRIVILEGE_HELP))]
+    #[diagnostic(code("l7::kernel::not-permitted"), help("{}", PRIVILEGE_HELP))]
     NotPermitted { step: String, errno: Errno },
 
     /// The verifier refused the program.
     #[error("the kernel verifier refused program `{program}` (BPF_PROG_LOAD failed with {errno}); its last words:\n{log_tail}")]
     #[diagnostic(
-        code(l7::kernel::verifier),
+        code("l7::kernel::verifier"),
         help("the log numbers instructions as `l7c compile --emit asm` does; a refusal of compiler output is an l7c bug: report it with the policy")
     )]
     VerifierRejected {
@@ -33,14 +33,14 @@ pub enum KernelError {
     /// The object could not be parsed or prepared (relocations, BTF).
     #[error("cannot load the BPF object: {reason}")]
     #[diagnostic(
-        code(l7::kernel::object),
+        code("l7::kernel::object"),
         help("load an object written by this version of `l7c compile`")
     )]
     BadObject { reason: String },
 
     /// A map of the object could not be created.
     #[error("BPF_MAP_CREATE of map `{map}` failed with {errno}")]
-    #[diagnostic(code(l7::kernel::map_create), help("{help}"))]
+    #[diagnostic(code("l7::kernel::map-create"), help("{help}"))]
     MapCreate {
         map: String,
         errno: Errno,
@@ -50,7 +50,7 @@ pub enum KernelError {
     /// The object lacks a program the caller named.
     #[error("the object has no sk_msg program `{name}` (it has: {available})")]
     #[diagnostic(
-        code(l7::kernel::no_program),
+        code("l7::kernel::no-program"),
         help("name the program by its symbol, as `llvm-objdump -t` lists it")
     )]
     NoProgram { name: String, available: String },
@@ -58,14 +58,14 @@ pub enum KernelError {
     /// The object lacks a map the caller named.
     #[error("the object has no map `{name}` (it has: {available})")]
     #[diagnostic(
-        code(l7::kernel::no_map),
+        code("l7::kernel::no-map"),
         help("name the map as the object's `.maps` section does (`bpftool btf dump file OBJ`)")
     )]
     NoMap { name: String, available: String },
 
     /// A map exists but is of the wrong type or shape for the use.
     #[error("map `{name}` cannot be used {purpose}: {problem}")]
-    #[diagnostic(code(l7::kernel::map_shape), help("the object and this runtime disagree about the map's layout; rebuild both from one l7c"))]
+    #[diagnostic(code("l7::kernel::map-shape"), help("the object and this runtime disagree about the map's layout; rebuild both from one l7c"))]
     MapShape {
         name: String,
         purpose: String,
@@ -74,7 +74,7 @@ pub enum KernelError {
 
     /// A syscall of the runtime (socket, map element, attach) failed.
     #[error("{step} failed with {errno}")]
-    #[diagnostic(code(l7::kernel::syscall), help("{help}"))]
+    #[diagnostic(code("l7::kernel::syscall"), help("{help}"))]
     Syscall {
         step: String,
         errno: Errno,
@@ -84,24 +84,24 @@ pub enum KernelError {
     /// The run asked for something the kernel engine cannot do here (a
     /// connection address off loopback, a policy without the ABI's maps).
     #[error("the kernel engine cannot run {what}")]
-    #[diagnostic(code(l7::kernel::unsupported), help("{help}"))]
+    #[diagnostic(code("l7::kernel::unsupported"), help("{help}"))]
     Unsupported { what: String, help: String },
 
     /// The program wrote an event this runtime cannot read as `abi.rs`
     /// says (or one that names a policy or rule `.l7.meta` does not have).
     #[error("unreadable verdict event: {reason}")]
-    #[diagnostic(code(l7::kernel::event), help("the program and this runtime disagree about `abi::Event`; rebuild both from one l7c (a mismatch in compiler output is an l7c bug)"))]
+    #[diagnostic(code("l7::kernel::event"), help("the program and this runtime disagree about `abi::Event`; rebuild both from one l7c (a mismatch in compiler output is an l7c bug)"))]
     BadEvent { reason: String },
 
     /// Bytes reached a redirect target that the verdicts did not send there
     /// (or did not reach it though they did).
     #[error("the program misrouted bytes: {what}")]
-    #[diagnostic(code(l7::kernel::misrouted), help("the program sent bytes where its verdicts do not say: an l7c bug; report it with the policy and the input"))]
+    #[diagnostic(code("l7::kernel::misrouted"), help("the program sent bytes where its verdicts do not say: an l7c bug; report it with the policy and the input"))]
     Misrouted { what: String },
 
     /// The peer did not see the end of the stream in time.
     #[error("{what} timed out after {millis} ms ({received} bytes received)")]
-    #[diagnostic(code(l7::kernel::timeout), help("the connection did not close in time; raise the timeout or look for bytes the program held back"))]
+    #[diagnostic(code("l7::kernel::timeout"), help("the connection did not close in time; raise the timeout or look for bytes the program held back"))]
     Timeout {
         what: String,
         millis: u128,

@@ -117,13 +117,13 @@ pub enum RunError {
     Kernel(#[from] KernelError),
     #[error("the policy has no redirect target `{name}` (it has: {known})")]
     #[diagnostic(
-        code(l7::run::unknown_redirect),
+        code("l7::run::unknown-redirect"),
         help("`--redirect NAME=HOST:PORT` binds a target a `redirect` rule names; drop the flag or fix the name")
     )]
     UnknownRedirect { name: String, known: String },
     #[error("cannot connect to redirect target `{name}` at {addr}: {error}")]
     #[diagnostic(
-        code(l7::run::redirect_connect),
+        code("l7::run::redirect-connect"),
         help("start the target first: redirected requests are sent over this connection")
     )]
     RedirectConnect {
@@ -133,13 +133,13 @@ pub enum RunError {
     },
     #[error("another `l7c run` already enforces a policy on cgroup `{}`{}", cgroup.display(), pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
     #[diagnostic(
-        code(l7::run::already_running),
+        code("l7::run::already-running"),
         help("one agent per cgroup: stop the other one (SIGTERM; its enforcement stays and this command adopts it), or change its policy file and send it SIGHUP; `l7c status` shows what runs where")
     )]
     AlreadyRunning { cgroup: PathBuf, pid: Option<u32> },
     #[error("the object's `.l7.meta` has ABI version {found}; this runtime reads version {expected}")]
     #[diagnostic(
-        code(l7::run::abi),
+        code("l7::run::abi"),
         help("compile the policy with this l7c (`l7c run` compiles it itself)")
     )]
     Abi { found: u32, expected: u32 },

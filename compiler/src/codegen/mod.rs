@@ -89,18 +89,18 @@ pub enum CodegenError {
     /// reference evaluator.
     #[error("policy `{policy}`: the BPF code generator does not support {construct} yet")]
     #[diagnostic(
-        code(l7::codegen::unsupported),
+        code("l7::codegen::unsupported"),
         help("`l7c eval` and `l7c test` run this policy with the reference evaluator; the kernel program cannot be generated for it in this build")
     )]
     Unsupported { policy: String, construct: String },
     #[error(transparent)]
-    #[diagnostic(code(l7::codegen::lower))]
+    #[diagnostic(code("l7::codegen::lower"))]
     Lower(#[from] LowerError),
     #[error("internal error assembling the program: {0}")]
-    #[diagnostic(code(l7::codegen::internal))]
+    #[diagnostic(code("l7::codegen::internal"))]
     Assemble(#[from] AsmError),
     #[error("internal error writing the object: {0}")]
-    #[diagnostic(code(l7::codegen::internal))]
+    #[diagnostic(code("l7::codegen::internal"))]
     Object(#[from] ElfError),
     /// `--target-kernel` names a kernel the program cannot load on.
     #[error("the generated program needs Linux {minimum} or newer; --target-kernel {target} is older: {why}")]
@@ -110,7 +110,7 @@ pub enum CodegenError {
     )]
     TargetTooOld { target: String, minimum: String, why: String },
     #[error("internal error building the scanner tables: {0}")]
-    #[diagnostic(code(l7::codegen::internal))]
+    #[diagnostic(code("l7::codegen::internal"))]
     Scan(#[from] ScanBuildError),
 }
 
