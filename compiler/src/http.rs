@@ -1,9 +1,10 @@
 //! The HTTP vocabulary shared by every stage: character classes, the
 //! `malformed:<kind>` and `limit:<name>` reasons, and their spellings.
 //!
-//! One source of truth: the checker, the reference evaluator and (later) the
-//! code generator all name reasons through these enums, so a spelling can
-//! never drift between engines.
+//! One source of truth: the checker, the reference evaluator, the scanner
+//! tables and the code generator all name reasons and limits through these
+//! enums and constants, so a spelling or a bound can never drift between
+//! engines.
 
 use std::fmt;
 

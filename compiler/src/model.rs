@@ -1,6 +1,6 @@
 //! The resolved policy model: what `resolve` produces from syntax, what
-//! `check` validates, and what the reference evaluator (and later lowering)
-//! consume.
+//! `check` validates, and what the reference evaluator and the back end
+//! (`lower`, `codegen`) consume.
 //!
 //! Invariants once a [`Program`] has passed `check`:
 //! - every name is resolved: lists are flattened into their values;

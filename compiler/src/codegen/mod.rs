@@ -1,17 +1,18 @@
 //! Code generation: a checked policy to one BPF `sk_msg` program and its
 //! ELF object (docs/program.md).
 //!
-//! State of this stage (see docs/program.md, "What is generated today"):
-//! the program frame is generated and loads under the verifier — the
+//! What is generated (docs/program.md): the program frame — the
 //! per-connection state in `l7_conn`, scope selection by ports, the phase
-//! dispatch, the pass-all path of ungoverned sockets, and fail-closed
-//! verdict exits that call both `msg_apply_bytes` and `msg_cork_bytes` on
-//! every path (docs/kernel-mechanics.md). The head phase (the `scan/`
-//! tables and the `lower/` automata in BPF) is not generated yet, so
-//! [`compile`] refuses every program in which a policy can govern a
-//! connection, with [`CodegenError::Unsupported`] naming the policy and
-//! what is missing. It never emits a program that would judge a request
-//! differently from the reference evaluator.
+//! dispatch, the pass-all path of ungoverned sockets, verdict exits that
+//! call both `msg_apply_bytes` and `msg_cork_bytes` on every path
+//! (docs/kernel-mechanics.md) — and per policy its head phase (the `scan/`
+//! head machine and the `lower/` automata stepped in a `bpf_loop`), its
+//! decision, its verdicts and its chunk phase. [`compile`] refuses by name
+//! ([`CodegenError::Unsupported`]) what it cannot generate yet — address
+//! scopes (`remote addr` / `local addr`) and audit mode with more than 32
+//! redirect targets — rather than emit a program that would judge a
+//! request differently from the reference evaluator; the kernel tests
+//! compare the two on every conformance case and on generated streams.
 
 mod blob;
 mod callbacks;
