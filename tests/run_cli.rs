@@ -9,6 +9,9 @@
 //! policy (`l7::codegen::unsupported`); any other compile error fails
 //! them. Ports 18200–18299.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -326,29 +329,14 @@ impl Drop for Running {
     }
 }
 
-fn gone(kind: &str, id: u32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let shown = Command::new("bpftool")
-            .args([kind, "show", "id", &id.to_string()])
-            .output()
-            .map(|out| out.status.success())
-            .unwrap_or(false);
-        if !shown {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 fn assert_nothing_left(programs: &[u32], maps: &[u32], cgroup: &Cgroup) {
     assert!(!programs.is_empty() && !maps.is_empty(), "the run held no program or map: {programs:?} {maps:?}");
     for id in programs {
-        assert!(gone("prog", *id), "program {id} is still loaded after `l7c stop`");
+        assert!(support::gone("prog", *id), "program {id} is still loaded after `l7c stop`");
     }
     for id in maps {
-        assert!(gone("map", *id), "map {id} is still there after `l7c stop`");
+        assert!(support::gone("map", *id), "map {id} is still there after `l7c stop`");
     }
     let attached = Command::new("bpftool").args(["cgroup", "show", cgroup.path()]).output().unwrap();
     let attached = String::from_utf8_lossy(&attached.stdout);
@@ -863,7 +851,7 @@ fn enforcement_survives_the_agent_and_only_stop_lifts_it() {
     first.signal("KILL");
     let _ = first.child.wait();
     for id in &programs {
-        assert!(!gone_now("prog", *id), "program {id} went away with the agent");
+        assert!(!!support::bpftool_finds("prog", *id), "program {id} went away with the agent");
     }
     // A connection opened while no agent runs is enrolled and judged.
     assert_eq!(curl(&cgroup, &[&url("/admin/during-outage")]).0, 55, "a deny while no agent runs");
@@ -949,10 +937,10 @@ fn enforcement_survives_the_agent_and_only_stop_lifts_it() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("enforcement lifted"), "{stderr}");
     for id in third_programs.iter().chain(&programs) {
-        assert!(gone("prog", *id), "program {id} is still loaded after `l7c stop`");
+        assert!(support::gone("prog", *id), "program {id} is still loaded after `l7c stop`");
     }
     for id in pinned.iter().chain(&maps) {
-        assert!(gone("map", *id), "map {id} is still there after `l7c stop`");
+        assert!(support::gone("map", *id), "map {id} is still there after `l7c stop`");
     }
     let attached = Command::new("bpftool").args(["cgroup", "show", cgroup.path()]).output().unwrap();
     assert!(String::from_utf8_lossy(&attached.stdout).trim().lines().count() <= 1, "still attached: {}", String::from_utf8_lossy(&attached.stdout));
@@ -964,10 +952,6 @@ fn enforcement_survives_the_agent_and_only_stop_lifts_it() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// `bpftool ID show` succeeds right now.
-fn gone_now(kind: &str, id: u32) -> bool {
-    !Command::new("bpftool").args([kind, "show", "id", &id.to_string()]).output().map(|out| out.status.success()).unwrap_or(false)
-}
 
 /// Issue 10, part 4: an emptied policy file and a file written in two
 /// steps never open the gates. With `--watch`, `: > policy.l7` is refused

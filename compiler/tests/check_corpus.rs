@@ -8,6 +8,8 @@
 
 #[path = "../../tests/pending/mod.rs"]
 mod pending;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use l7c_compiler::driver::{compile_paths, compile_text, Compilation};
 use std::fmt::Write as _;
@@ -54,19 +56,10 @@ policy "bench-api" {
 "#;
 
 fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    support::repository(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Files in `dir` ending in `extension`, sorted by name.
-fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == extension))
-        .collect();
-    found.sort();
-    found
-}
+use support::files;
 
 /// Assert there is no error; list the warnings as `name: code: message`.
 fn warnings_of(name: &str, compilation: &Compilation, out: &mut String) {

@@ -8,14 +8,16 @@
 
 #[path = "../../tests/pending/mod.rs"]
 mod pending;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use l7c_compiler::check::Checked;
 use l7c_compiler::codegen::{self, CodegenError, HeadPhase, Options};
 use l7c_compiler::driver::{compile_paths, compile_text};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    support::repository(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn checked_text(name: &str, text: &str) -> Checked {
@@ -24,13 +26,7 @@ fn checked_text(name: &str, text: &str) -> Checked {
 }
 
 fn examples() -> Vec<(String, Checked)> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "l7"))
-        .collect();
-    paths.sort();
-    paths
+    support::files(&root().join("examples"), "l7")
         .into_iter()
         .map(|path| {
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();

@@ -10,6 +10,8 @@
 mod lower_common;
 #[path = "../../tests/pending/mod.rs"]
 mod pending;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 /// Inside `lower` so that `cargo test -p l7c-compiler lower` runs them.
 mod lower {
@@ -21,19 +23,10 @@ mod lower {
     use proptest::prelude::*;
     use std::path::{Path, PathBuf};
 
-    fn repository() -> PathBuf {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        root.canonicalize().unwrap_or(root)
-    }
+    use crate::support::{files, toml_basic_string as basic_string};
 
-    fn files(dir: &Path, extension: &str) -> Vec<PathBuf> {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == extension))
-            .collect();
-        found.sort();
-        found
+    fn repository() -> PathBuf {
+        crate::support::repository(env!("CARGO_MANIFEST_DIR"))
     }
 
     /// The request streams of a conformance file's cases (`input = "..."`, a
@@ -55,29 +48,6 @@ mod lower {
         inputs
     }
 
-    /// A TOML basic string's bytes, from after its opening quote.
-    fn basic_string(text: &str) -> Vec<u8> {
-        let mut out = String::new();
-        let mut chars = text.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => break,
-                '\\' => match chars.next() {
-                    Some('r') => out.push('\r'),
-                    Some('n') => out.push('\n'),
-                    Some('t') => out.push('\t'),
-                    Some('u') => {
-                        let code: String = chars.by_ref().take(4).collect();
-                        out.extend(u32::from_str_radix(&code, 16).ok().and_then(char::from_u32));
-                    }
-                    Some(other) => out.push(other),
-                    None => break,
-                },
-                other => out.push(other),
-            }
-        }
-        out.into_bytes()
-    }
 
     /// Every real policy: (name, text, directory for relative imports). The
     /// conformance policies are the repository's copies; one that does not

@@ -14,6 +14,8 @@ use scan_common::Rng;
 /// The conformance case files (tests/conformance/, without PENDING.toml).
 #[path = "../../tests/pending/mod.rs"]
 mod pending;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use l7c_compiler::eval::{self, parse_head, HeadViolation, HttpVersion, ParseHeadError, ParsedHead, Reason, TargetForm};
 use l7c_compiler::http::{hex_value, is_tchar, MalformedKind};
@@ -175,36 +177,8 @@ fn policy_limits(text: &str) -> Limits {
     limits
 }
 
-/// The body of a TOML basic string after its opening quote.
-fn toml_basic_string(rest: &str) -> Vec<u8> {
-    let mut out = String::new();
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => break,
-            '\\' => match chars.next() {
-                Some('r') => out.push('\r'),
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some('\\') => out.push('\\'),
-                Some('"') => out.push('"'),
-                Some('b') => out.push('\u{8}'),
-                Some('f') => out.push('\u{c}'),
-                Some('u') => {
-                    let hex: String = chars.by_ref().take(4).collect();
-                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).expect("\\u")).expect("char"));
-                }
-                Some('U') => {
-                    let hex: String = chars.by_ref().take(8).collect();
-                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).expect("\\U")).expect("char"));
-                }
-                other => panic!("unknown escape {other:?}"),
-            },
-            c => out.push(c),
-        }
-    }
-    out.into_bytes()
-}
+use support::toml_basic_string;
+
 
 #[test]
 fn scan_conformance_inputs_at_every_request_start() {

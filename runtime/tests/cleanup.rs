@@ -4,9 +4,11 @@
 //! are not disturbed by other tests running in parallel.
 
 mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use l7c_runtime::harness::{self, RunSpec};
@@ -17,27 +19,7 @@ fn count(dir: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Whether `bpftool KIND show id ID` still finds the object.
-fn bpftool_finds(kind: &str, id: u32) -> bool {
-    Command::new("bpftool")
-        .args([kind, "show", "id", &id.to_string()])
-        .output()
-        .map(|out| out.status.success())
-        .unwrap_or(false)
-}
 
-/// The kernel frees programs and maps after an RCU grace period and in a
-/// work queue: poll a little.
-fn gone(kind: &str, id: u32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if !bpftool_finds(kind, id) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 #[test]
 fn dropping_the_program_leaves_nothing_behind() {
@@ -69,7 +51,7 @@ fn dropping_the_program_leaves_nothing_behind() {
     ]);
     let prog_id = program.program_id().expect("program id");
     let map_ids = program.map_ids();
-    assert!(bpftool_finds("prog", prog_id));
+    assert!(support::bpftool_finds("prog", prog_id));
     assert_eq!(map_ids.len(), probe_maps().len() + 1);
     let input = pattern(100);
     for _ in 0..3 {
@@ -94,9 +76,9 @@ fn dropping_the_program_leaves_nothing_behind() {
     drop(connection);
     drop(program);
 
-    assert!(gone("prog", prog_id), "program {prog_id} is still loaded");
+    assert!(support::gone("prog", prog_id), "program {prog_id} is still loaded");
     for (name, id) in &map_ids {
-        assert!(gone("map", *id), "map `{name}` ({id}) is still there");
+        assert!(support::gone("map", *id), "map `{name}` ({id}) is still there");
     }
     assert_eq!(
         count("/proc/self/fd"),

@@ -13,6 +13,8 @@
 //! Ports 18100–18149.
 
 mod common;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -338,21 +340,6 @@ fn bpftool(args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
-fn gone(kind: &str, id: u32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let shown = Command::new("bpftool")
-            .args([kind, "show", "id", &id.to_string()])
-            .output()
-            .map(|out| out.status.success())
-            .unwrap_or(false);
-        if !shown {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 fn attached_to(cgroup: &Path) -> String {
     bpftool(&["cgroup", "show", &cgroup.display().to_string()]).unwrap_or_default()
@@ -399,13 +386,13 @@ fn dropping_the_session_leaves_nothing_in_the_kernel() {
     drop(server);
     for id in &programs {
         assert!(
-            gone("prog", *id),
+            support::gone("prog", *id),
             "program {id} of {programs:?} is still loaded: {}",
             bpftool(&["prog", "show", "id", &id.to_string()]).unwrap_or_default()
         );
     }
     for id in &maps {
-        assert!(gone("map", *id), "map {id} is still there");
+        assert!(support::gone("map", *id), "map {id} is still there");
     }
 }
 

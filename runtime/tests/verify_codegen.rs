@@ -13,6 +13,8 @@
 mod common;
 #[path = "../../tests/pending/mod.rs"]
 mod pending;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use common::kernel_ready;
 use l7c_compiler::codegen::{self, HeadPhase};
@@ -77,14 +79,7 @@ fn an_ungoverned_connection_passes_everything() {
 }
 
 fn example_frames() -> Vec<(String, codegen::Compiled)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "l7"))
-        .collect();
-    paths.sort();
-    paths
+    support::files(&support::repository(env!("CARGO_MANIFEST_DIR")).join("examples"), "l7")
         .into_iter()
         .map(|path| {
             let compilation = l7c_compiler::driver::compile_paths(std::slice::from_ref(&path)).unwrap();
@@ -126,11 +121,8 @@ fn every_snapshotted_frame_loads() {
 /// tests/conformance/PENDING.toml, or one the generator refuses by name,
 /// has no snapshot and is said `SKIPPED`).
 fn snapshotted_programs() -> Vec<(String, codegen::Compiled)> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut sources: Vec<(String, String)> = Vec::new();
-    let mut examples: Vec<_> = std::fs::read_dir(root.join("examples")).unwrap().map(|e| e.unwrap().path()).collect();
-    examples.sort();
-    for path in examples.into_iter().filter(|p| p.extension().is_some_and(|e| e == "l7")) {
+    for path in support::files(&support::repository(env!("CARGO_MANIFEST_DIR")).join("examples"), "l7") {
         sources.push((path.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&path).unwrap()));
     }
     for case in pending::compiling_policies(env!("CARGO_MANIFEST_DIR")) {

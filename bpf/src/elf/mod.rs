@@ -52,8 +52,8 @@ struct ProgramEntry {
 /// Collects programs, maps and metadata, then writes the object.
 ///
 /// ```
-/// use l7c_compiler::bpf::{Asm, R0};
-/// use l7c_compiler::elf::{ObjectBuilder, MapDef};
+/// use l7c_bpf::bpf::{Asm, R0};
+/// use l7c_bpf::elf::{ObjectBuilder, MapDef};
 ///
 /// let mut a = Asm::new();
 /// a.mov64(R0, 1).exit();

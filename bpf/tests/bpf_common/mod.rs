@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use l7c_compiler::bpf::{
+use l7c_bpf::bpf::{
     Asm, Helper, Insn, Op, Operand, Program, Reg, SrcKind, HELPERS, R0, R1, R10, R2, R3, R4, R6, R7,
 };
-use l7c_compiler::elf::{DataType, Field, MapDef, ObjectBuilder};
+use l7c_bpf::elf::{DataType, Field, MapDef, ObjectBuilder};
 
 /// Operand sets: ordinary values, extremes, zeros.
 pub const VARIANTS: usize = 3;
@@ -109,7 +109,7 @@ pub fn session_type() -> DataType {
 /// in the socket's storage, redirects through a SOCKHASH key 0 and returns
 /// SK_PASS.
 pub fn sample_program() -> Program {
-    use l7c_compiler::bpf::sk_msg_md;
+    use l7c_bpf::bpf::sk_msg_md;
     let mut a = Asm::new();
     a.note("keep the context, find this socket's session");
     a.mov64(R6, R1);

@@ -11,8 +11,8 @@ mod bpf_functions {
     use super::bpf_common;
 
     use bpf_common::{cleanup, every_form_maps, find_tool, run, scratch_dir, skip, with_functions};
-    use l7c_compiler::bpf::{disasm, Asm, AsmError, Insn, Program, R2};
-    use l7c_compiler::elf::ObjectBuilder;
+    use l7c_bpf::bpf::{disasm, Asm, AsmError, Insn, Program, R2};
+    use l7c_bpf::elf::ObjectBuilder;
     use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, SymbolKind};
 
     fn object_bytes() -> Vec<u8> {

@@ -10,7 +10,7 @@ mod bpf_disasm {
     use std::fmt::Write as _;
 
     use bpf_common::{example, sample_program};
-    use l7c_compiler::bpf::{disasm, OPCODES};
+    use l7c_bpf::bpf::{disasm, OPCODES};
 
     /// One line per row of the opcode table: opcode byte, mnemonic, what we
     /// print, and what LLVM 14's objdump prints when it differs.

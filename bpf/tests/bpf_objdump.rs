@@ -18,8 +18,8 @@ mod bpf_objdump {
     use super::bpf_common;
 
     use bpf_common::{cleanup, every_form, every_form_maps, find_tool, run, scratch_dir, skip};
-    use l7c_compiler::bpf::disasm;
-    use l7c_compiler::elf::ObjectBuilder;
+    use l7c_bpf::bpf::disasm;
+    use l7c_bpf::elf::ObjectBuilder;
 
     const SYMBOL: &str = "every_form";
 

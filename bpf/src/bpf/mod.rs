@@ -14,7 +14,7 @@
 //!   annotated listing of `l7c compile --emit asm`.
 //!
 //! ```
-//! use l7c_compiler::bpf::{Asm, Helper, Size, R0, R1, R2, R6};
+//! use l7c_bpf::bpf::{Asm, Helper, Size, R0, R1, R2, R6};
 //!
 //! let mut a = Asm::new();
 //! a.mov64(R6, R1);
@@ -28,7 +28,7 @@
 //! let program = a.finish()?;
 //! assert!(program.listing().contains("if r2 == 0 goto +3 <pass>"));
 //! assert_eq!(program.encode().len(), 8 * 8);
-//! # Ok::<(), l7c_compiler::bpf::AsmError>(())
+//! # Ok::<(), l7c_bpf::bpf::AsmError>(())
 //! ```
 //!
 //! Invariants: an [`Insn`] can only hold a form the kernel accepts (operands

@@ -9,8 +9,8 @@ mod elf_object {
     use super::bpf_common;
 
     use bpf_common::{cleanup, find_tool, is_root, run, sample_object, sample_program, scratch_dir, skip};
-    use l7c_compiler::bpf::{Asm, Helper, Program, Relocation, R0, R1, R10, R2, R3, R4, R6};
-    use l7c_compiler::elf::{DataType, ElfError, Field, MapDef, ObjectBuilder};
+    use l7c_bpf::bpf::{Asm, Helper, Program, Relocation, R0, R1, R10, R2, R3, R4, R6};
+    use l7c_bpf::elf::{DataType, ElfError, Field, MapDef, ObjectBuilder};
     use object::read::{Object as _, ObjectSection as _, ObjectSymbol as _};
     use object::{elf, RelocationFlags, SectionKind, SymbolKind};
 

@@ -9,7 +9,7 @@ mod bpf_roundtrip {
     use super::bpf_common;
 
     use bpf_common::{every_form, example, VARIANTS};
-    use l7c_compiler::bpf::{Helper, Insn, Op, Operand, Program, Reg, SrcKind, HELPERS, OPCODES, SLOT_BYTES};
+    use l7c_bpf::bpf::{Helper, Insn, Op, Operand, Program, Reg, SrcKind, HELPERS, OPCODES, SLOT_BYTES};
     use proptest::prelude::*;
 
     fn encode(insn: &Insn) -> Vec<u8> {

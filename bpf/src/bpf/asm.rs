@@ -137,7 +137,7 @@ struct Fixup {
 /// The instruction builder.
 ///
 /// ```
-/// use l7c_compiler::bpf::{Asm, Helper, Size, R0, R1, R2, R6};
+/// use l7c_bpf::bpf::{Asm, Helper, Size, R0, R1, R2, R6};
 ///
 /// let mut a = Asm::new();
 /// a.mov64(R6, R1).comment("keep the context");
@@ -150,7 +150,7 @@ struct Fixup {
 /// a.exit();
 /// let program = a.finish()?;
 /// assert_eq!(program.insns().len(), 7);
-/// # Ok::<(), l7c_compiler::bpf::AsmError>(())
+/// # Ok::<(), l7c_bpf::bpf::AsmError>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Asm {
