@@ -204,6 +204,28 @@ impl Streams {
                 let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
                 return preface[..self.rng.usize(1..=preface.len())].to_vec();
             }
+            // Connection starts (revision 3): TLS record headers and their
+            // prefixes, near misses, and bytes some servers skip, before a
+            // request.
+            5..=7 => {
+                const STARTS: &[&[u8]] = &[
+                    &[0x16, 0x03, 0x01, 0x00, 0x05],
+                    &[0x17, 0x03, 0x03],
+                    &[0x16, 0x03],
+                    &[0x16],
+                    &[0x16, 0x03, 0x05],
+                    &[0x14, 0x02],
+                    &[0x0b],
+                    &[0x0c],
+                    &[0x85],
+                    &[0x00],
+                    b"PRI * HTTP/2.0\r\n",
+                    b"PRI * HTTP/1.1\r\n",
+                ];
+                let mut stream = self.pick(STARTS).to_vec();
+                stream.extend(self.request());
+                return stream;
+            }
             _ => {}
         }
         let mut stream = Vec::new();

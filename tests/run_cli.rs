@@ -81,6 +81,14 @@ impl Drop for Cgroup {
     }
 }
 
+/// The tests that run `l7c run` take turns: each starts agents, servers
+/// and clients, and node-wide settings (client TCP Fast Open) are shared;
+/// run side by side on 2 cores they starve each other's poll loops.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Root, a cgroup2 mount, curl and bpftool; prints why not otherwise.
 fn ready(test: &str) -> Option<Cgroup> {
     if !l7c_runtime::is_root() {
@@ -496,6 +504,7 @@ fn run_explains_what_is_missing() {
 #[test]
 fn run_enrolls_reloads_and_leaves_nothing_behind() {
     let test = "run_enrolls_reloads_and_leaves_nothing_behind";
+    let _one_at_a_time = serial();
     let Some(cgroup) = ready(test) else { return };
     let dir = temp_dir(test);
     let policy = dir.join("policy.l7");
@@ -615,6 +624,7 @@ fn events_by_rule(path: &Path) -> BTreeMap<(String, String), usize> {
 #[test]
 fn run_enforces_a_policy_on_curl_in_the_cgroup() {
     let test = "run_enforces_a_policy_on_curl_in_the_cgroup";
+    let _one_at_a_time = serial();
     let Some(cgroup) = ready(test) else { return };
     let dir = temp_dir(test);
     let policy = dir.join("e2e.l7");
@@ -734,6 +744,7 @@ fn run_enforces_a_policy_on_curl_in_the_cgroup() {
 #[test]
 fn audit_mode_reports_without_blocking() {
     let test = "audit_mode_reports_without_blocking";
+    let _one_at_a_time = serial();
     let Some(cgroup) = ready(test) else { return };
     let dir = temp_dir(test);
     let policy = dir.join("audit.l7");
@@ -829,6 +840,7 @@ fn pinned_map_ids(place: &Path) -> Vec<u32> {
 #[test]
 fn enforcement_survives_the_agent_and_only_stop_lifts_it() {
     let test = "enforcement_survives_the_agent_and_only_stop_lifts_it";
+    let _one_at_a_time = serial();
     let Some(cgroup) = ready(test) else { return };
     let dir = temp_dir(test);
     let policy = dir.join("crash.l7");
@@ -962,6 +974,7 @@ fn enforcement_survives_the_agent_and_only_stop_lifts_it() {
 #[test]
 fn an_emptied_or_half_written_policy_file_is_not_applied() {
     let test = "an_emptied_or_half_written_policy_file_is_not_applied";
+    let _one_at_a_time = serial();
     let Some(cgroup) = ready(test) else { return };
     let dir = temp_dir(test);
     let policy = dir.join("p.l7");
@@ -1012,6 +1025,7 @@ impl Drop for KillOnDrop {
 #[test]
 fn connections_from_before_the_policy_are_reported_and_can_be_reset() {
     let test = "connections_from_before_the_policy_are_reported_and_can_be_reset";
+    let _one_at_a_time = serial();
     let Some(cgroup) = ready(test) else { return };
     if !installed("python3", "--version") {
         eprintln!("SKIPPED {test}: python3 is not installed");
@@ -1082,6 +1096,7 @@ except OSError as e:
 #[test]
 fn tcp_fast_open_cannot_carry_a_request_past_the_policy() {
     let test = "tcp_fast_open_cannot_carry_a_request_past_the_policy";
+    let _one_at_a_time = serial();
     let Some(cgroup) = ready(test) else { return };
     if !installed("python3", "--version") {
         eprintln!("SKIPPED {test}: python3 is not installed");
@@ -1105,7 +1120,7 @@ fn tcp_fast_open_cannot_carry_a_request_past_the_policy() {
     }
     let server = Server::start("127.0.0.1:18260");
     let run = Running::start(&[policy.to_str().unwrap(), "--cgroup", cgroup.path()]);
-    assert!(run.stderr().contains("client TCP Fast Open is off"), "{}", run.stderr());
+    assert!(run.stderr().contains("client TCP Fast Open is off in this network namespace"), "{}", run.stderr());
     assert_eq!(std::fs::read_to_string(sysctl).unwrap().trim().parse::<u32>().unwrap() & 1, 0);
     let script = r#"
 import socket, errno

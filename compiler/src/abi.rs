@@ -282,6 +282,7 @@ pub fn reason_code(reason: Reason) -> (u8, u8) {
         Reason::Opaque => (4, 0),
         Reason::Tunnel => (5, 0),
         Reason::RedirectUnbound => (6, 0),
+        Reason::Http2 => (8, 0),
     }
 }
 
@@ -294,6 +295,7 @@ pub fn reason_from_code(class: u8, kind: u8) -> Option<Reason> {
         4 => Reason::Opaque,
         5 => Reason::Tunnel,
         6 => Reason::RedirectUnbound,
+        8 => Reason::Http2,
         _ => return None,
     })
 }
@@ -325,7 +327,20 @@ pub mod internal {
 
 /// The number of distinct reasons (class, kind) a counter can be kept for:
 /// the language's reasons, then the internal ones.
-pub const REASON_SLOTS: usize = 5 + MalformedKind::ALL.len() + LimitKind::ALL.len() + internal::NAMES.len();
+pub const REASON_SLOTS: usize = SINGLE_REASONS + MalformedKind::ALL.len() + LimitKind::ALL.len() + internal::NAMES.len();
+
+/// The reasons without a kind, in slot order: their counter slots come
+/// first, then the malformed kinds, the limits and the internal ones.
+pub const SINGLE_REASONS: usize = 6;
+/// (reason, slot) of [`SINGLE_REASONS`], for the generated program.
+pub const SINGLE_REASON_SLOTS: [(Reason, usize); SINGLE_REASONS] = [
+    (Reason::Rule, 0),
+    (Reason::Default, 1),
+    (Reason::Opaque, 2),
+    (Reason::Tunnel, 3),
+    (Reason::RedirectUnbound, 4),
+    (Reason::Http2, 5),
+];
 
 /// The slot of a reason among the per-reason counters.
 pub fn reason_slot(reason: Reason) -> usize {
@@ -335,9 +350,10 @@ pub fn reason_slot(reason: Reason) -> usize {
         Reason::Opaque => 2,
         Reason::Tunnel => 3,
         Reason::RedirectUnbound => 4,
-        Reason::Malformed(kind) => 5 + MalformedKind::ALL.iter().position(|k| *k == kind).unwrap_or(0),
+        Reason::Http2 => 5,
+        Reason::Malformed(kind) => SINGLE_REASONS + MalformedKind::ALL.iter().position(|k| *k == kind).unwrap_or(0),
         Reason::Limit(kind) => {
-            5 + MalformedKind::ALL.len() + LimitKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+            SINGLE_REASONS + MalformedKind::ALL.len() + LimitKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
         }
     }
 }
@@ -427,11 +443,12 @@ pub mod span_rules {
     //! How an engine turns records into the verdicts of `l7c eval` (the same
     //! JSON as the reference engine). The program cannot know where the input
     //! ends, so the engine completes these spans with the input's length:
-    //! - a deny in enforce mode ends at the end of the input;
-    //! - an opaque verdict (`deny opaque`, `tunnel opaque`) spans the whole
-    //!   input;
-    //! - in audit mode, a would-be `malformed`, `limit` or `opaque` deny ends
-    //!   at the end of the input (framing is lost);
+    //! - a deny in enforce mode ends at the end of the input, and so does
+    //!   every tunnel verdict (its switch takes the rest of the connection);
+    //! - a connection-start verdict (`deny opaque`, `tunnel opaque`,
+    //!   `deny http2`) spans the whole input;
+    //! - in audit mode, a would-be `malformed`, `limit`, `opaque` or `http2`
+    //!   deny ends at the end of the input (framing is lost);
     //! - a chunked request with no [`record::SPAN_END`] ends at the end of the
     //!   input (its body was cut off there).
     //!
@@ -574,7 +591,7 @@ mod tests {
 
     #[test]
     fn every_reason_has_a_code_and_a_slot() {
-        let mut reasons = vec![Reason::Rule, Reason::Default, Reason::Opaque, Reason::Tunnel, Reason::RedirectUnbound];
+        let mut reasons = vec![Reason::Rule, Reason::Default, Reason::Opaque, Reason::Tunnel, Reason::RedirectUnbound, Reason::Http2];
         reasons.extend(MalformedKind::ALL.map(Reason::Malformed));
         reasons.extend(LimitKind::ALL.map(Reason::Limit));
         let mut slots: Vec<usize> = reasons.iter().map(|r| reason_slot(*r)).collect();

@@ -32,13 +32,23 @@ pub const fn is_sub_delim(byte: u8) -> bool {
     matches!(byte, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
 }
 
-/// A byte allowed literally in an origin-form path (RFC 3986 `pchar` or `/`;
-/// `%` is allowed here and its escape checked separately).
-pub const fn is_path_byte(byte: u8) -> bool {
-    is_unreserved(byte) || is_sub_delim(byte) || matches!(byte, b':' | b'@' | b'/' | b'%')
+/// Bytes browsers send unencoded in a target although RFC 3986 does not
+/// allow them, which every server accepts (language.md §7, revision 3):
+/// `[ ] { } | ^` and backquote.
+pub const fn is_browser_target_byte(byte: u8) -> bool {
+    matches!(byte, b'[' | b']' | b'{' | b'}' | b'|' | b'^' | b'`')
 }
 
-/// A byte allowed literally in a query (RFC 3986: `pchar`, `/`, `?`).
+/// A byte allowed literally in an origin-form path (RFC 3986 `pchar` or `/`,
+/// and what browsers send unencoded; `%` is allowed here and its escape
+/// checked separately).
+pub const fn is_path_byte(byte: u8) -> bool {
+    is_unreserved(byte) || is_sub_delim(byte) || is_browser_target_byte(byte) || matches!(byte, b':' | b'@' | b'/' | b'%')
+}
+
+/// A byte allowed literally in a query (RFC 3986: `pchar`, `/`, `?`, and
+/// what browsers send unencoded). The query is never decoded, so any `%`
+/// is just a byte there.
 pub const fn is_query_byte(byte: u8) -> bool {
     is_path_byte(byte) || byte == b'?'
 }
@@ -159,8 +169,73 @@ impl fmt::Display for LimitKind {
 }
 
 /// The HTTP/2 connection preface's first line; a connection that starts with
-/// it is opaque (language.md §6).
+/// it is denied as `http2` (language.md §6, revision 3).
 pub const HTTP2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// A TLS record header (language.md §6): a content type 0x14–0x17
+/// (change_cipher_spec, alert, handshake, application_data), then the
+/// major version 3, then a minor version 0–4. Only this is opaque.
+pub const TLS_CONTENT_TYPES: std::ops::RangeInclusive<u8> = 0x14..=0x17;
+pub const TLS_MAJOR: u8 = 3;
+pub const TLS_MAX_MINOR: u8 = 4;
+
+/// What a connection's first bytes are (language.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStart {
+    /// A TLS record header: opaque.
+    Tls,
+    /// The HTTP/2 preface line: `http2`.
+    Http2,
+    /// Anything else: read as a request (a first byte that cannot start
+    /// one is `malformed:request-line` there).
+    Request,
+    /// A proper prefix of a TLS record header or of the preface line: hold
+    /// the bytes until more arrive.
+    Undecided,
+}
+
+/// Classifies the first bytes of a connection (at most
+/// [`HTTP2_PREFACE_LINE`]'s length are looked at).
+pub fn connection_start(bytes: &[u8]) -> ConnectionStart {
+    match bytes {
+        [] => ConnectionStart::Undecided,
+        [first, rest @ ..] if TLS_CONTENT_TYPES.contains(first) => match rest {
+            [] => ConnectionStart::Undecided,
+            [major, ..] if *major != TLS_MAJOR => ConnectionStart::Request,
+            [_] => ConnectionStart::Undecided,
+            [_, minor, ..] if *minor <= TLS_MAX_MINOR => ConnectionStart::Tls,
+            _ => ConnectionStart::Request,
+        },
+        _ if bytes.len() >= HTTP2_PREFACE_LINE.len() && bytes.starts_with(HTTP2_PREFACE_LINE) => ConnectionStart::Http2,
+        _ if HTTP2_PREFACE_LINE.starts_with(bytes) => ConnectionStart::Undecided,
+        _ => ConnectionStart::Request,
+    }
+}
+
+#[cfg(test)]
+mod connection_start_tests {
+    use super::*;
+
+    #[test]
+    fn only_tls_record_headers_are_opaque_and_the_preface_is_http2() {
+        use ConnectionStart::*;
+        assert_eq!(connection_start(&[0x16, 3, 1, 0, 0x2a]), Tls);
+        assert_eq!(connection_start(&[0x17, 3, 3]), Tls);
+        assert_eq!(connection_start(&[0x16, 3]), Undecided);
+        assert_eq!(connection_start(&[0x16]), Undecided);
+        assert_eq!(connection_start(&[0x16, b'G']), Request);
+        assert_eq!(connection_start(&[0x16, 3, 9]), Request);
+        assert_eq!(connection_start(&[0x18, 3, 1]), Request);
+        for first in [0x0b, 0x0c, 0x1c, 0x85, 0xa0, 0x00] {
+            assert_eq!(connection_start(&[first, b'G']), Request, "{first:#x}");
+        }
+        assert_eq!(connection_start(b"PRI * HTTP/2.0\r\n\r\nSM"), Http2);
+        assert_eq!(connection_start(b"PRI * HTTP/2.0\r\n"), Http2);
+        assert_eq!(connection_start(b"PRI * HT"), Undecided);
+        assert_eq!(connection_start(b"PRIX"), Request);
+        assert_eq!(connection_start(b"GET / HTTP/1.1"), Request);
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -391,6 +391,7 @@ pub enum ExpectedReason {
     Malformed(Option<crate::http::MalformedKind>),
     Limit(Option<crate::http::LimitKind>),
     Opaque,
+    Http2,
     Tunnel,
     RedirectUnbound,
 }

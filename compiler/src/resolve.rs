@@ -648,6 +648,7 @@ impl Resolver<'_> {
                 let parsed = match (head, kind) {
                     ("default", None) => Some(R::Default),
                     ("opaque", None) => Some(R::Opaque),
+                    ("http2", None) => Some(R::Http2),
                     ("tunnel", None) => Some(R::Tunnel),
                     ("redirect-unbound", None) => Some(R::RedirectUnbound),
                     ("malformed", None) => Some(R::Malformed(None)),

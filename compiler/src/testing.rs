@@ -45,6 +45,7 @@ fn reason_matches(expected: &ExpectedReason, verdict: &Verdict) -> bool {
         (ExpectedReason::Malformed(kind), Reason::Malformed(got)) => kind.is_none_or(|k| k == got),
         (ExpectedReason::Limit(kind), Reason::Limit(got)) => kind.is_none_or(|k| k == got),
         (ExpectedReason::Opaque, Reason::Opaque) => true,
+        (ExpectedReason::Http2, Reason::Http2) => true,
         (ExpectedReason::Tunnel, Reason::Tunnel) => true,
         (ExpectedReason::RedirectUnbound, Reason::RedirectUnbound) => true,
         _ => false,
@@ -72,6 +73,7 @@ pub fn describe_expectation(e: &Expectation) -> String {
                 ExpectedReason::Limit(None) => "limit".into(),
                 ExpectedReason::Limit(Some(k)) => format!("limit:{k}"),
                 ExpectedReason::Opaque => "opaque".into(),
+                ExpectedReason::Http2 => "http2".into(),
                 ExpectedReason::Tunnel => "tunnel".into(),
                 ExpectedReason::RedirectUnbound => "redirect-unbound".into(),
             };

@@ -19,6 +19,8 @@ pub enum Reason {
     Malformed(MalformedKind),
     Limit(LimitKind),
     Opaque,
+    /// The connection starts with the HTTP/2 preface line (language.md §6).
+    Http2,
     Tunnel,
     RedirectUnbound,
 }
@@ -34,6 +36,7 @@ impl Reason {
             Reason::Malformed(kind) => format!("malformed:{kind}"),
             Reason::Limit(kind) => format!("limit:{kind}"),
             Reason::Opaque => "opaque".into(),
+            Reason::Http2 => "http2".into(),
             Reason::Tunnel => "tunnel".into(),
             Reason::RedirectUnbound => "redirect-unbound".into(),
         }

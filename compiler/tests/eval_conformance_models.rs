@@ -633,7 +633,7 @@ fn limits_selection() {
         limits(),
         &[
             case("tls", &[0x16, 0x03, 0x01, 0x00, 0x2a, 0x01], &["deny opaque"], Some(0)),
-            case("preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &["deny opaque"], Some(0)),
+            case("preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &["deny http2"], Some(0)),
             case("exact head", &exact, &["allow default"], Some(1024)),
             case("over head", &over, &["deny limit:header_bytes"], Some(0)),
             case(

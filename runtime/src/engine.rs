@@ -362,17 +362,18 @@ fn complete_span(reported: &mut ReportedVerdict, span_ended: bool, input_len: u6
     if chunked && !span_ended && !held_tail {
         verdict.end = input_len;
     }
-    // An enforced deny takes the rest of the connection.
-    if verdict.action == VerdictAction::Deny && !audit {
+    // An enforced deny takes the rest of the connection, and a tunnel
+    // spans everything after it (language.md §1, revision 3).
+    if (verdict.action == VerdictAction::Deny && !audit) || verdict.action == VerdictAction::Tunnel {
         verdict.end = input_len;
     }
     // In audit mode a would-be malformed, limit or opaque deny loses the
     // framing: the rest of the input is its span.
-    if audit && matches!(verdict.reason, Reason::Malformed(_) | Reason::Limit(_) | Reason::Opaque) {
+    if audit && matches!(verdict.reason, Reason::Malformed(_) | Reason::Limit(_) | Reason::Opaque | Reason::Http2) {
         verdict.end = input_len;
     }
-    // Opaque verdicts cover the whole input.
-    if verdict.reason == Reason::Opaque {
+    // Connection-start verdicts cover the whole input.
+    if matches!(verdict.reason, Reason::Opaque | Reason::Http2) {
         verdict.start = 0;
         verdict.end = input_len;
     }

@@ -28,6 +28,7 @@ pub fn all_reasons() -> Vec<Reason> {
         Reason::Opaque,
         Reason::Tunnel,
         Reason::RedirectUnbound,
+        Reason::Http2,
     ];
     reasons.extend(MalformedKind::ALL.map(Reason::Malformed));
     reasons.extend(LimitKind::ALL.map(Reason::Limit));

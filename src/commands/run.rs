@@ -244,12 +244,13 @@ pub fn run(args: Args) -> Status {
         Ok(session) => session,
         Err(error) => return run_error(error),
     };
-    if let Some(was) = session.tcp_fastopen_was() {
-        eprintln!(
-            "l7c: client TCP Fast Open is off in this network namespace while the policy is in force (net.ipv4.tcp_fastopen {was} -> {}): a sendto(MSG_FASTOPEN) connect sends bytes the policy never sees; `l7c stop` restores it",
-            was & !1
-        );
-    }
+    let change = match session.tcp_fastopen_was() {
+        Some(was) => format!("net.ipv4.tcp_fastopen {was} -> {}; the last `l7c stop` on the node puts it back", was & !1),
+        None => "it was already off".to_owned(),
+    };
+    eprintln!(
+        "l7c: client TCP Fast Open is off in this network namespace while the policy is in force ({change}): a sendto(MSG_FASTOPEN) connect sends bytes the policy never sees"
+    );
     report_existing(&mut session, &args);
     let shared: metrics::Shared = Arc::new(Mutex::new(String::new()));
     publish(&session, &shared);

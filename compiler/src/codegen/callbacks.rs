@@ -302,7 +302,7 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
         a.jlt(R2, header_bytes, lk("go_on"));
         a.jne(R2, header_bytes, l("limit_bytes"));
         a.ldxh(R1, R9, layout::HEAD + hs::STATE).sub64(R1, 1);
-        a.jlt(R1, 3, lk("go_on"));
+        a.jlt(R1, i32::from(crate::scan::AFTER_CR_STATES), lk("go_on"));
         a.label(lk("go_on"));
         if k + 1 == SCAN_UNROLL {
             a.mov64(R0, 0).exit();

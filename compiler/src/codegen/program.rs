@@ -169,20 +169,29 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.stw(R7, layout::V_BASE, plan.counter_base as i32);
     window(a, p, limit, "head");
 
-    a.note("connection start: opaque, or (a prefix of) the HTTP/2 preface");
+    a.note("connection start (http::connection_start): a TLS record header is opaque, the HTTP/2 preface line is http2, a proper prefix of either is held");
     a.jne(R8, 0, l("scan"));
     a.ldxdw(R2, R6, sk_msg_md::DATA).ldxdw(R3, R6, sk_msg_md::DATA_END);
     a.mov64(R4, R2).add64(R4, 1).jgt(R4, R3, l("scan"));
     a.ldxb(R1, R2, 0);
-    tables_base(a, R4);
-    a.add64(R4, shared.starts_http as i32).add64(R4, R1).ldxb(R4, R4, 0);
-    a.jeq(R4, 0, l("opaque"));
+    a.jeq(R1, i32::from(preface[0]), l("preface"));
+    let tls = crate::http::TLS_CONTENT_TYPES;
+    a.sub64(R1, i32::from(*tls.start()));
+    a.jgt(R1, i32::from(tls.end() - tls.start()), l("scan")).comment("not a TLS content type");
+    a.jle(R9, 1, l("hold"));
+    a.mov64(R4, R2).add64(R4, 2).jgt(R4, R3, l("hold"));
+    a.ldxb(R1, R2, 1).jne(R1, i32::from(crate::http::TLS_MAJOR), l("scan")).comment("TLS major version");
+    a.jle(R9, 2, l("hold"));
+    a.mov64(R4, R2).add64(R4, 3).jgt(R4, R3, l("hold"));
+    a.ldxb(R1, R2, 2).jgt(R1, i32::from(crate::http::TLS_MAX_MINOR), l("scan")).comment("TLS minor version");
+    a.ja(l("opaque"));
+    a.label(l("preface"));
     for (i, &byte) in preface.iter().enumerate() {
         a.jle(R9, i as i32, l("hold")).comment("all of it a prefix of the preface: hold");
         a.mov64(R4, R2).add64(R4, i as i32 + 1).jgt(R4, R3, l("hold"));
         a.ldxb(R1, R2, i as i16).jne(R1, i32::from(byte), l("scan"));
     }
-    a.ja(l("opaque"));
+    a.ja(l("http2"));
 
     a.label(l("scan"));
     a.note("scan the window: reset the head state, the automata and the facts");
@@ -218,6 +227,14 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.mov64(R1, R6).call(Helper::MsgCorkBytes);
     a.stb(R7, layout::CORKED, 1);
     a.mov64(R0, verdict::DROP).exit();
+
+    // An HTTP/2 connection: denied whatever `opaque` says; in audit mode
+    // the framing is lost and the rest passes.
+    a.label(l("http2"));
+    set_verdict(a, plan, &Verdict { action: VerdictAction::Deny, reason: Reason::Http2, by_rule: false }, false);
+    a.stdw(R7, layout::V_END, 0);
+    report(a);
+    a.ja(if lowered.mode == Mode::Audit { "tunnel" } else { "deny" });
 
     // Opaque connection.
     a.label(l("opaque"));
@@ -666,20 +683,13 @@ pub fn emit_report(a: &mut Asm) {
     a.mov64(R6, R1).mov64(R7, R2);
     a.ldxb(R1, R6, layout::V_RECORD).jne(R1, i32::from(record::VERDICT), "report_event");
     a.ldxb(R2, R6, layout::V_CLASS).ldxb(R3, R6, layout::V_KIND);
-    let slots: [(Reason, i32); 5] = [
-        (Reason::Rule, 0),
-        (Reason::Default, 1),
-        (Reason::Opaque, 2),
-        (Reason::Tunnel, 3),
-        (Reason::RedirectUnbound, 4),
-    ];
-    for (reason, slot) in slots {
+    for (reason, slot) in abi::SINGLE_REASON_SLOTS {
         let next = a.fresh_label("report_class");
         a.jne(R2, i32::from(abi::reason_code(reason).0), next.clone());
-        a.mov64(R1, slot).ja("report_count");
+        a.mov64(R1, slot as i32).ja("report_count");
         a.label(next);
     }
-    a.mov64(R1, R3).add64(R1, 5);
+    a.mov64(R1, R3).add64(R1, abi::SINGLE_REASONS as i32);
     a.jeq(R2, i32::from(abi::reason_code(Reason::Malformed(MalformedKind::Host)).0), "report_count");
     a.add64(R1, malformed);
     a.jeq(R2, i32::from(abi::reason_code(Reason::Limit(crate::http::LimitKind::Headers)).0), "report_count");

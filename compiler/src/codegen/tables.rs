@@ -120,8 +120,6 @@ pub struct SharedTables {
     pub chunk_start: u8,
     pub chunk_data: u8,
     pub chunk_data_cr: u8,
-    /// `starts_http[byte]`: 1 when a connection may start with it.
-    pub starts_http: u32,
 }
 
 /// Decision record kinds and flags (8 bytes: kind, flags, u16, u32).
@@ -152,10 +150,6 @@ pub fn shared(blob: &mut Blob, head: &HeadTables, chunk: &ChunkTables) -> Shared
     let head_role = blob.add_u16("head value roles", &head.role_start, 0);
     let chunk_class = blob.add("chunk byte classes", &chunk.byte_class, 0);
     let chunk_table = blob.add_u32("chunk machine", &chunk.table, 0);
-    let starts: Vec<u8> = (0..=255u8)
-        .map(|byte| u8::from(crate::http::is_tchar(byte) || matches!(byte, b'\r' | b'\n' | b' ' | b'\t')))
-        .collect();
-    let starts_http = blob.add("connection start bytes", &starts, 0);
     SharedTables {
         head_class,
         head_main,
@@ -174,7 +168,6 @@ pub fn shared(blob: &mut Blob, head: &HeadTables, chunk: &ChunkTables) -> Shared
         chunk_start: chunk.start,
         chunk_data: chunk.data,
         chunk_data_cr: chunk.data_cr,
-        starts_http,
     }
 }
 

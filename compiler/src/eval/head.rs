@@ -333,6 +333,10 @@ enum State {
     FieldLf,
     /// A CR at the start of a line; LF ends the head.
     FinalLf,
+    /// A CR inside a field name: LF after it is a line without a colon
+    /// (`header-syntax`), anything else a bare CR (`line-ending`), both at
+    /// the CR.
+    NameCr,
     Complete,
     Failed,
 }
@@ -341,7 +345,7 @@ impl State {
     /// States in which the last byte was a CR that may still be followed by
     /// its LF.
     fn awaits_lf(self) -> bool {
-        matches!(self, State::RequestLineLf | State::FieldLf | State::FinalLf)
+        matches!(self, State::RequestLineLf | State::FieldLf | State::FinalLf | State::NameCr)
     }
 }
 
@@ -368,7 +372,6 @@ pub(crate) struct HeadScanner {
     state: State,
     method: MethodClass,
     path: PathScan,
-    query_escape: Escape,
     authority: AuthorityScanner,
     layout: HeadLayout,
     line_start: usize,
@@ -388,7 +391,6 @@ impl HeadScanner {
             state: State::MethodFirst,
             method: MethodClass::Other,
             path: PathScan::NEW_SEGMENT,
-            query_escape: Escape::None,
             authority: AuthorityScanner::new(AuthorityRules::CONNECT_TARGET),
             layout: HeadLayout::default(),
             line_start: 0,
@@ -404,7 +406,6 @@ impl HeadScanner {
         self.state = State::MethodFirst;
         self.method = MethodClass::Other;
         self.path = PathScan::NEW_SEGMENT;
-        self.query_escape = Escape::None;
         self.authority = AuthorityScanner::new(AuthorityRules::CONNECT_TARGET);
         self.layout.fields.clear();
         self.layout.method_end = 0;
@@ -628,11 +629,15 @@ impl HeadScanner {
                     self.state = State::Value;
                 }
                 b'\n' => return fail(K::LineEnding),
+                b'\r' => self.state = State::NameCr,
                 _ if is_tchar(byte) => {}
-                // Whitespace before the colon, a CR in a name (a line
-                // without a colon), any other non-token byte.
+                // Whitespace before the colon, any other non-token byte.
                 _ => return fail(K::HeaderSyntax),
             },
+            State::NameCr => {
+                let kind = if byte == b'\n' { K::HeaderSyntax } else { K::LineEnding };
+                return Err(HeadError::malformed(kind, offset.saturating_sub(1)));
+            }
             State::Value => match byte {
                 b'\r' => self.state = State::FieldLf,
                 b'\n' => return fail(K::LineEnding),
@@ -710,7 +715,6 @@ impl HeadScanner {
                     self.end_target(offset, offset);
                 } else {
                     self.layout.path_end = offset;
-                    self.query_escape = Escape::None;
                     self.state = State::Query;
                 }
             }
@@ -729,24 +733,18 @@ impl HeadScanner {
         Ok(())
     }
 
+    /// The query is never decoded (language.md §7): a `%` is a byte like
+    /// any other there.
     fn scan_query(&mut self, byte: u8, offset: usize) -> Result<(), HeadError> {
         use MalformedKind as K;
-        match self.query_escape {
-            Escape::NeedFirst(percent) | Escape::NeedSecond(percent, _) if !is_hex_digit(byte) => {
-                return Err(HeadError::malformed(K::Target, percent));
+        match byte {
+            b' ' => {
+                self.layout.target_end = offset;
+                self.state = State::Version(0);
             }
-            Escape::NeedFirst(percent) => self.query_escape = Escape::NeedSecond(percent, 0),
-            Escape::NeedSecond(..) => self.query_escape = Escape::None,
-            Escape::None => match byte {
-                b' ' => {
-                    self.layout.target_end = offset;
-                    self.state = State::Version(0);
-                }
-                b'\r' | b'\n' => return Err(HeadError::malformed(K::RequestLine, offset)),
-                b'%' => self.query_escape = Escape::NeedFirst(offset),
-                _ if is_query_byte(byte) => {}
-                _ => return Err(HeadError::malformed(K::Target, offset)),
-            },
+            b'\r' | b'\n' => return Err(HeadError::malformed(K::RequestLine, offset)),
+            _ if is_query_byte(byte) => {}
+            _ => return Err(HeadError::malformed(K::Target, offset)),
         }
         Ok(())
     }
@@ -935,8 +933,15 @@ mod tests {
         assert_eq!(malformed("OPTIONS *x HTTP/1.1\r\n"), (K::Target, 9));
         assert_eq!(malformed("GET /a#b HTTP/1.1\r\n"), (K::Target, 6));
         assert_eq!(malformed("GET /a\\b HTTP/1.1\r\n"), (K::Target, 6));
-        assert_eq!(malformed("GET /a?q=%zz HTTP/1.1\r\n"), (K::Target, 9));
+        // Revision 3: the query is never decoded; what browsers send is
+        // accepted; `\`, `"`, `<`, `>`, controls, DEL and 0x80+ still not.
+        assert!(parse_head(b"GET /a?q=%zz&d=100% HTTP/1.1\r\nHost: a\r\n\r\n", Limits::default()).is_ok());
+        assert!(parse_head(b"GET /a[1]|{b}^`c`?ids[]=1 HTTP/1.1\r\nHost: a\r\n\r\n", Limits::default()).is_ok());
         assert_eq!(malformed("GET /a?q=\x7f HTTP/1.1\r\n"), (K::Target, 9));
+        for refused_byte in ['"', '<', '>'] {
+            assert_eq!(malformed(&format!("GET /a?q={refused_byte} HTTP/1.1\r\n")), (K::Target, 9), "{refused_byte}");
+            assert_eq!(malformed(&format!("GET /a{refused_byte} HTTP/1.1\r\n")), (K::Target, 6), "{refused_byte}");
+        }
         assert_eq!(refused(b"GET /\xc3\xa9 HTTP/1.1\r\n"), (HeadViolation::Malformed(K::Target), 5));
         assert_eq!(malformed("CONNECT /x HTTP/1.1\r\n"), (K::Target, 8));
         assert_eq!(malformed("CONNECT a HTTP/1.1\r\n"), (K::Target, 9));
@@ -954,6 +959,10 @@ mod tests {
         assert_eq!(malformed("GET / HTTP/1.1\r\nHost: a\r\n\rX"), (K::LineEnding, 25));
         assert_eq!(malformed("GET / HTTP/1.1\r\n\n"), (K::LineEnding, 16));
         assert_eq!(malformed("GET / HTTP/1.1\r\nHost\n"), (K::LineEnding, 20));
+        // A bare CR in a field name (revision 3), at the CR.
+        assert_eq!(malformed("GET / HTTP/1.1\r\nHos\r: a\r\n"), (K::LineEnding, 19));
+        // A CRLF after a name is a line without a colon.
+        assert_eq!(malformed("GET / HTTP/1.1\r\nHost\r\n\r\n"), (K::HeaderSyntax, 20));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::head::{check_whole_head, Framing, HeadError, HeadScanner, HeadStep, H
 use super::path::decode_path;
 use super::rules::{first_match, matchable_host, path_form, show, PathForm, Request};
 use super::{Outcome, Reason, Verdict};
-use crate::http::{is_tchar, HTTP2_PREFACE_LINE};
+use crate::http::{connection_start, ConnectionStart};
 use crate::model::{Action, ConnectionInfo, DefaultVerdict, Mode, OpaqueVerdict, Policy, Program, VerdictAction};
 use std::fmt::Write as _;
 
@@ -53,9 +53,10 @@ struct Governed<'p> {
 
 #[derive(Debug)]
 enum Phase {
-    /// Connection start: this many bytes, a proper prefix of the HTTP/2
-    /// preface line, are held until the opaque check can decide.
-    Start { held: usize },
+    /// Connection start: these bytes, a proper prefix of a TLS record
+    /// header or of the HTTP/2 preface line, are held until
+    /// `http::connection_start` can decide.
+    Start { held: Vec<u8> },
     Head,
     Body { deliver: bool, body: Body },
     /// Everything passes unparsed: a tunnel, or audit after framing was lost.
@@ -86,7 +87,7 @@ impl<'p> Session<'p> {
             policy,
             value_matched: policy.value_matched_headers().into_iter().map(String::into_bytes).collect(),
             bound: bound_targets.to_vec(),
-            phase: Phase::Start { held: 0 },
+            phase: Phase::Start { held: Vec::new() },
             scanner: HeadScanner::new(policy.limits),
             request_start: 0,
             open_chunked: None,
@@ -132,8 +133,8 @@ impl<'p> Session<'p> {
         let mut pending = 0;
         let mut trace = None;
         if let Some(governed) = self.governed.as_mut() {
-            pending = match governed.phase {
-                Phase::Start { held } => held as u64,
+            pending = match &governed.phase {
+                Phase::Start { held } => held.len() as u64,
                 Phase::Head => governed.scanner.len() as u64,
                 _ => 0,
             };
@@ -144,7 +145,7 @@ impl<'p> Session<'p> {
         }
         // Held bytes at connection start were not counted as consumed.
         let input_end = match self.governed.as_ref().map(|governed| &governed.phase) {
-            Some(Phase::Start { held }) => input_end + *held as u64,
+            Some(Phase::Start { held }) => input_end + held.len() as u64,
             _ => input_end,
         };
         for &index in &self.ending_at_input_end {
@@ -161,24 +162,25 @@ impl<'p> Session<'p> {
             let Some(governed) = self.governed.as_mut() else { return };
             match &mut governed.phase {
                 Phase::Start { held } => {
-                    let held_now = *held;
-                    if held_now == 0 && !may_start_http(byte) {
-                        self.opaque(0);
-                        continue;
-                    }
-                    if HTTP2_PREFACE_LINE.get(held_now) == Some(&byte) {
-                        rest = rest.get(1..).unwrap_or_default();
-                        let held_now = held_now + 1;
-                        *held = held_now;
-                        if held_now == HTTP2_PREFACE_LINE.len() {
-                            self.opaque(held_now);
+                    held.push(byte);
+                    rest = rest.get(1..).unwrap_or_default();
+                    match connection_start(held) {
+                        ConnectionStart::Undecided => {}
+                        ConnectionStart::Tls => {
+                            let held = held.len();
+                            self.connection_start_verdict(Reason::Opaque, held);
                         }
-                        continue;
+                        ConnectionStart::Http2 => {
+                            let held = held.len();
+                            self.connection_start_verdict(Reason::Http2, held);
+                        }
+                        ConnectionStart::Request => {
+                            // Read what was held as a request.
+                            let replay = std::mem::take(held);
+                            governed.phase = Phase::Head;
+                            self.process(&replay);
+                        }
                     }
-                    // Not the preface: read what was held as a request.
-                    governed.phase = Phase::Head;
-                    let replay = HTTP2_PREFACE_LINE.get(..held_now).unwrap_or_default();
-                    self.process(replay);
                 }
                 Phase::Head => {
                     let (taken, step) = governed.scanner.push_slice(rest);
@@ -232,18 +234,20 @@ impl<'p> Session<'p> {
         }
     }
 
-    /// The connection is opaque; `held` preface bytes were held so far.
-    fn opaque(&mut self, held: usize) {
+    /// The connection starts with TLS (`Reason::Opaque`) or the HTTP/2
+    /// preface (`Reason::Http2`); `held` bytes were held so far.
+    fn connection_start_verdict(&mut self, reason: Reason, held: usize) {
         let Some(governed) = self.governed.as_mut() else { return };
         let policy = governed.policy;
         self.consumed += held as u64;
-        let (action, passes) = match (policy.opaque, policy.mode) {
-            (OpaqueVerdict::Allow, _) => (VerdictAction::Tunnel, true),
-            (OpaqueVerdict::Deny, Mode::Audit) => (VerdictAction::Deny, true),
-            (OpaqueVerdict::Deny, Mode::Enforce) => (VerdictAction::Deny, false),
+        let (action, passes) = match (reason, policy.opaque, policy.mode) {
+            (Reason::Opaque, OpaqueVerdict::Allow, _) => (VerdictAction::Tunnel, true),
+            (_, _, Mode::Audit) => (VerdictAction::Deny, true),
+            (_, _, Mode::Enforce) => (VerdictAction::Deny, false),
         };
         if let Some(trace) = governed.trace.as_mut() {
-            let _ = writeln!(trace, "connection start: not HTTP/1.x (opaque): {} opaque", action.name());
+            let what = if reason == Reason::Opaque { "a TLS record header" } else { "the HTTP/2 preface" };
+            let _ = writeln!(trace, "connection start: {what}: {} {}", action.name(), reason.name());
         }
         if passes {
             self.delivered += held as u64;
@@ -251,7 +255,7 @@ impl<'p> Session<'p> {
         } else {
             governed.phase = Phase::Refused;
         }
-        let index = self.push_verdict(action, Reason::Opaque, None, 0, 0);
+        let index = self.push_verdict(action, reason, None, 0, 0);
         self.ending_at_input_end.push(index);
     }
 
@@ -338,10 +342,13 @@ impl<'p> Session<'p> {
                 self.ending_at_input_end.push(index);
             }
             (VerdictAction::Tunnel, _) => {
-                // The switch happens after this request: the rest passes.
+                // The switch happens after this request: the rest passes,
+                // and the verdict spans it (language.md §1, revision 3:
+                // its body included, chunked or not).
                 self.delivered += head_len;
                 governed.phase = Phase::Passing;
-                self.push_verdict(decision.action, decision.reason, decision.rule, start, declared_end);
+                let index = self.push_verdict(decision.action, decision.reason, decision.rule, start, 0);
+                self.ending_at_input_end.push(index);
             }
             (action, _) => {
                 // Allow, redirect, or an audit-mode would-be deny.
@@ -423,12 +430,6 @@ impl BodyEnd {
             BodyEnd::Open
         }
     }
-}
-
-/// language.md §6: a connection whose first byte is neither a token
-/// character nor CR, LF, SP or HTAB is opaque.
-fn may_start_http(byte: u8) -> bool {
-    is_tchar(byte) || matches!(byte, b'\r' | b'\n' | b' ' | b'\t')
 }
 
 /// Turn the first matching rule (or the default) into a verdict

@@ -8,8 +8,10 @@
 //!   the kind and how many bytes back it sits (0: this byte; 1: the CR
 //!   before it, or the `%` of an escape after its `%`; 2: the `%` of an
 //!   escape after its first hex digit).
-//! - The states that wait for the LF of a CRLF are numbered 1, 2 and 3, so
-//!   the walker's header_bytes check tests `state - 1 < 3` (see the walker).
+//! - The states that wait for the byte after a CR are numbered 1 to
+//!   [`AFTER_CR_STATES`] (the LF of a CRLF, or what tells a bare CR in a
+//!   field name from a line without a colon), so the header_bytes check
+//!   tests `state - 1 < AFTER_CR_STATES` (see the walker).
 //! - State 0 is never entered by a move that does not fail; the walker stops
 //!   at the first `Fail`.
 //! - The method class (`OPTIONS`, `CONNECT`, other) is recognised by the
@@ -195,6 +197,10 @@ pub(crate) enum PathEscape {
     High(HighNibble),
 }
 
+/// The states after a CR whose violation, if any, sits at the CR and is
+/// known only at the next byte: numbered 1 to this.
+pub const AFTER_CR_STATES: u16 = 4;
+
 /// The lexer's states. [`Lex::all`] gives their numbering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Lex {
@@ -206,6 +212,10 @@ pub(crate) enum Lex {
     FieldLf,
     /// A CR started a line: the final CRLF.
     FinalLf,
+    /// A CR inside a field name: LF after it makes a line without a colon
+    /// (`header-syntax`), anything else makes it a bare CR (`line-ending`);
+    /// either sits at the CR.
+    NameCr,
     /// The head's first byte.
     MethodFirst,
     /// A method that is not a prefix of `OPTIONS` or `CONNECT`.
@@ -218,9 +228,8 @@ pub(crate) enum Lex {
     /// After `OPTIONS *`.
     AsteriskEnd,
     Path(Segment, PathEscape),
+    /// The query: never decoded, so `%` is an ordinary byte there.
     Query,
-    QueryPercent,
-    QueryHigh,
     /// CONNECT's authority after a reg-name byte or a complete escape.
     AuthorityName,
     AuthorityPercent,
@@ -258,7 +267,7 @@ impl Lex {
     /// Every state, in table order. The first four are fixed (see the
     /// module invariants); the start state is [`Lex::MethodFirst`].
     pub fn all() -> Vec<Lex> {
-        let mut states = vec![Lex::Dead, Lex::RequestLineLf, Lex::FieldLf, Lex::FinalLf, Lex::MethodFirst, Lex::Method];
+        let mut states = vec![Lex::Dead, Lex::RequestLineLf, Lex::FieldLf, Lex::FinalLf, Lex::NameCr, Lex::MethodFirst, Lex::Method];
         states.extend((1..=7).map(Lex::Options));
         states.extend((1..=7).map(Lex::Connect));
         states.extend([MethodClass::Other, MethodClass::Options, MethodClass::Connect].map(Lex::TargetFirst));
@@ -268,7 +277,7 @@ impl Lex {
             states.push(Lex::Path(segment, PathEscape::Percent));
             states.extend(HighNibble::ALL.map(|high| Lex::Path(segment, PathEscape::High(high))));
         }
-        states.extend([Lex::Query, Lex::QueryPercent, Lex::QueryHigh]);
+        states.push(Lex::Query);
         states.extend([
             Lex::AuthorityName,
             Lex::AuthorityPercent,
@@ -326,14 +335,9 @@ impl Lex {
             Lex::Query => match byte {
                 b' ' => Move::Go(Lex::Version(0), Action::None, 0),
                 _ if line_break => fail(K::RequestLine),
-                b'%' => Move::Go(Lex::QueryPercent, Action::None, 0),
                 _ if is_query_byte(byte) => Move::Go(Lex::Query, Action::None, 0),
                 _ => fail(K::Target),
             },
-            Lex::QueryPercent if is_hex_digit(byte) => Move::Go(Lex::QueryHigh, Action::None, 0),
-            Lex::QueryPercent => Move::Fail(K::Target, 1),
-            Lex::QueryHigh if is_hex_digit(byte) => Move::Go(Lex::Query, Action::None, 0),
-            Lex::QueryHigh => Move::Fail(K::Target, 2),
             // CONNECT's `host:port`: an unfinished escape sits at its `%`,
             // whatever ends it (SP, CR and LF included).
             Lex::AuthorityPercent if is_hex_digit(byte) => Move::Go(Lex::AuthorityHigh, Action::None, 0),
@@ -392,10 +396,14 @@ impl Lex {
             Lex::Name => match byte {
                 b':' => Move::Go(Lex::ValueLead, Action::NameEnd, 0),
                 b'\n' => fail(K::LineEnding),
+                b'\r' => Move::Go(Lex::NameCr, Action::None, 0),
                 _ if is_tchar(byte) => Move::Go(Lex::Name, Action::NameByte, 0),
-                // Whitespace before the colon, a CR (a line without a
-                // colon), any other non-token byte.
+                // Whitespace before the colon, any other non-token byte.
                 _ => fail(K::HeaderSyntax),
+            },
+            Lex::NameCr => match byte {
+                b'\n' => Move::Fail(K::HeaderSyntax, 1),
+                _ => Move::Fail(K::LineEnding, 1),
             },
             Lex::ValueLead | Lex::ValueBody => match byte {
                 b'\r' => Move::Go(Lex::FieldLf, Action::None, 0),
@@ -525,7 +533,7 @@ mod tests {
         let states = Lex::all();
         let unique: HashSet<Lex> = states.iter().copied().collect();
         assert_eq!(unique.len(), states.len());
-        assert_eq!(&states[..4], &[Lex::Dead, Lex::RequestLineLf, Lex::FieldLf, Lex::FinalLf]);
+        assert_eq!(&states[..=AFTER_CR_STATES as usize], &[Lex::Dead, Lex::RequestLineLf, Lex::FieldLf, Lex::FinalLf, Lex::NameCr]);
         // Every state a move leads to is listed.
         for state in &states {
             for byte in 0..=255u8 {

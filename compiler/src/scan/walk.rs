@@ -184,7 +184,7 @@ impl<'t> HeadScanner<'t> {
                 // last allowed byte waits for the next (a bare CR sits at
                 // the CR, inside the allowance).
                 Stop::Complete | Stop::Continue => {
-                    let awaits_lf = self.state.state.wrapping_sub(1) < 3;
+                    let awaits_lf = self.state.state.wrapping_sub(1) < super::head::AFTER_CR_STATES;
                     if offset + 1 >= self.header_bytes && !(offset + 1 == self.header_bytes && awaits_lf) {
                         self.refuse(Violation::Limit(LimitKind::HeaderBytes), self.header_bytes - 1);
                     }
