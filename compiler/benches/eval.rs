@@ -99,6 +99,7 @@ fn api30() -> Program {
         default: Some(DefaultVerdict::Deny),
         mode: Mode::Enforce,
         opaque: OpaqueVerdict::Deny,
+        get_body: l7c_compiler::model::GetBodyVerdict::Deny,
         limits: Limits::default(),
         rules,
     };

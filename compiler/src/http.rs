@@ -83,6 +83,8 @@ pub enum MalformedKind {
     ContentLength,
     TransferEncoding,
     ClTe,
+    /// A GET or HEAD request with a body, under `get_body deny` (§6).
+    GetBody,
     DuplicateHeader,
     PathEncoding,
     PathTraversal,
@@ -90,7 +92,7 @@ pub enum MalformedKind {
 }
 
 impl MalformedKind {
-    pub const ALL: [MalformedKind; 15] = [
+    pub const ALL: [MalformedKind; 16] = [
         Self::RequestLine,
         Self::Method,
         Self::Version,
@@ -102,6 +104,7 @@ impl MalformedKind {
         Self::ContentLength,
         Self::TransferEncoding,
         Self::ClTe,
+        Self::GetBody,
         Self::DuplicateHeader,
         Self::PathEncoding,
         Self::PathTraversal,
@@ -122,6 +125,7 @@ impl MalformedKind {
             Self::ContentLength => "content-length",
             Self::TransferEncoding => "transfer-encoding",
             Self::ClTe => "cl-te",
+            Self::GetBody => "get-body",
             Self::DuplicateHeader => "duplicate-header",
             Self::PathEncoding => "path-encoding",
             Self::PathTraversal => "path-traversal",

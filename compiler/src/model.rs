@@ -34,6 +34,8 @@ pub struct Policy {
     pub default: Option<DefaultVerdict>,
     pub mode: Mode,
     pub opaque: OpaqueVerdict,
+    /// `get_body`: whether a GET or HEAD request may carry a body.
+    pub get_body: GetBodyVerdict,
     pub limits: Limits,
     pub rules: Vec<Rule>,
 }
@@ -74,6 +76,24 @@ pub enum OpaqueVerdict {
     #[default]
     Deny,
     Allow,
+}
+
+/// `get_body deny|allow` (language.md §6, revision 3): a GET or HEAD
+/// request with a body (a Content-Length other than 0, or a
+/// Transfer-Encoding) is `malformed:get-body` unless allowed. Some servers
+/// never read such a body and parse it as the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GetBodyVerdict {
+    #[default]
+    Deny,
+    Allow,
+}
+
+impl GetBodyVerdict {
+    /// Whether `method` with a body is refused.
+    pub fn refuses(self, method: &[u8]) -> bool {
+        self == GetBodyVerdict::Deny && (method == b"GET" || method == b"HEAD")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -311,6 +311,7 @@ impl Resolver<'_> {
             default: None,
             mode: model::Mode::default(),
             opaque: model::OpaqueVerdict::default(),
+            get_body: model::GetBodyVerdict::default(),
             limits: Limits::default(),
             rules: Vec::new(),
         };
@@ -338,6 +339,10 @@ impl Resolver<'_> {
                 ast::PolicyItem::Opaque(s) => {
                     once(self, "opaque", s.span);
                     out.opaque = s.value;
+                }
+                ast::PolicyItem::GetBody(s) => {
+                    once(self, "get_body", s.span);
+                    out.get_body = s.value;
                 }
                 ast::PolicyItem::Limits(limits) => {
                     once(self, "limits", limits.span);

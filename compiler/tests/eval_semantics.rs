@@ -241,6 +241,8 @@ fn audit_mode() {
         ],
     );
     audited.mode = Mode::Audit;
+    // A chunked GET below shows how audit mode handles a bad chunk.
+    audited.get_body = l7c_compiler::model::GetBodyVerdict::Allow;
     let program = program(audited);
     let input = concat!(
         "DELETE / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nxx",
@@ -326,7 +328,7 @@ fn scope_selects_the_governing_policy() {
 #[test]
 fn every_malformed_kind_is_reachable_through_a_session() {
     let program = program(policy("p", DefaultVerdict::Allow, vec![rule("v", vec![header("x-v", ValueOp::Exact, false, &["1"])], Action::Allow)]));
-    let cases: [(&str, MalformedKind); 15] = [
+    let cases: [(&str, MalformedKind); 16] = [
         (" GET / HTTP/1.1\r\n", MalformedKind::RequestLine),
         ("G@T / HTTP/1.1\r\n", MalformedKind::Method),
         ("GET / HTTP/3\r\n", MalformedKind::Version),
@@ -338,10 +340,11 @@ fn every_malformed_kind_is_reachable_through_a_session() {
         ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", MalformedKind::ContentLength),
         ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", MalformedKind::TransferEncoding),
         ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n", MalformedKind::ClTe),
+        ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx", MalformedKind::GetBody),
         ("GET / HTTP/1.1\r\nHost: a\r\nX-V: 1\r\nX-V: 1\r\n\r\n", MalformedKind::DuplicateHeader),
         ("GET /%2f HTTP/1.1\r\n", MalformedKind::PathEncoding),
         ("GET /a/./b HTTP/1.1\r\n", MalformedKind::PathTraversal),
-        ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab", MalformedKind::Chunk),
+        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab", MalformedKind::Chunk),
     ];
     for (input, kind) in cases {
         let outcome = run(&program, input.as_bytes());
@@ -359,14 +362,14 @@ fn limits_through_a_session() {
     assert_eq!(only(&run(&program, b"GET /0123456789012345678901234567890123456789")), "deny limit:header_bytes");
     assert_eq!(only(&run(&program, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")), "allow default");
     // Trailers have their own allowance of field lines.
-    let input = b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\r\nB: 2\r\n\r\n";
-    let three = b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+    let input = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\r\nB: 2\r\n\r\n";
+    let three = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
     let mut roomy = policy("p", DefaultVerdict::Allow, vec![]);
     roomy.limits = Limits { header_bytes: 1024, headers: 2 };
     assert_eq!(spelled(&run(&program_of(roomy.clone()), input)), ["allow default"]);
     let outcome = run(&program_of(roomy), three);
     assert_eq!(spelled(&outcome), ["allow default", "deny malformed:chunk"]);
-    assert_eq!(outcome.verdicts[1].start, 70);
+    assert_eq!(outcome.verdicts[1].start, 71);
 }
 
 fn program_of(policy: l7c_compiler::model::Policy) -> Program {

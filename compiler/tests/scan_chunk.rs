@@ -28,6 +28,7 @@ fn allow_all(limits: Limits) -> Program {
         default: Some(DefaultVerdict::Allow),
         mode: Mode::Enforce,
         opaque: OpaqueVerdict::Deny,
+        get_body: l7c_compiler::model::GetBodyVerdict::Deny,
         limits,
         rules: Vec::new(),
     };

@@ -172,7 +172,9 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
         a.ja(after.clone());
 
         action(a, Action::MethodEnd);
-        a.stxb(R9, layout::HEAD + hs::FORM, R4).ja(after.clone());
+        let get_or_head = i32::from(crate::scan::METHOD_GET_OR_HEAD);
+        a.mov64(R1, R4).and64(R1, get_or_head).stxb(R9, layout::HEAD + hs::METHOD, R1).comment("GET or HEAD");
+        a.and64(R4, !get_or_head & 0xff).stxb(R9, layout::HEAD + hs::FORM, R4).ja(after.clone());
 
         action(a, Action::TargetFirst);
         a.stxb(R9, layout::HEAD + hs::FORM, R4);
@@ -424,6 +426,18 @@ fn complete(a: &mut Asm, index: usize, tables: &PolicyTables) {
     a.jset(R3, coding, l("coding_bad"));
     a.jset(R2, length, l("clte"));
     a.label(l("duplicates"));
+    if tables.refuse_get_body {
+        a.note("get_body deny: a GET or HEAD with a body (Transfer-Encoding, or a Content-Length other than 0)");
+        a.ldxb(R0, R9, layout::HEAD + hs::METHOD);
+        a.jeq(R0, 0, l("no_get_body"));
+        a.jset(R2, coding, l("get_body"));
+        a.jset(R2, length, l("get_body_length"));
+        a.ja(l("no_get_body"));
+        a.label(l("get_body_length"));
+        a.ldxdw(R5, R9, layout::HEAD + hs::CONTENT_LENGTH);
+        a.jne(R5, 0, l("get_body"));
+        a.label(l("no_get_body"));
+    }
     if tables.refuse_duplicates != 0 {
         a.ld_imm64(R0, tables.refuse_duplicates as i64);
         a.and64(R0, R1);
@@ -437,9 +451,10 @@ fn complete(a: &mut Asm, index: usize, tables: &PolicyTables) {
         ("length", MalformedKind::ContentLength),
         ("coding_bad", MalformedKind::TransferEncoding),
         ("clte", MalformedKind::ClTe),
+        ("get_body", MalformedKind::GetBody),
         ("duplicate", MalformedKind::DuplicateHeader),
     ] {
-        if what == "duplicate" && tables.refuse_duplicates == 0 {
+        if (what == "duplicate" && tables.refuse_duplicates == 0) || (what == "get_body" && !tables.refuse_get_body) {
             continue;
         }
         a.label(l(what));

@@ -132,6 +132,7 @@ pub mod head {
     pub const FORM: i16 = 50;
     pub const STATUS: i16 = 51;
     pub const VIOLATION: i16 = 52;
+    pub const METHOD: i16 = 53;
     pub const BYTES: i16 = 56;
 }
 

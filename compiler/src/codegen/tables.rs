@@ -78,6 +78,8 @@ pub struct PolicyTables {
     /// Bit `id`: a repeated field line with that id is
     /// `malformed:duplicate-header`.
     pub refuse_duplicates: u64,
+    /// `get_body deny`: a GET or HEAD with a body is `malformed:get-body`.
+    pub refuse_get_body: bool,
     /// Rule `r`'s records are `rule_records[r] .. rule_records[r + 1]`.
     pub rule_records: u32,
     pub rule_records_mask: u32,
@@ -401,6 +403,7 @@ pub fn policy(blob: &mut Blob, policy: &LoweredPolicy, index: usize, area: i16) 
         method_sets,
         method_sets_mask: sets_capacity as u32 - 1,
         refuse_duplicates,
+        refuse_get_body: policy.get_body == crate::model::GetBodyVerdict::Deny,
         rule_records,
         rule_records_mask: rules_capacity_plus as u32 - 1,
         fact_guards: fact_guards_at,

@@ -144,6 +144,7 @@ fn fixed_program(mode: Mode) -> Program {
         default: Some(DefaultVerdict::Deny),
         mode,
         opaque: OpaqueVerdict::Deny,
+        get_body: crate::model::GetBodyVerdict::Deny,
         limits: Limits { header_bytes: 512, headers: 8 },
         rules,
     };

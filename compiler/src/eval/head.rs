@@ -202,7 +202,11 @@ pub(crate) struct HeadFacts {
 /// `content-length`, `transfer-encoding`, `cl-te`, `duplicate-header`.
 /// `value_matched` names the headers a value matcher of the governing policy
 /// reads (lowercase).
-pub(crate) fn check_whole_head(head: &HeadView<'_, '_>, value_matched: &[Vec<u8>]) -> Result<HeadFacts, MalformedKind> {
+pub(crate) fn check_whole_head(
+    head: &HeadView<'_, '_>,
+    value_matched: &[Vec<u8>],
+    get_body: crate::model::GetBodyVerdict,
+) -> Result<HeadFacts, MalformedKind> {
     // host
     let host_count = head.count_of(b"host");
     if host_count > 1 || (host_count == 0 && head.version() == HttpVersion::Http11) {
@@ -234,6 +238,10 @@ pub(crate) fn check_whole_head(head: &HeadView<'_, '_>, value_matched: &[Vec<u8>
     // cl-te
     if chunked && length.is_some() {
         return Err(MalformedKind::ClTe);
+    }
+    // get-body: a GET or HEAD with a body (revision 3)
+    if (chunked || length.is_some_and(|length| length > 0)) && get_body.refuses(head.method()) {
+        return Err(MalformedKind::GetBody);
     }
     // duplicate-header
     if value_matched.iter().any(|name| head.count_of(name) > 1) {
@@ -853,7 +861,7 @@ pub fn parse_head(bytes: &[u8], limits: Limits) -> Result<ParsedHead<'_>, ParseH
             HeadStep::Complete => {
                 let len = offset + 1;
                 let view = HeadView { bytes: bytes.get(..len).unwrap_or_default(), layout: &scanner.layout };
-                let facts = check_whole_head(&view, &[]).map_err(|kind| {
+                let facts = check_whole_head(&view, &[], crate::model::GetBodyVerdict::Allow).map_err(|kind| {
                     ParseHeadError::Refused(HeadError::malformed(kind, offset))
                 })?;
                 return Ok(ParsedHead {

@@ -292,7 +292,7 @@ impl<'p> Session<'p> {
         let Some(governed) = self.governed.as_mut() else { return };
         let policy = governed.policy;
         let head = governed.scanner.view();
-        let facts = match check_whole_head(&head, &governed.value_matched) {
+        let facts = match check_whole_head(&head, &governed.value_matched, policy.get_body) {
             Ok(facts) => facts,
             Err(kind) => {
                 let offset = governed.scanner.len().saturating_sub(1);

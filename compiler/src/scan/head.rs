@@ -224,6 +224,10 @@ pub(crate) enum Lex {
     Options(u8),
     /// The first `n` bytes of `CONNECT` (1..=7).
     Connect(u8),
+    /// The first `n` bytes of `GET` (1..=3) or `HEAD` (1..=4): methods
+    /// whose body `get_body deny` refuses.
+    Get(u8),
+    Head(u8),
     TargetFirst(MethodClass),
     /// After `OPTIONS *`.
     AsteriskEnd,
@@ -262,6 +266,12 @@ pub(crate) enum Move {
 const VERSION_TEXT: &[u8; 7] = b"HTTP/1.";
 const OPTIONS: &[u8; 7] = b"OPTIONS";
 const CONNECT: &[u8; 7] = b"CONNECT";
+const GET: &[u8; 3] = b"GET";
+const HEAD: &[u8; 4] = b"HEAD";
+
+/// The bit of `Action::MethodEnd`'s arg (above the [`Form`]) and of
+/// `HeadState::method` that says the method is `GET` or `HEAD`.
+pub const METHOD_GET_OR_HEAD: u8 = 0x10;
 
 impl Lex {
     /// Every state, in table order. The first four are fixed (see the
@@ -270,6 +280,8 @@ impl Lex {
         let mut states = vec![Lex::Dead, Lex::RequestLineLf, Lex::FieldLf, Lex::FinalLf, Lex::NameCr, Lex::MethodFirst, Lex::Method];
         states.extend((1..=7).map(Lex::Options));
         states.extend((1..=7).map(Lex::Connect));
+        states.extend((1..=3).map(Lex::Get));
+        states.extend((1..=4).map(Lex::Head));
         states.extend([MethodClass::Other, MethodClass::Options, MethodClass::Connect].map(Lex::TargetFirst));
         states.push(Lex::AsteriskEnd);
         for segment in Segment::ALL {
@@ -304,14 +316,15 @@ impl Lex {
                 Some(next) => Move::Go(next, Action::MethodByte, 0),
                 None => fail(K::RequestLine),
             },
-            Lex::Method | Lex::Options(_) | Lex::Connect(_) => match byte {
+            Lex::Method | Lex::Options(_) | Lex::Connect(_) | Lex::Get(_) | Lex::Head(_) => match byte {
                 b' ' => {
                     let (class, form) = match self {
                         Lex::Options(7) => (MethodClass::Options, Form::Origin),
                         Lex::Connect(7) => (MethodClass::Connect, Form::Authority),
                         _ => (MethodClass::Other, Form::Origin),
                     };
-                    Move::Go(Lex::TargetFirst(class), Action::MethodEnd, form as u8)
+                    let get_or_head = if matches!(self, Lex::Get(3) | Lex::Head(4)) { METHOD_GET_OR_HEAD } else { 0 };
+                    Move::Go(Lex::TargetFirst(class), Action::MethodEnd, form as u8 | get_or_head)
                 }
                 b'\r' | b'\n' => fail(K::RequestLine),
                 _ => match self.method_next(byte) {
@@ -430,13 +443,17 @@ impl Lex {
         if !is_tchar(byte) {
             return None;
         }
-        let continues = |word: &[u8; 7], matched: u8| word.get(usize::from(matched)) == Some(&byte);
-        // `continues` fails at 7 (past the word), so `n + 1` stays in 1..=7.
+        let continues = |word: &[u8], matched: u8| word.get(usize::from(matched)) == Some(&byte);
+        // `continues` fails past the word, so `n + 1` stays within it.
         Some(match self {
             Lex::MethodFirst if continues(OPTIONS, 0) => Lex::Options(1),
             Lex::MethodFirst if continues(CONNECT, 0) => Lex::Connect(1),
+            Lex::MethodFirst if continues(GET, 0) => Lex::Get(1),
+            Lex::MethodFirst if continues(HEAD, 0) => Lex::Head(1),
             Lex::Options(n) if continues(OPTIONS, n) => Lex::Options(n + 1),
             Lex::Connect(n) if continues(CONNECT, n) => Lex::Connect(n + 1),
+            Lex::Get(n) if continues(GET, n) => Lex::Get(n + 1),
+            Lex::Head(n) if continues(HEAD, n) => Lex::Head(n + 1),
             _ => Lex::Method,
         })
     }

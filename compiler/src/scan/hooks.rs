@@ -58,6 +58,12 @@ pub trait HeadHooks {
     fn refuse_duplicates(&self) -> u64 {
         0
     }
+    /// Whether a GET or HEAD with a body is `malformed:get-body` (the
+    /// governing policy's `get_body deny`). Read once, at the end of the
+    /// head.
+    fn refuse_get_body(&self) -> bool {
+        false
+    }
 }
 
 /// One field line as the hooks saw it.
@@ -87,11 +93,19 @@ pub struct RecordingHooks {
     pub fields: Vec<RecordedField>,
     /// The current name, until its colon.
     name: Vec<u8>,
+    /// `get_body deny` (off unless [`RecordingHooks::refusing_get_body`]).
+    pub refuse_get_body: bool,
 }
 
 impl RecordingHooks {
     pub fn new(value_matched: &[&str]) -> Self {
         RecordingHooks { value_matched: value_matched.iter().map(|name| name.as_bytes().to_vec()).collect(), ..Default::default() }
+    }
+
+    /// The same, for a policy that refuses GET/HEAD bodies (the default).
+    pub fn refusing_get_body(mut self) -> Self {
+        self.refuse_get_body = true;
+        self
     }
 
     fn id_of(&self, name: &[u8]) -> u8 {
@@ -147,5 +161,9 @@ impl HeadHooks for RecordingHooks {
 
     fn refuse_duplicates(&self) -> u64 {
         (0..self.value_matched.len().min(59)).fold(0, |mask, index| mask | 1u64 << (index + 5))
+    }
+
+    fn refuse_get_body(&self) -> bool {
+        self.refuse_get_body
     }
 }

@@ -81,6 +81,8 @@ pub struct HeadFacts {
     pub switches_protocols: bool,
     /// Bit `id`: a field line with that header id is present.
     pub present: u64,
+    /// The method is `GET` or `HEAD` (what `get_body` looks at).
+    pub get_or_head: bool,
 }
 
 /// Where a scan stands.
@@ -130,6 +132,8 @@ pub struct HeadState {
     pub status: u8,
     /// When refused: 1 + malformed kind index, or 0x40 + limit index.
     pub violation: u8,
+    /// `head::METHOD_GET_OR_HEAD` when the method is GET or HEAD.
+    pub method: u8,
 }
 
 const SCANNING: u8 = 0;
@@ -218,7 +222,8 @@ impl<'t> HeadScanner<'t> {
             Action::Fail => return fail(arg, offset),
             Action::MethodByte => hooks.method_byte(byte),
             Action::MethodEnd => {
-                s.form = arg;
+                s.form = arg & !super::head::METHOD_GET_OR_HEAD;
+                s.method = arg & super::head::METHOD_GET_OR_HEAD;
                 hooks.method_end();
             }
             Action::TargetFirst => {
@@ -303,6 +308,11 @@ impl<'t> HeadScanner<'t> {
             Some(K::TransferEncoding)
         } else if has(s.present, coding) && has(s.present, length) {
             Some(K::ClTe)
+        } else if s.method != 0
+            && hooks.refuse_get_body()
+            && (has(s.present, coding) || (has(s.present, length) && s.content_length > 0))
+        {
+            Some(K::GetBody)
         } else if s.repeated & hooks.refuse_duplicates() != 0 {
             Some(K::DuplicateHeader)
         } else {
@@ -331,6 +341,7 @@ impl<'t> HeadScanner<'t> {
             framing,
             switches_protocols: form == Form::Authority || has(s.present, upgrade),
             present: s.present,
+            get_or_head: s.method != 0,
         };
         self.state.status = COMPLETE;
         self.result = HeadProgress::Complete(facts);
@@ -402,8 +413,9 @@ mod tests {
             offset_of!(HeadState, form),
             offset_of!(HeadState, status),
             offset_of!(HeadState, violation),
+            offset_of!(HeadState, method),
         ];
-        assert_eq!(offsets, [0, 8, 16, 24, 32, 36, 40, 42, 44, 46, 47, 48, 49, 50, 51, 52]);
+        assert_eq!(offsets, [0, 8, 16, 24, 32, 36, 40, 42, 44, 46, 47, 48, 49, 50, 51, 52, 53]);
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub enum PolicyItem {
     Default(Setting<crate::model::DefaultVerdict>),
     Mode(Setting<crate::model::Mode>),
     Opaque(Setting<crate::model::OpaqueVerdict>),
+    GetBody(Setting<crate::model::GetBodyVerdict>),
     Limits(Limits),
     Rule(Rule),
 }

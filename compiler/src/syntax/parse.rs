@@ -4,7 +4,7 @@
 
 use super::ast::*;
 use crate::diagnostic::{codes, Diagnostic, Diagnostics};
-use crate::model::{DefaultVerdict, HostOp, Mode, OpaqueVerdict, PathOp, ValueOp, VerdictAction};
+use crate::model::{DefaultVerdict, GetBodyVerdict, HostOp, Mode, OpaqueVerdict, PathOp, ValueOp, VerdictAction};
 use crate::source::{FileId, Span};
 use pest::iterators::Pair;
 use pest::Parser as _;
@@ -67,6 +67,7 @@ fn describe(grammar_rule: &G) -> String {
         G::default_decl => "`default`",
         G::mode_decl => "`mode`",
         G::opaque_decl => "`opaque`",
+        G::get_body_decl => "`get_body`",
         G::limits_decl => "`limits`",
         G::limit_entry => "a limit (`header_bytes 8KiB`, `headers 64`)",
         G::matcher => "a matcher (`method`, `path`, `header`, `host`, `any`, `not`)",
@@ -305,6 +306,13 @@ impl Builder {
                         _ => OpaqueVerdict::Deny,
                     };
                     PolicyItem::Opaque(Setting { value, span: item_span })
+                }
+                G::get_body_decl => {
+                    let value = match parts.next()?.as_rule() {
+                        G::kw_allow => GetBodyVerdict::Allow,
+                        _ => GetBodyVerdict::Deny,
+                    };
+                    PolicyItem::GetBody(Setting { value, span: item_span })
                 }
                 G::limits_decl => {
                     let entries = parts

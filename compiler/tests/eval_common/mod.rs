@@ -65,6 +65,7 @@ pub fn policy(name: &str, default: DefaultVerdict, rules: Vec<Rule>) -> Policy {
         default: Some(default),
         mode: Mode::Enforce,
         opaque: OpaqueVerdict::Deny,
+        get_body: l7c_compiler::model::GetBodyVerdict::Deny,
         limits: Limits::default(),
         rules,
     }
