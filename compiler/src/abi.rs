@@ -189,8 +189,12 @@ pub mod gate {
     /// Non-zero: every remote port is governed (some policy selects any
     /// port), the bitmap is not read.
     pub const ALL_PORTS: i16 = 40;
+    /// Events the verdict program could not write because the ring buffer
+    /// was full (`ringbuf_output` failed): lost, and counted here, also
+    /// while no agent reads the buffer.
+    pub const EVENTS_LOST: i16 = 48;
     /// Size of the record.
-    pub const SIZE: u32 = 48;
+    pub const SIZE: u32 = 56;
     /// Words of the port bitmap: 65,536 ports, 32 per word.
     pub const PORT_WORDS: u32 = 2048;
 
@@ -203,11 +207,12 @@ pub mod gate {
         pub refused_protocol: u64,
         pub unenrolled: u64,
         pub all_ports: u64,
+        pub events_lost: u64,
     }
 
     impl Gate {
         pub fn to_bytes(&self) -> Vec<u8> {
-            [self.capacity, self.used, self.refused_full, self.refused_protocol, self.unenrolled, self.all_ports]
+            [self.capacity, self.used, self.refused_full, self.refused_protocol, self.unenrolled, self.all_ports, self.events_lost]
                 .iter()
                 .flat_map(|v| v.to_le_bytes())
                 .collect()
@@ -225,6 +230,7 @@ pub mod gate {
                 refused_protocol: field(REFUSED_PROTOCOL)?,
                 unenrolled: field(UNENROLLED)?,
                 all_ports: field(ALL_PORTS)?,
+                events_lost: field(EVENTS_LOST)?,
             })
         }
     }

@@ -532,7 +532,7 @@ mod tests {
         assert_eq!(words[8080 / 32], 1 << (8080 % 32));
         assert_eq!(words[2047], 1 << 31);
         assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 3);
-        let gate = abi::gate::Gate { capacity: 7, used: 3, refused_full: 2, refused_protocol: 1, unenrolled: 0, all_ports: 1 };
+        let gate = abi::gate::Gate { capacity: 7, used: 3, refused_full: 2, refused_protocol: 1, unenrolled: 0, all_ports: 1, events_lost: 9 };
         assert_eq!(abi::gate::Gate::from_bytes(&gate.to_bytes()), Some(gate));
         assert_eq!(gate.to_bytes().len(), abi::gate::SIZE as usize);
     }

@@ -144,6 +144,8 @@ pub struct GateFigures {
     pub refused_protocol: u64,
     /// Governed connections that could not be enrolled (each unpoliced).
     pub unenrolled: u64,
+    /// Events the program could not write (the ring buffer was full).
+    pub events_lost: u64,
 }
 
 /// The Prometheus text exposition (format 0.0.4) of `snapshot`.
@@ -200,7 +202,13 @@ pub fn render(snapshot: &Snapshot) -> String {
             snapshot.generations.to_string(),
         ),
     ];
-    let gate: [(&str, &str, &str, String); 6] = [
+    let gate: [(&str, &str, &str, String); 7] = [
+        (
+            "l7c_events_lost_total",
+            "counter",
+            "Events the kernel program could not write because the ring buffer was full (counted in the kernel, also while no agent ran).",
+            snapshot.gate.events_lost.to_string(),
+        ),
         (
             "l7c_connections_unpoliced",
             "gauge",

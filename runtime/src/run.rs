@@ -324,8 +324,10 @@ impl Generation {
             empty_polls: 0,
             enrolled: 0,
         };
-        // Refusals the previous agent reported are not reported again.
-        generation.gate_seen = generation.gate()?;
+        // Refusals the previous agent reported are not reported again; lost
+        // events are, all of them since the generation was loaded (those
+        // lost while no agent ran among them).
+        generation.gate_seen = abi::gate::Gate { events_lost: 0, ..generation.gate()? };
         let usable: Vec<(String, SocketAddr)> = config
             .redirects
             .iter()
@@ -1006,6 +1008,11 @@ impl Session {
             report("refused", "protocol", protocol, format!(
                 "l7c: refused {protocol} socket()/connect() call(s) with EPERM: an IP stream socket that is not TCP (MPTCP, SCTP) cannot be policed"
             ));
+            let lost = gate.events_lost.saturating_sub(seen.events_lost);
+            report("lost", "ring-buffer-full", lost, format!(
+                "l7c: {lost} event(s) were lost in the kernel: the ring buffer was full (l7c_events_lost_total)"
+            ));
+            self.gate_totals.events_lost += lost;
             let unenrolled = gate.unenrolled.saturating_sub(seen.unenrolled);
             report("unenrolled", "map-full", unenrolled, format!(
                 "l7c: ERROR: {unenrolled} governed connection(s) could not be enrolled (the socket map was full despite the gate) and are NOT policed; please report this with `l7c status`"
@@ -1074,6 +1081,7 @@ impl Session {
                 refused_full: self.gate_totals.refused_full,
                 refused_protocol: self.gate_totals.refused_protocol,
                 unenrolled: self.gate_totals.unenrolled,
+                events_lost: self.gate_totals.events_lost,
             },
         })
     }

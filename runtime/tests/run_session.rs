@@ -786,3 +786,48 @@ fn a_removed_and_recreated_cgroup_gets_the_policy_again() {
     session.stop().expect("lifted");
     assert!(!moved.is_pinned());
 }
+
+/// Events the program cannot write because the ring buffer is full are
+/// counted in the kernel (`abi::gate::EVENTS_LOST`) and exported: 6,000
+/// logged verdicts written while nobody reads the 256 KiB buffer (about
+/// 3,640 records of 64 bytes plus an 8-byte header) come back as read
+/// events plus lost ones, exactly.
+#[test]
+fn events_lost_to_a_full_ring_buffer_are_counted_in_the_kernel() {
+    let test = "events_lost_to_a_full_ring_buffer_are_counted_in_the_kernel";
+    let Some(cgroup) = ready(test) else { return };
+    if Command::new("python3").arg("-c").arg("1").status().is_err() {
+        eprintln!("SKIPPED {test}: python3 is not installed");
+        return;
+    }
+    let (server, received) = hold_accepting("127.0.0.1:18170");
+    let policy = format!("policy \"p\" {{\n  scope remote port {}\n  default allow\n}}\n", server.port());
+    let compilation = compile_text("lost.l7", &policy, None);
+    let compiled = codegen::compile(compilation.checked.as_ref().expect("checks"), &codegen::Options::default()).expect("compiles");
+    let mut session = Session::start(&compiled.object, &compiled.meta, RunConfig { events_all: true, ..config(&cgroup) }).expect("start");
+    const REQUESTS: usize = 6000;
+    let request = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    let script = format!(
+        "import socket, time\ns = socket.create_connection((\"127.0.0.1\", {port}))\ns.sendall({request:?}.encode() * {REQUESTS})\ntime.sleep(0.5)\n",
+        port = server.port()
+    );
+    let status = Command::new("bash")
+        .args(["-c", &format!("echo $$ > {}/cgroup.procs && exec python3 -c \"$0\"", cgroup.0.display()), &script])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.lock().unwrap().len() < REQUESTS * request.len() {
+        assert!(Instant::now() < deadline, "the server got {} bytes", received.lock().unwrap().len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let polled = session.poll().expect("poll");
+    let read = polled.events.iter().filter(|line| line.contains("\"kind\":\"verdict\"")).count() as u64;
+    let lost = session.snapshot().unwrap().gate.events_lost;
+    println!("{read} events read, {lost} lost; notices {:?}", polled.notices);
+    assert!(lost > 0, "6,000 events cannot fit 256 KiB");
+    assert_eq!(read + lost, REQUESTS as u64, "every verdict is read or counted as lost");
+    assert!(polled.notices.iter().any(|n| n.contains(&format!("{lost} event(s) were lost"))), "{:?}", polled.notices);
+    let text = l7c_runtime::metrics::render(&session.snapshot().unwrap());
+    assert!(text.contains(&format!("l7c_events_lost_total {lost}")), "{text}");
+}

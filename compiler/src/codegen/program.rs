@@ -501,14 +501,18 @@ fn chunk_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.ldxb(R1, R7, layout::CHUNK + cs::STATE);
     a.jne(R1, i32::from(shared.chunk_data), "take_r9_some");
     a.note("chunk data: pass it in bulk with the line before it, at most to this message's end");
-    a.ldxdw(R1, R7, layout::CHUNK + cs::REMAINING).add64(R1, R9);
+    a.note("compare the remaining data with what this message has left after the line: a size near 2^64 must not wrap");
+    a.ldxdw(R1, R7, layout::CHUNK + cs::REMAINING);
     a.ldxw(R2, R6, sk_msg_md::SIZE);
-    a.jgt(R1, R2, l("chunk_huge"));
+    a.mov64(R3, 0).jgt(R9, R2, l("chunk_left"));
+    a.mov64(R3, R2).sub64(R3, R9);
+    a.label(l("chunk_left"));
+    a.jgt(R1, R3, l("chunk_huge"));
     a.stdw(R7, layout::CHUNK + cs::REMAINING, 0);
     a.stb(R7, layout::CHUNK + cs::STATE, i32::from(shared.chunk_data_cr));
-    a.mov64(R9, R1).ja("take_r9");
+    a.add64(R9, R1).ja("take_r9");
     a.label(l("chunk_huge"));
-    a.sub64(R1, R2).stxdw(R7, layout::CHUNK + cs::REMAINING, R1);
+    a.sub64(R1, R3).stxdw(R7, layout::CHUNK + cs::REMAINING, R1);
     a.mov64(R9, R2).ja("take_r9");
 
     a.label(l("chunk_refused"));
@@ -737,6 +741,12 @@ pub fn emit_report(a: &mut Asm) {
     a.call(Helper::GetCurrentCgroupId).stxdw(R10, at(Event::OFFSET_CGROUP_ID), R0);
     a.ld_map(R1, abi::maps::EVENTS).mov64(R2, R10).add64(R2, i32::from(EVENT)).mov64(R3, Event::SIZE as i32).mov64(R4, 0);
     a.call(Helper::RingbufOutput);
+    a.jeq(R0, 0, "report_out");
+    a.note("the ring buffer is full: the event is lost, and counted (abi::gate::EVENTS_LOST)");
+    a.stw(R10, -8, 0);
+    a.ld_map(R1, abi::maps::GATE).mov64(R2, R10).add64(R2, -8).call(Helper::MapLookupElem);
+    a.jeq(R0, 0, "report_out");
+    a.mov64(R1, 1).atomic_add64(R0, abi::gate::EVENTS_LOST, R1);
     a.label("report_out");
     a.mov64(R0, 0).exit();
 }
