@@ -102,7 +102,7 @@ fn every_path_the_architecture_names_exists() {
 fn every_module_is_on_the_map() {
     let text = architecture();
     let mut unnamed = Vec::new();
-    for dir in ["compiler/src", "runtime/src", "src/commands", "bpf/src"] {
+    for dir in ["compiler/src", "runtime/src", "src/commands", "bpf/src", "abi/src"] {
         for entry in std::fs::read_dir(root().join(dir)).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name == "lib.rs" || name == "mod.rs" || name == "snapshots" || name == "main.rs" {
@@ -123,7 +123,7 @@ fn every_module_is_on_the_map() {
 #[test]
 fn no_back_end_or_runtime_module_imports_the_reference_evaluator() {
     let mut offenders = Vec::new();
-    let back_end = ["compiler/src/abi.rs", "compiler/src/enroll.rs", "bpf/src", "compiler/src/lower", "compiler/src/scan", "compiler/src/codegen", "runtime/src"];
+    let back_end = ["abi/src", "bpf/src", "compiler/src/lower", "compiler/src/scan", "compiler/src/codegen", "runtime/src"];
     for place in back_end {
         let path = root().join(place);
         let files = if path.is_dir() { files_below(&path) } else { vec![path] };
@@ -162,7 +162,7 @@ fn every_diagnostic_code_is_registered_spelled_once_and_documented() {
             problems.push(format!("`{code}` has no row in docs/diagnostics.md"));
         }
     }
-    for dir in ["compiler/src", "runtime/src", "src"] {
+    for dir in ["compiler/src", "runtime/src", "src", "abi/src", "bpf/src"] {
         for file in files_below(&root().join(dir)).into_iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
             let text = std::fs::read_to_string(&file).unwrap();
             for declared in text.split("code(").skip(1) {
@@ -185,4 +185,24 @@ fn every_diagnostic_code_is_registered_spelled_once_and_documented() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The runtime builds on what the programs and user space agree on
+/// (`l7c-abi`) and on the BPF toolkit (`l7c-bpf`), not on the compiler:
+/// the compiler is only a dev-dependency of its tests. And `l7c-bpf`
+/// knows no policy: it depends on no other crate of the workspace.
+#[test]
+fn the_runtime_and_the_bpf_toolkit_do_not_depend_on_the_compiler() {
+    let dependencies = |crate_dir: &str| -> String {
+        let text = std::fs::read_to_string(root().join(crate_dir).join("Cargo.toml")).unwrap();
+        let section = text.split("[dependencies]").nth(1).unwrap_or_default();
+        section.split("\n[").next().unwrap_or_default().to_owned()
+    };
+    let runtime = dependencies("runtime");
+    assert!(!runtime.contains("l7c-compiler"), "runtime/Cargo.toml [dependencies]:\n{runtime}");
+    assert!(runtime.contains("l7c-abi") && runtime.contains("l7c-bpf"), "{runtime}");
+    let bpf = dependencies("bpf");
+    assert!(!bpf.contains("l7c-"), "bpf/Cargo.toml [dependencies]:\n{bpf}");
+    let abi = dependencies("abi");
+    assert!(!abi.contains("l7c-compiler") && !abi.contains("l7c-runtime"), "abi/Cargo.toml [dependencies]:\n{abi}");
 }

@@ -13,10 +13,10 @@
 //! ABI the generated program and user space agree on (`abi`); no back-end
 //! module imports `eval` (tests/architecture.rs).
 
-// Vocabulary shared by every stage and engine.
-pub mod http;
+// Vocabulary shared by every stage and engine (`http`, `verdict`, in the
+// crate `l7c-abi` with the ABI the back end and the runtime share).
+pub use l7c_abi::{http, verdict};
 pub mod model;
-pub mod verdict;
 
 // Front end: source text to a checked program, with diagnostics.
 pub mod check;
@@ -31,10 +31,12 @@ pub mod syntax;
 pub mod eval;
 
 // Back end: lowering, the policy-independent scanner, the generated
-// program, the cgroup programs around it, and the ABI with user space.
-pub mod abi;
+// program; the ABI with user space and the cgroup programs around the
+// verdict live in `l7c-abi` (`abi/`), which the runtime uses without the
+// compiler.
+pub use l7c_abi as abi;
+pub use l7c_abi::enroll;
 pub mod codegen;
-pub mod enroll;
 pub mod lower;
 pub mod scan;
 /// The BPF assembler and ELF writer live in their own crate (`bpf/`), a

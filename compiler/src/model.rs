@@ -149,22 +149,8 @@ impl Scope {
     }
 }
 
-/// The addresses of one TCP connection, as the kernel reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    pub remote_addr: IpAddr,
-    pub remote_port: u16,
-    pub local_addr: IpAddr,
-    pub local_port: u16,
-}
-
-impl Default for ConnectionInfo {
-    /// cli.md: remote 127.0.0.1 port 80, an ephemeral local port.
-    fn default() -> Self {
-        let loopback = IpAddr::from([127, 0, 0, 1]);
-        ConnectionInfo { remote_addr: loopback, remote_port: 80, local_addr: loopback, local_port: 40000 }
-    }
-}
+/// A connection's addresses: shared vocabulary (`l7c_abi::verdict`).
+pub use crate::verdict::ConnectionInfo;
 
 /// An address block. An IPv4 block also matches IPv4-mapped IPv6 addresses
 /// (`::ffff:a.b.c.d`) of dual-stack sockets (language.md §4).
@@ -384,24 +370,8 @@ pub enum Expectation {
     Verdict { action: VerdictAction, reason: Option<ExpectedReason> },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum VerdictAction {
-    Allow,
-    Deny,
-    Redirect,
-    Tunnel,
-}
-
-impl VerdictAction {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-            Self::Redirect => "redirect",
-            Self::Tunnel => "tunnel",
-        }
-    }
-}
+/// What a verdict does: shared vocabulary (`l7c_abi::verdict`).
+pub use crate::verdict::VerdictAction;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpectedReason {

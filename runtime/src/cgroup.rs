@@ -210,7 +210,7 @@ impl CgroupLink {
     }
 }
 
-/// The `TCP_ULP` guard (`l7c_compiler::enroll::ulp_guard`) loaded and
+/// The `TCP_ULP` guard (`l7c_abi::enroll::ulp_guard`) loaded and
 /// attached to a cgroup through a BPF link: the cgroup's sockets cannot
 /// take the `tls` ULP, so none is left with the ULP and no key, a state in
 /// which the kernel stops running its `sk_msg` program (docs/runtime.md,
@@ -233,7 +233,7 @@ impl UlpGuard {
     }
 
     pub fn attach(cgroup: &Path) -> Result<UlpGuard, KernelError> {
-        use l7c_compiler::enroll::ulp_guard;
+        use l7c_abi::enroll::ulp_guard;
         let code = ulp_guard::program().encode();
         let program = sys::prog_load(sys::BPF_PROG_TYPE_CGROUP_SOCKOPT, sys::BPF_CGROUP_SETSOCKOPT, ulp_guard::PROGRAM_NAME, &code)
             .map_err(|(errno, log)| {

@@ -26,9 +26,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use l7c_compiler::abi::{self, event_flags, record, Event, Meta};
-use l7c_compiler::verdict::{Outcome, Reason, Verdict};
-use l7c_compiler::model::{ConnectionInfo, VerdictAction};
+use l7c_abi::{self as abi, event_flags, record, Event, Meta};
+use l7c_abi::verdict::{Outcome, Reason, Verdict};
+use l7c_abi::verdict::{ConnectionInfo, VerdictAction};
 
 use crate::errno::Errno;
 use crate::error::KernelError;
@@ -424,8 +424,8 @@ fn span_bytes<'a>(input: &'a [u8], verdict: &Verdict) -> &'a [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use l7c_compiler::abi::MetaPolicy;
-    use l7c_compiler::http::{LimitKind, MalformedKind};
+    use l7c_abi::MetaPolicy;
+    use l7c_abi::http::{LimitKind, MalformedKind};
 
     fn meta(audit: bool) -> Meta {
         Meta {

@@ -22,7 +22,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use l7c_compiler::abi::{self, event_flags, record, Event, Meta};
+use l7c_abi::{self as abi, event_flags, record, Event, Meta};
 
 
 /// The remote and local ports of a connection as an event names them
@@ -31,18 +31,18 @@ pub type PortPair = (u32, u32);
 
 /// Reads a 44-byte `l7_sock_key` back into (local, remote) addresses.
 pub fn parse_key(key: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
-    l7c_compiler::abi::sock_key::decode(key)
+    l7c_abi::sock_key::decode(key)
 }
 
 /// The raw (remote port, local port) words of a key, as events carry them.
 pub fn key_ports(key: &[u8]) -> Option<PortPair> {
-    l7c_compiler::abi::sock_key::ports(key)
+    l7c_abi::sock_key::ports(key)
 }
 
 /// The remote port of an event in host order (the record keeps the
 /// context's `[0, 0, hi, lo]` bytes).
 pub fn remote_port(raw: u32) -> u16 {
-    l7c_compiler::abi::sock_key::remote_port(raw)
+    l7c_abi::sock_key::remote_port(raw)
 }
 
 /// TCP sockets of this network namespace by (local port, remote port),
@@ -267,9 +267,9 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use crate::SockKey;
-    use l7c_compiler::abi::MetaPolicy;
-    use l7c_compiler::verdict::Reason;
-    use l7c_compiler::model::VerdictAction;
+    use l7c_abi::MetaPolicy;
+    use l7c_abi::verdict::Reason;
+    use l7c_abi::verdict::VerdictAction;
 
     fn meta() -> Meta {
         Meta {

@@ -1,6 +1,6 @@
 //! The key of the enrollment socket hash, as user space holds it: a
 //! connection's two addresses. The byte layout, its encoding and its
-//! decoding live in one place, `l7c_compiler::abi::sock_key` (with the
+//! decoding live in one place, `l7c_abi::sock_key` (with the
 //! generated programs' view of it); this is the runtime's handle on it.
 //!
 //! The socket enrolled is the one that sends the requests: for `l7c run`,
@@ -9,8 +9,8 @@
 
 use std::net::SocketAddr;
 
-use l7c_compiler::abi::sock_key;
-pub use l7c_compiler::abi::sock_key::{AF_INET, AF_INET6};
+use l7c_abi::sock_key;
+pub use l7c_abi::sock_key::{AF_INET, AF_INET6};
 
 /// Size of [`SockKey`] in bytes: the `key_size` of the enrollment map.
 pub const SOCK_KEY_SIZE: usize = sock_key::SIZE;

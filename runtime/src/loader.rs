@@ -1,4 +1,4 @@
-//! Loading an object written by `l7c_compiler::elf` into the running
+//! Loading an object written by `l7c_bpf::elf` into the running
 //! kernel: its maps are created, its `sk_msg` program is verified and
 //! loaded, and the program is attached to a socket map as its
 //! `BPF_SK_MSG_VERDICT` program.
@@ -91,7 +91,7 @@ impl std::fmt::Debug for KernelProgram {
 
 impl KernelProgram {
     /// Loads `object` (the bytes of an ELF object from
-    /// `l7c_compiler::elf::ObjectBuilder`) and attaches its `sk_msg`
+    /// `l7c_bpf::elf::ObjectBuilder`) and attaches its `sk_msg`
     /// program as `options` say.
     pub fn load(object: &[u8], options: &LoadOptions<'_>) -> Result<KernelProgram, KernelError> {
         KernelProgram::load_with_max_entries(object, options, &[])
@@ -613,12 +613,12 @@ impl KernelProgram {
         name: &str,
         prog_type: u32,
         expected_attach_type: u32,
-        program: &l7c_compiler::bpf::Program,
+        program: &l7c_bpf::bpf::Program,
     ) -> Result<std::os::fd::OwnedFd, KernelError> {
         let mut code = program.encode();
         for relocation in program.relocations() {
             let fd = self.map_fd(&relocation.map)?;
-            let at = relocation.slot * l7c_compiler::bpf::SLOT_BYTES;
+            let at = relocation.slot * l7c_bpf::bpf::SLOT_BYTES;
             // An LD_IMM64's first slot: byte 1 holds dst (low nibble) and
             // src (high nibble), bytes 4..8 the immediate. The relocation
             // slots come from the assembler, inside the encoded program.
@@ -630,7 +630,7 @@ impl KernelProgram {
             };
             imm.copy_from_slice(&fd.as_raw_fd().to_le_bytes());
             if let Some(byte) = code.get_mut(at + 1) {
-                *byte = (regs & 0x0f) | (l7c_compiler::bpf::BPF_PSEUDO_MAP_FD << 4);
+                *byte = (regs & 0x0f) | (l7c_bpf::bpf::BPF_PSEUDO_MAP_FD << 4);
             }
         }
         sys::prog_load(prog_type, expected_attach_type, name, &code).map_err(|(errno, log)| {
@@ -748,7 +748,7 @@ fn read_meta(object: &[u8]) -> Result<Option<Vec<u8>>, KernelError> {
     let file = object::File::parse(aligned.as_bytes()).map_err(|error| KernelError::BadObject {
         reason: format!("not an ELF object: {error}"),
     })?;
-    let Some(section) = file.section_by_name(l7c_compiler::elf::META_SECTION) else {
+    let Some(section) = file.section_by_name(l7c_bpf::elf::META_SECTION) else {
         return Ok(None);
     };
     let data = section.data().map_err(|error| KernelError::BadObject {

@@ -12,9 +12,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use l7c_compiler::abi::{self, Counter, Meta};
-use l7c_compiler::verdict::Reason;
-use l7c_compiler::http::{LimitKind, MalformedKind};
+use l7c_abi::{self as abi, Counter, Meta};
+use l7c_abi::verdict::Reason;
+use l7c_abi::http::{LimitKind, MalformedKind};
 
 use crate::error::KernelError;
 use crate::events::json_string;
@@ -323,7 +323,7 @@ pub fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use l7c_compiler::abi::MetaPolicy;
+    use l7c_abi::MetaPolicy;
 
     fn meta() -> Meta {
         let policy = |name: &str, rules: &[&str]| MetaPolicy {

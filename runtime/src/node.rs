@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use l7c_compiler::abi;
+use l7c_abi as abi;
 
 use crate::error::KernelError;
 use crate::loader::KernelProgram;

@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use l7c_compiler::abi::Meta;
+use l7c_abi::Meta;
 use serde::{Deserialize, Serialize};
 
 use crate::errno::Errno;

@@ -10,8 +10,8 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
-use l7c_compiler::bpf::{sk_msg_md, Asm, Helper, Program, R0, R1, R10, R2, R3, R4, R6};
-use l7c_compiler::elf::{DataType, MapDef, ObjectBuilder};
+use l7c_bpf::bpf::{sk_msg_md, Asm, Helper, Program, R0, R1, R10, R2, R3, R4, R6};
+use l7c_bpf::elf::{DataType, MapDef, ObjectBuilder};
 
 use crate::errno::Errno;
 use crate::error::KernelError;
@@ -204,7 +204,7 @@ fn try_sk_storage() -> Result<String, String> {
     a.mov64(R0, 1).exit();
     let program = a.finish().map_err(|e| e.to_string())?;
     let store = MapDef::sk_storage("l7c_probe_store", DataType::U64)
-        .with_flags(l7c_compiler::elf::BPF_F_NO_PREALLOC);
+        .with_flags(l7c_bpf::elf::BPF_F_NO_PREALLOC);
     let bytes = object(program, vec![store])?;
     KernelProgram::load(&bytes, &LoadOptions::default())
         .map(|_| "created an SK_STORAGE map and loaded sk_storage_get on msg->sk".to_owned())
@@ -228,29 +228,29 @@ fn try_sock_ops() -> Result<String, String> {
     let mut object = ObjectBuilder::new();
     object.program("sk_msg", "l7c_probe", pass_all()?);
     object.map(MapDef::sock_hash(
-        l7c_compiler::abi::maps::SOCKETS,
+        l7c_abi::maps::SOCKETS,
         SOCK_KEY_SIZE as u32,
         4,
     ));
-    for map in l7c_compiler::codegen::gate_maps() {
+    for map in l7c_abi::enroll::gate_maps() {
         object.map(map);
     }
     let bytes = object.write().map_err(|e| e.to_string())?;
     let program = KernelProgram::load(&bytes, &LoadOptions::default()).map_err(|e| describe(&e))?;
     program
         .load_companion(
-            l7c_compiler::enroll::PROGRAM_NAME,
+            l7c_abi::enroll::PROGRAM_NAME,
             sys::BPF_PROG_TYPE_SOCK_OPS,
             0,
-            &l7c_compiler::enroll::program(),
+            &l7c_abi::enroll::program(),
         )
         .map_err(|e| describe(&e))?;
     for (name, attach_type) in [
-        (l7c_compiler::enroll::gate::PROGRAM_NAME_4, sys::BPF_CGROUP_INET4_CONNECT),
-        (l7c_compiler::enroll::gate::PROGRAM_NAME_6, sys::BPF_CGROUP_INET6_CONNECT),
+        (l7c_abi::enroll::gate::PROGRAM_NAME_4, sys::BPF_CGROUP_INET4_CONNECT),
+        (l7c_abi::enroll::gate::PROGRAM_NAME_6, sys::BPF_CGROUP_INET6_CONNECT),
     ] {
         program
-            .load_companion(name, sys::BPF_PROG_TYPE_CGROUP_SOCK_ADDR, attach_type, &l7c_compiler::enroll::gate::program())
+            .load_companion(name, sys::BPF_PROG_TYPE_CGROUP_SOCK_ADDR, attach_type, &l7c_abi::enroll::gate::program())
             .map_err(|e| describe(&e))?;
     }
     Ok("the verifier accepted the sock_ops enrollment program and the connect4/connect6 gate".to_owned())

@@ -31,8 +31,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use l7c_compiler::abi::{self, Meta};
-use l7c_compiler::enroll;
+use l7c_abi::{self as abi, Meta};
+use l7c_abi::enroll;
 
 use crate::cgroup::{check_cgroup, CgroupError, CgroupLink, UlpGuard};
 use crate::error::KernelError;
@@ -954,7 +954,7 @@ impl Session {
         for generation in &mut generations {
             generation.drain_targets();
             for record in generation.program.drain_events(abi::maps::EVENTS)? {
-                let addresses = l7c_compiler::abi::Event::from_bytes(&record).and_then(|event| {
+                let addresses = l7c_abi::Event::from_bytes(&record).and_then(|event| {
                     self.addresses
                         .get(&(event.remote_port, event.local_port))
                         .copied()

@@ -230,11 +230,7 @@ fn maps(meta: &Meta, state_bytes: u32) -> Vec<MapDef> {
 
 /// The enrollment gate's maps (`enroll.rs`, "Capacity"), in every object.
 pub fn gate_maps() -> Vec<MapDef> {
-    vec![
-        MapDef::array(abi::maps::GATE, crate::elf::DataType::Bytes(abi::gate::SIZE), 1),
-        MapDef::sk_storage(abi::maps::GATE_MARKS, crate::elf::DataType::U32),
-        MapDef::array(abi::maps::GATE_PORTS, crate::elf::DataType::U32, abi::gate::PORT_WORDS),
-    ]
+    crate::enroll::gate_maps()
 }
 
 /// `.l7.meta`: policies, rule names, redirect slots (targets in name order,

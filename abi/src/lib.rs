@@ -2,15 +2,23 @@
 //! the verdict event record, reason and action codes, the counter layout,
 //! and the `.l7.meta` section's JSON.
 //!
+//! The crate `l7c-abi` (this file is its root) also holds the vocabulary
+//! both sides speak ([`http`], [`verdict`]) and the cgroup programs around
+//! the verdict ([`enroll`]), so the runtime depends on it and on `l7c-bpf`,
+//! not on the compiler.
+//!
 //! One source of truth: the code generator writes these layouts, the
 //! kernel engine and the runtime read them, and both use this module, so
 //! a field can never mean one thing on one side and another on the other.
 //! Every layout is little-endian with explicit offsets (the BPF program
 //! stores fields one by one at these offsets).
 
-use crate::verdict::Reason;
+pub mod enroll;
+pub mod http;
+pub mod verdict;
+
 use crate::http::{LimitKind, MalformedKind};
-use crate::model::VerdictAction;
+use crate::verdict::{Reason, VerdictAction};
 use serde::{Deserialize, Serialize};
 
 /// Names of the maps in every object, as symbols in `.maps`.

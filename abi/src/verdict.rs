@@ -1,4 +1,5 @@
-//! The vocabulary every engine shares: why a verdict was given
+//! The vocabulary every engine shares: what a verdict does
+//! ([`VerdictAction`]) on which connection ([`ConnectionInfo`]), why it was given
 //! ([`Reason`]), a verdict with its span ([`Verdict`]), what a connection
 //! came to ([`Outcome`]), and the JSON of `l7c eval` ([`EvalJson`],
 //! cli.md). The reference evaluator (`eval`) produces these; the kernel
@@ -8,8 +9,45 @@
 //! `model.rs`.
 
 use crate::http::{LimitKind, MalformedKind};
-use crate::model::VerdictAction;
 use serde::Serialize;
+use std::net::IpAddr;
+
+/// What a verdict does with a request (language.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VerdictAction {
+    Allow,
+    Deny,
+    Redirect,
+    Tunnel,
+}
+
+impl VerdictAction {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Redirect => "redirect",
+            Self::Tunnel => "tunnel",
+        }
+    }
+}
+
+/// The addresses of one TCP connection, as the kernel reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub remote_addr: IpAddr,
+    pub remote_port: u16,
+    pub local_addr: IpAddr,
+    pub local_port: u16,
+}
+
+impl Default for ConnectionInfo {
+    /// cli.md: remote 127.0.0.1 port 80, an ephemeral local port.
+    fn default() -> Self {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        ConnectionInfo { remote_addr: loopback, remote_port: 80, local_addr: loopback, local_port: 40000 }
+    }
+}
 
 /// Why a verdict was given (language.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

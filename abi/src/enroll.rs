@@ -53,8 +53,8 @@
 //! still be full, the failure is counted (`unenrolled`) and the runtime
 //! reports every such connection as an error.
 
-use crate::abi;
-use crate::bpf::{Asm, AsmError, Helper, Program, R0, R1, R10, R2, R3, R4, R6, R7};
+use crate as abi;
+use l7c_bpf::bpf::{Asm, AsmError, Helper, Program, R0, R1, R10, R2, R3, R4, R6, R7};
 
 /// The program's ELF section: aya and libbpf read `sockops` as
 /// `BPF_PROG_TYPE_SOCK_OPS`.
@@ -107,7 +107,7 @@ pub mod sock_ops {
 
 /// Offsets in `struct l7_sock_key` (`abi::sock_key`), as store offsets.
 pub mod key {
-    use crate::abi::sock_key as layout;
+    use crate::sock_key as layout;
     pub const FAMILY: i16 = layout::FAMILY as i16;
     pub const REMOTE_IP: i16 = layout::REMOTE_IP as i16;
     pub const LOCAL_IP: i16 = layout::LOCAL_IP as i16;
@@ -134,6 +134,17 @@ const TCP_CLOSE: i32 = 7;
 /// Where governed-port lookups keep their u32 key: below the socket key.
 const LOOKUP_KEY_AT: i16 = KEY_AT - 8;
 
+/// The enrollment gate's maps (module docs, "Capacity"), in every object
+/// the code generator writes and in `l7c probe`'s.
+pub fn gate_maps() -> Vec<l7c_bpf::elf::MapDef> {
+    use l7c_bpf::elf::{DataType, MapDef};
+    vec![
+        MapDef::array(abi::maps::GATE, DataType::Bytes(abi::gate::SIZE), 1),
+        MapDef::sk_storage(abi::maps::GATE_MARKS, DataType::U32),
+        MapDef::array(abi::maps::GATE_PORTS, DataType::U32, abi::gate::PORT_WORDS),
+    ]
+}
+
 /// The enrollment program (module docs).
 pub fn program() -> Program {
     // Cannot fail: the program is fixed (no input reaches it), its labels
@@ -155,7 +166,7 @@ fn lookup_gate(a: &mut Asm) {
 /// (a callee-saved register) is governed, to `no` when it is not. A
 /// missing gate record or bitmap word counts as governed (fail closed).
 /// Clobbers r1-r5.
-fn governed(a: &mut Asm, port: crate::bpf::Reg, yes: &str, no: &str) {
+fn governed(a: &mut Asm, port: l7c_bpf::bpf::Reg, yes: &str, no: &str) {
     lookup_gate(a);
     a.jeq(R0, 0, yes);
     a.ldxdw(R1, R0, abi::gate::ALL_PORTS).comment("gate->all_ports");
@@ -306,8 +317,8 @@ fn build() -> Result<Program, AsmError> {
 /// `EPERM`). The same instructions serve both attach types.
 pub mod gate {
     use super::{gate_add, governed, lookup_gate};
-    use crate::abi;
-    use crate::bpf::{Asm, AsmError, Program, R0, R1, R2, R6, R7};
+    use crate as abi;
+    use l7c_bpf::bpf::{Asm, AsmError, Program, R0, R1, R2, R6, R7};
 
     /// Symbol names of the two programs (one per attach type).
     pub const PROGRAM_NAME_4: &str = "l7c_gate4";
@@ -415,7 +426,7 @@ pub mod gate {
 /// space, and the policy judges its records (`opaque`). `l7c run` attaches
 /// it next to the enrollment program (docs/runtime.md, "kTLS").
 pub mod ulp_guard {
-    use crate::bpf::{Asm, AsmError, Program, R0, R1, R2};
+    use l7c_bpf::bpf::{Asm, AsmError, Program, R0, R1, R2};
 
     /// Its ELF-style section and symbol name.
     pub const SECTION: &str = "cgroup/setsockopt";
@@ -451,7 +462,7 @@ pub mod ulp_guard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpf::Insn;
+    use l7c_bpf::bpf::Insn;
 
     #[test]
     fn assembles_and_names_the_socket_map_and_the_gate() {
@@ -478,7 +489,7 @@ mod tests {
         // Every field written lies inside the 48 zeroed bytes at KEY_AT.
         assert!(key::SIZE <= KEY_SLOTS * 8);
         assert_eq!(key::LOCAL_PORT + 4, key::SIZE);
-        assert_eq!(i32::from(key::SIZE), crate::codegen::layout::SOCK_KEY_BYTES as i32);
+        assert_eq!(key::SIZE as usize, crate::sock_key::SIZE);
         // The IPv6 words fill exactly the address fields.
         assert_eq!(key::REMOTE_IP + 16, key::LOCAL_IP);
         assert_eq!(key::LOCAL_IP + 16, key::REMOTE_PORT);
