@@ -100,7 +100,7 @@ fn eval_reads_input_from_a_file_and_rejects_bad_flags() {
         }
     } else {
         assert_eq!(output.status.code(), Some(2));
-        assert!(stderr(&output).contains("kernel engine needs root"), "{}", stderr(&output));
+        assert!(stderr(&output).contains("the kernel engine needs CAP_BPF ("), "{}", stderr(&output));
     }
 }
 

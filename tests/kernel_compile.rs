@@ -175,6 +175,6 @@ fn without_privileges_the_kernel_engine_and_verify_exit_2_and_say_so() {
             return;
         };
         assert_eq!(output.status.code(), Some(2), "l7c {args:?}: {}", stderr(&output));
-        assert!(stderr(&output).contains("needs root"), "l7c {args:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains("needs CAP_BPF ("), "l7c {args:?}: {}", stderr(&output));
     }
 }

@@ -455,7 +455,7 @@ fn run_explains_what_is_missing() {
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("not a cgroup v2 directory"));
     } else {
-        assert!(stderr.contains("needs root") && stderr.contains("CAP_BPF"), "{stderr}");
+        assert!(stderr.contains("needs CAP_BPF (") && stderr.contains("run as root"), "{stderr}");
     }
 
     // Without privileges: exit 2 and what to do (dropped with setpriv when
@@ -469,7 +469,38 @@ fn run_explains_what_is_missing() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains("needs root") && stderr.contains("CAP_BPF"), "{stderr}");
+        assert!(stderr.contains("needs CAP_BPF (") && stderr.contains("run as root"), "{stderr}");
+    }
+
+    // Root is not enough: a root process whose bounding set lacks
+    // CAP_PERFMON (a container, capsh) is refused before anything reaches
+    // the kernel, with the capabilities it lacks by name, and `probe` says
+    // the same instead of concluding that all is there.
+    if l7c_runtime::is_root() && installed("setpriv", "--version") {
+        if let Some(root) = cgroup2_root() {
+            let dropped = |args: &[&str]| {
+                Command::new("setpriv")
+                    .args(["--bounding-set=-perfmon,-dac_override", "--inh-caps=-perfmon,-dac_override"])
+                    .arg(env!("CARGO_BIN_EXE_l7c"))
+                    .args(args)
+                    .output()
+                    .unwrap()
+            };
+            let out = dropped(&["run", policy, "--allow-empty", "--cgroup", root.to_str().unwrap()]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            assert!(
+                stderr.contains("`l7c run` needs CAP_PERFMON (") && stderr.contains("CAP_DAC_OVERRIDE ("),
+                "{stderr}"
+            );
+            assert!(!stderr.contains("CAP_BPF ("), "CAP_BPF is held and must not be named as missing: {stderr}");
+            assert!(!stderr.contains("verifier refused"), "refused up front, not by the verifier: {stderr}");
+            let out = dropped(&["probe"]);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(1), "{stdout}");
+            assert!(stdout.contains("NO  privileges") && stdout.contains("CAP_PERFMON ("), "{stdout}");
+            assert!(!stdout.contains("every capability `l7c run` needs is available"), "{stdout}");
+        }
     }
 
     // A file without any policy would let every connection pass: refused
@@ -494,6 +525,55 @@ fn run_explains_what_is_missing() {
     // Bad flags are usage errors.
     let out = l7c().args(["run", policy, "--cgroup", "/x", "--redirect", "nonsense"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `run --help` tells an operator what the command needs and does.
+#[test]
+fn run_help_says_root_pinning_signals_and_the_watcher() {
+    let out = l7c().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    for needle in ["root", "CAP_PERFMON", "l7c stop --cgroup", "SIGHUP", "log rotation", "SIGTERM", "--watch", "--ephemeral"] {
+        assert!(help.contains(needle), "`run --help` does not mention {needle}:\n{help}");
+    }
+}
+
+/// An operator's slips (a metrics port in use, a host name, an events
+/// path on procfs) are found before anything reaches the kernel: nothing
+/// is pinned for the cgroup when `l7c run` refuses.
+#[test]
+fn operator_slips_are_refused_before_the_kernel_is_touched() {
+    let test = "operator_slips_are_refused_before_the_kernel_is_touched";
+    let _one_at_a_time = serial();
+    let Some(cgroup) = ready(test) else { return };
+    let dir = temp_dir(test);
+    let policy = dir.join("policy.l7");
+    std::fs::write(&policy, E2E_POLICY).unwrap();
+    let policy = policy.to_str().unwrap();
+    let pins = {
+        use std::os::unix::fs::MetadataExt;
+        PathBuf::from(format!("/sys/fs/bpf/l7c/cg-{}", std::fs::metadata(cgroup.path()).unwrap().ino()))
+    };
+    let refused = |extra: &[&str], needle: &str| {
+        let out = l7c().args(["run", policy, "--cgroup", cgroup.path()]).args(extra).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+        assert!(!pins.exists(), "{extra:?} left {} behind", pins.display());
+    };
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    refused(&["--metrics", &format!("127.0.0.1:{port}")], "cannot serve metrics on 127.0.0.1:");
+    refused(&["--metrics", "no-such-host.invalid:9107"], "cannot resolve `no-such-host.invalid:9107`");
+    refused(&["--events", "/proc/version"], "procfs");
+    drop(taken);
+
+    // A host name is resolved: localhost serves the metrics.
+    let run = Running::start(&[policy, "--cgroup", cgroup.path(), "--metrics", &format!("localhost:{port}")]);
+    let text = scrape(&format!("localhost:{port}"));
+    assert!(text.contains("l7c_policy_generations"), "{text}");
+    assert!(run.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -539,9 +619,14 @@ fn run_enrolls_reloads_and_leaves_nothing_behind() {
     run.wait_for("l7c: reloaded", 1);
     wait_for_sample(metrics, "l7c_reloads_total{result=\"applied\"}", 1);
 
-    // A file that no longer compiles is rejected; the running policy stays.
+    // A file that no longer compiles, followed at once by SIGHUP (what an
+    // operator does with --watch on): rejected once, not once per trigger;
+    // the running policy stays.
     std::fs::write(&policy, "policy \"p\" { rule }\n").unwrap();
+    run.signal("HUP");
     run.wait_for("reload rejected", 1);
+    std::thread::sleep(SETTLE_AND_WATCH);
+    assert_eq!(run.stderr().matches("reload rejected").count(), 1, "{}", run.stderr());
     let text = wait_for_sample(metrics, "l7c_reloads_total{result=\"rejected\"}", 1);
     assert_eq!(sample(&text, "l7c_reloads_total{result=\"rejected\"}"), Some(1), "{text}");
     let (code, _) = curl(&cgroup, &["http://127.0.0.1:18200/still"]);
@@ -561,6 +646,10 @@ fn run_enrolls_reloads_and_leaves_nothing_behind() {
     assert_eq!(std::fs::read_to_string(&events).unwrap_or_default(), "");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Longer than `--watch` needs to apply a change (a 1 s settle, looked at
+/// every 250 ms).
+const SETTLE_AND_WATCH: Duration = Duration::from_millis(2000);
 
 const E2E_POLICY: &str = r#"policy "e2e" {
   scope remote port 18210
@@ -600,6 +689,16 @@ fn compiles(test: &str, policy: &Path, dir: &Path) -> bool {
     );
     eprintln!("SKIPPED {test}: l7c compile refuses the policy (this build does not generate it)");
     false
+}
+
+/// Waits until `path` holds an event of `rule` with `action`.
+fn wait_for_rule_event(path: &Path, rule: &str, action: &str) {
+    let key = (rule.to_owned(), action.to_owned());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !events_by_rule(path).contains_key(&key) {
+        assert!(Instant::now() < deadline, "no `{rule}` {action} event in {}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn events_by_rule(path: &Path) -> BTreeMap<(String, String), usize> {
@@ -734,6 +833,19 @@ fn run_enforces_a_policy_on_curl_in_the_cgroup() {
     let paths = server.paths();
     assert!(paths.ends_with(&["/hello/k1".to_owned(), "/hello/k2".to_owned()]), "{paths:?}");
     assert!(!paths.contains(&"/hello/new".to_owned()));
+
+    // Log rotation: the events file is moved away and SIGHUP reopens it;
+    // later events go to the new file, none to the moved one.
+    let rotated = dir.join("events.jsonl.1");
+    wait_for_rule_event(&events, "hello", "deny");
+    std::fs::rename(&events, &rotated).unwrap();
+    let before = std::fs::read_to_string(&rotated).unwrap();
+    run.signal("HUP");
+    run.wait_for("l7c: reloaded", 2);
+    let (code, _) = curl(&cgroup, &[&url("/hello/rotated")]);
+    assert_eq!(code, 55);
+    wait_for_rule_event(&events, "hello", "deny");
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap(), before, "an event went to the moved file");
 
     let status = run.stop();
     assert!(status.success(), "exit status {status:?}");

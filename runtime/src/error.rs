@@ -6,10 +6,7 @@
 //! lowercase, no trailing period, names in backticks.
 
 use crate::errno::Errno;
-
-/// Help text for missing privileges; `l7c` prints it and exits 2.
-pub const PRIVILEGE_HELP: &str =
-    "run as root or grant CAP_BPF and CAP_NET_ADMIN (for example `sudo l7c ...` or `setcap cap_bpf,cap_net_admin+ep`)";
+use crate::privileges::PRIVILEGE_HELP;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum KernelError {

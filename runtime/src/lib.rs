@@ -28,8 +28,11 @@
 //! - [`tfo`]: client TCP Fast Open, turned off while a policy is in force
 //!   (it would let bytes pass unjudged).
 //!
-//! Everything here needs CAP_BPF and CAP_NET_ADMIN; without them the
-//! errors say so ([`KernelError::is_permission`]).
+//! - [`privileges`]: the one list of capabilities l7c needs, checked
+//!   before a command starts and named in every refusal.
+//!
+//! Everything here needs the capabilities of [`privileges::REQUIRED`];
+//! without them the errors say so ([`KernelError::is_permission`]).
 //!
 //! The kernel behaviour this relies on is measured by `tests/mechanics.rs`
 //! and written down in `docs/kernel-mechanics.md`.
@@ -46,6 +49,7 @@ pub mod loader;
 pub mod metrics;
 pub mod node;
 pub mod pins;
+pub mod privileges;
 pub mod probe;
 pub mod run;
 pub mod signals;
@@ -53,7 +57,8 @@ mod sys;
 pub mod tfo;
 
 pub use errno::Errno;
-pub use error::{KernelError, PRIVILEGE_HELP};
+pub use error::KernelError;
+pub use privileges::PRIVILEGE_HELP;
 pub use harness::{Connection, Endpoints, KernelRun, RunSpec};
 pub use key::{SockKey, SOCK_KEY_SIZE};
 pub use loader::{KernelProgram, LoadOptions, MapShape};

@@ -49,7 +49,8 @@ impl Report {
     /// (the rest could not be tried).
     pub fn not_permitted(&self) -> bool {
         self.capabilities
-            .first()
+            .iter()
+            .find(|c| c.name == "bpf_syscall")
             .is_some_and(|c| !c.available && c.detail.contains("EPERM"))
     }
 }
@@ -77,6 +78,7 @@ pub fn probe() -> Report {
             detail,
         });
     };
+    add("privileges", true, privileges());
     add("bpf_syscall", true, try_map(map_type::ARRAY, 4, 4, 1, "ARRAY"));
     add(
         "sockmap",
@@ -85,7 +87,12 @@ pub fn probe() -> Report {
             .and_then(|hash| try_map(map_type::SOCKMAP, 4, 4, 1, "SOCKMAP").map(|map| format!("{hash}; {map}"))),
     );
     add("sk_msg", true, try_sk_msg());
-    add("bounded_loops", false, try_program("a bounded loop", bounded_loop()));
+    add(
+        "bounded_loops",
+        false,
+        try_program("a bounded loop", bounded_loop())
+            .map_err(|refused| format!("{refused} (not needed: l7c's program loops with bpf_loop)")),
+    );
     add("bpf_loop", true, try_program("a bpf_loop callback", bpf_loop()));
     add(
         "ring_buffer",
@@ -101,6 +108,18 @@ pub fn probe() -> Report {
     Report {
         kernel: kernel_release(),
         capabilities,
+    }
+}
+
+/// The capabilities of `privileges::REQUIRED` that `l7c run` needs, as
+/// this process holds them.
+fn privileges() -> Result<String, String> {
+    let missing = crate::privileges::missing(crate::privileges::Need::Node);
+    if missing.is_empty() {
+        let names: Vec<_> = crate::privileges::REQUIRED.iter().map(|cap| cap.name).collect();
+        Ok(format!("this process holds {}", names.join(", ")))
+    } else {
+        Err(crate::privileges::refusal("`l7c run`", &missing))
     }
 }
 

@@ -598,6 +598,12 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// The refusal when another agent holds the lock of `place`.
+fn already_running(place: &Place, cgroup: &Path) -> RunError {
+    let pid = place.read_state().ok().flatten().and_then(|state| state.agent_pid);
+    RunError::AlreadyRunning { cgroup: cgroup.to_owned(), pid }
+}
+
 impl Session {
     /// Loads `object` (with its `.l7.meta` as `meta`), attaches its
     /// `sk_msg` program to `l7_sockets`, binds the redirect targets, and
@@ -607,6 +613,17 @@ impl Session {
     /// agent lock of the cgroup is taken: another session on the same
     /// cgroup is refused ([`RunError::AlreadyRunning`]), and pins a previous
     /// agent left are adopted instead of loaded ([`Started::Adopted`]).
+    /// Refuses, as [`Session::start`] would, when another agent holds
+    /// `cgroup`; for a command that must check it before it takes other
+    /// resources (a metrics port). `start` checks again.
+    pub fn check_no_other_agent(cgroup: &Path) -> Result<(), RunError> {
+        let place = Place::of(cgroup)?;
+        match place.try_lock()? {
+            Some(_released_on_return) => Ok(()),
+            None => Err(already_running(&place, cgroup)),
+        }
+    }
+
     pub fn start(object: &[u8], meta: &Meta, config: RunConfig) -> Result<Session, RunError> {
         check_cgroup(&config.cgroup)?;
         if !config.persist {
@@ -620,8 +637,7 @@ impl Session {
         }
         let place = Place::of(&config.cgroup)?;
         let Some(lock) = place.try_lock()? else {
-            let pid = place.read_state().ok().flatten().and_then(|state| state.agent_pid);
-            return Err(RunError::AlreadyRunning { cgroup: config.cgroup.clone(), pid });
+            return Err(already_running(&place, &config.cgroup));
         };
         if let (Some(state), true) = (place.read_state()?, place.is_pinned()) {
             return Session::adopt(object, meta, config, place, lock, state);

@@ -184,7 +184,7 @@ fn without_capabilities_the_error_says_what_to_grant() {
         .map(|h| h.to_string())
         .unwrap_or_default();
     assert_eq!(help, PRIVILEGE_HELP);
-    assert!(help.contains("run as root or grant CAP_BPF and CAP_NET_ADMIN"));
+    assert!(help.contains("run as root or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN"));
 }
 
 fn drop_effective_capabilities() {

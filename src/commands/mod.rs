@@ -24,6 +24,7 @@ use crate::{usage_error, Status};
 use clap::Args as ClapArgs;
 use l7c_compiler::check::Checked;
 use l7c_compiler::codegen::{self, Compiled};
+use l7c_runtime::privileges::Need;
 use l7c_runtime::KernelError;
 use l7c_compiler::driver::{self, Compilation};
 use l7c_compiler::model::ConnectionInfo;
@@ -89,26 +90,23 @@ pub fn generate_or_report(checked: &Checked) -> Result<Compiled, Status> {
 /// Whether this process may load BPF programs and police sockets: root, or
 /// CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN in its effective set.
 pub fn has_kernel_privileges() -> bool {
-    if l7c_runtime::is_root() {
-        return true;
-    }
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let effective = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
-        let line = status.lines().find(|line| line.starts_with("CapEff:"))?;
-        u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
-    });
-    effective.is_some_and(|caps| [CAP_NET_ADMIN, CAP_PERFMON, CAP_BPF].iter().all(|cap| caps & (1u64 << cap) != 0))
+    l7c_runtime::privileges::missing(Need::Engine).is_empty()
+}
+
+/// The refusal of `command` (one that enforces on this node) when the
+/// process lacks a capability of `privileges::REQUIRED`.
+pub fn lacks_node_privileges(command: &str) -> Option<Status> {
+    let missing = l7c_runtime::privileges::missing(Need::Node);
+    (!missing.is_empty()).then(|| usage_error(l7c_runtime::privileges::refusal(command, &missing)))
 }
 
 /// The refusal of the kernel engine without privileges (exit 2: nothing
 /// was judged).
 pub fn kernel_engine_needs_root() -> Status {
+    let missing = l7c_runtime::privileges::missing(Need::Engine);
     usage_error(format!(
-        "the kernel engine needs root: it loads the policy into the running kernel and polices a real TCP connection; \
-         {}, or use `--engine ref`",
-        l7c_runtime::PRIVILEGE_HELP
+        "{}, or use `--engine ref`",
+        l7c_runtime::privileges::refusal("the kernel engine", &missing)
     ))
 }
 

@@ -17,7 +17,7 @@
 //! empty, or the kernel refused the compiled program; 2 usage,
 //! privileges, cgroup, another agent on the cgroup, I/O.
 
-use super::{compile_or_report, generate_or_report, has_kernel_privileges, kernel_failure};
+use super::{compile_or_report, generate_or_report, kernel_failure, lacks_node_privileges};
 use crate::{files_arg, usage_error, Status};
 use l7c_compiler::codegen::Compiled;
 use l7c_compiler::report;
@@ -43,6 +43,15 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 const SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args)]
+#[command(after_help = "\
+Needs root, or CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON and CAP_SYS_ADMIN (`l7c probe` says which are missing).
+
+The policy is pinned in bpffs (/sys/fs/bpf/l7c/cg-<id>): it stays in force when this process exits or is killed;
+`l7c run` started again adopts it, and only `l7c stop --cgroup PATH` lifts it (`--ephemeral` ties it to this process).
+
+Signals: SIGHUP compiles the files again and applies them to new connections (established ones keep their policy)
+and reopens the --events file (log rotation); SIGTERM and SIGINT stop the agent, not the enforcement.
+--watch does the same reload when a file has changed and then stayed unchanged for a second.")]
 pub struct Args {
     /// The policy files (compiled together)
     #[arg(required = true)]
@@ -53,8 +62,8 @@ pub struct Args {
     /// Bind redirect target NAME to a TCP connection to HOST:PORT
     #[arg(long = "redirect", value_name = "NAME=HOST:PORT", value_parser = parse_redirect)]
     redirects: Vec<(String, SocketAddr)>,
-    /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9107) at /metrics
-    #[arg(long, value_name = "ADDR")]
+    /// Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9107 or localhost:9107) at /metrics
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_address)]
     metrics: Option<SocketAddr>,
     /// Write one JSON line per reported verdict to PATH (appended) or `-` (stdout)
     #[arg(long, value_name = "PATH|-")]
@@ -92,6 +101,14 @@ enum Existing {
     Reset,
 }
 
+/// `HOST:PORT`, the host a name or an address.
+fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|error| format!("cannot resolve `{text}` (HOST:PORT): {error}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
 fn parse_redirect(text: &str) -> Result<(String, SocketAddr), String> {
     let (name, target) = text
         .split_once('=')
@@ -112,6 +129,8 @@ enum Sink {
     None,
     Stdout,
     File(std::fs::File),
+    /// The file could not be opened again: lines are counted as dropped.
+    Dropped,
 }
 
 impl Sink {
@@ -119,13 +138,29 @@ impl Sink {
         match events {
             None => Ok(Sink::None),
             Some(path) if path.as_os_str() == "-" => Ok(Sink::Stdout),
-            Some(path) => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map(Sink::File)
-                .map_err(|error| usage_error(format!("cannot open events file `{}`: {error}", path.display()))),
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|error| usage_error(format!("cannot open events file `{}`: {error}", path.display())))?;
+                if let Some(what) = pseudo_file_system(&file) {
+                    return Err(usage_error(format!(
+                        "events file `{}` is on {what}, where lines cannot be appended; give a file on a disk (or `-` for stdout)",
+                        path.display()
+                    )));
+                }
+                Ok(Sink::File(file))
+            }
         }
+    }
+
+    /// Opens `events` again (log rotation: the old file was moved away).
+    fn reopen(&mut self, events: Option<&PathBuf>) -> Result<(), Status> {
+        if matches!(self, Sink::File(_) | Sink::Dropped) {
+            *self = Sink::open(events)?;
+        }
+        Ok(())
     }
 
     /// Writes the lines; `false` if they could not be written.
@@ -142,12 +177,36 @@ impl Sink {
                 out.write_all(text.as_bytes()).and_then(|()| out.flush())
             }
             Sink::File(file) => file.write_all(text.as_bytes()),
+            Sink::Dropped => return false,
         };
         result.is_ok()
     }
 
     fn enabled(&self) -> bool {
         !matches!(self, Sink::None)
+    }
+}
+
+/// The pseudo file system `file` is on, if it is one (procfs, sysfs, ...):
+/// writes there fail or mean something else.
+fn pseudo_file_system(file: &std::fs::File) -> Option<&'static str> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstatfs on an open fd into a zeroed statfs we own.
+    let kind = unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        if libc::fstatfs(file.as_raw_fd(), &mut buf) != 0 {
+            return None;
+        }
+        buf.f_type as i64
+    };
+    match kind {
+        0x9fa0 => Some("procfs"),
+        0x6265_6572 => Some("sysfs"),
+        0x6367_7270 | 0x0027_e0eb => Some("a cgroup file system"),
+        0xcafe_4a11 => Some("bpffs"),
+        0x6462_6720 => Some("debugfs"),
+        0x7472_6163 => Some("tracefs"),
+        _ => None,
     }
 }
 
@@ -202,12 +261,8 @@ pub fn run(args: Args) -> Status {
     if let Err(status) = files_arg(&args.files) {
         return status;
     }
-    if !has_kernel_privileges() {
-        return usage_error(format!(
-            "`l7c run` needs root: it loads the policy into the kernel and attaches it to cgroup `{}`; {}",
-            args.cgroup.display(),
-            l7c_runtime::PRIVILEGE_HELP
-        ));
+    if let Some(refused) = lacks_node_privileges("`l7c run`") {
+        return refused;
     }
     if let Err(error) = check_cgroup(&args.cgroup) {
         eprint!("{}", report::render(&error));
@@ -233,6 +288,26 @@ pub fn run(args: Args) -> Status {
         Ok(signals) => signals,
         Err(error) => return usage_error(format!("cannot install signal handlers (sigaction): {error}")),
     };
+    // The metrics address is taken before anything reaches the kernel: a
+    // port in use must not leave a half-started enforcement behind. A
+    // second agent on the cgroup is told so first (it would find the port
+    // of the first one taken).
+    if !args.ephemeral {
+        if let Err(error) = Session::check_no_other_agent(&args.cgroup) {
+            return run_error(error);
+        }
+    }
+    let shared: metrics::Shared = Arc::new(Mutex::new(String::new()));
+    if let Some(addr) = args.metrics {
+        match metrics::serve(addr, Arc::clone(&shared)) {
+            Ok(bound) => eprintln!("l7c: metrics at http://{bound}/metrics"),
+            Err(error) => {
+                return usage_error(format!(
+                    "cannot serve metrics on {addr}: {error}; choose a free address with `--metrics HOST:PORT`"
+                ));
+            }
+        }
+    }
     let config = RunConfig {
         cgroup: args.cgroup.clone(),
         redirects: args.redirects.clone(),
@@ -252,19 +327,7 @@ pub fn run(args: Args) -> Status {
         "l7c: client TCP Fast Open is off in this network namespace while the policy is in force ({change}): a sendto(MSG_FASTOPEN) connect sends bytes the policy never sees"
     );
     report_existing(&mut session, &args);
-    let shared: metrics::Shared = Arc::new(Mutex::new(String::new()));
     publish(&session, &shared);
-    if let Some(addr) = args.metrics {
-        match metrics::serve(addr, Arc::clone(&shared)) {
-            Ok(bound) => eprintln!("l7c: metrics at http://{bound}/metrics"),
-            Err(error) => {
-                drop(session);
-                return usage_error(format!(
-                    "cannot serve metrics on {addr}: {error}; choose a free address with `--metrics HOST:PORT`"
-                ));
-            }
-        }
-    }
     match session.started() {
         Started::Fresh => eprintln!(
             "l7c: enforcing {} (build {}) on TCP connections opened in cgroup `{}`; SIGHUP reloads{}",
@@ -310,7 +373,13 @@ pub fn run(args: Args) -> Status {
         if let Some(signal) = signals.terminated() {
             break signal;
         }
-        let mut reload = signals.take_hangup();
+        let hangup = signals.take_hangup();
+        if hangup && sink.reopen(args.events.as_ref()).is_err() {
+            // SIGHUP also reopens the events file (log rotation, as nginx).
+            eprintln!("l7c: the events file could not be opened again; events are counted as dropped until the next SIGHUP");
+            sink = Sink::Dropped;
+        }
+        let mut reload = hangup;
         if args.watch && last_watch.elapsed() >= WATCH_EVERY {
             last_watch = Instant::now();
             let now = stamps(&watched);
@@ -324,6 +393,9 @@ pub fn run(args: Args) -> Status {
         }
         if reload {
             changed_at = None;
+            // The files as this attempt read them: a change the watcher has
+            // not seen yet is not applied (or refused) a second time.
+            last_stamps = stamps(&watched);
             match build(&args.files) {
                 Ok((compiled, _)) if compiled.meta.policies.is_empty() && !args.allow_empty => {
                     session.rejected();
@@ -346,7 +418,11 @@ pub fn run(args: Args) -> Status {
                     }
                     Err(error) => {
                         eprint!("{}", report::render(&error));
-                        eprintln!("l7c: reload rejected: the kernel did not take the new policy; the running one stays");
+                        let why = match error {
+                            RunError::Kernel(_) => "the kernel refused the new policy",
+                            _ => "the new policy cannot be loaded as given",
+                        };
+                        eprintln!("l7c: reload rejected: {why}; the running one stays");
                     }
                 },
                 Err(_) => {

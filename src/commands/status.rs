@@ -7,8 +7,8 @@
 //! Exit codes: 0 printed (also when nothing is enforced); 2 privileges or
 //! a pin that cannot be read.
 
-use super::{has_kernel_privileges, HumanOrJson as Format};
-use crate::{outln, usage_error, Status};
+use super::{lacks_node_privileges, HumanOrJson as Format};
+use crate::{outln, Status};
 use l7c_compiler::report;
 use l7c_runtime::events::json_string;
 use l7c_runtime::node::{self, CgroupStatus};
@@ -25,11 +25,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Status {
-    if !has_kernel_privileges() {
-        return usage_error(format!(
-            "`l7c status` needs root: it reads the pinned maps of running policies; {}",
-            l7c_runtime::PRIVILEGE_HELP
-        ));
+    if let Some(refused) = lacks_node_privileges("`l7c status`") {
+        return refused;
     }
     let found = match &args.cgroup {
         Some(cgroup) => node::status_of(cgroup).map(|status| status.into_iter().collect::<Vec<_>>()),

@@ -6,8 +6,8 @@
 //! Exit codes: 0 lifted (or nothing was in force: said so); 2 usage,
 //! privileges, or an agent that would not exit.
 
-use super::has_kernel_privileges;
-use crate::{usage_error, Status};
+use super::lacks_node_privileges;
+use crate::Status;
 use l7c_compiler::report;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,11 +23,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Status {
-    if !has_kernel_privileges() {
-        return usage_error(format!(
-            "`l7c stop` needs root: it removes programs and maps from the kernel; {}",
-            l7c_runtime::PRIVILEGE_HELP
-        ));
+    if let Some(refused) = lacks_node_privileges("`l7c stop`") {
+        return refused;
     }
     match l7c_runtime::node::stop(&args.cgroup, AGENT_EXIT_WAIT) {
         Ok(stopped) if stopped.generations == 0 => {

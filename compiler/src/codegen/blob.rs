@@ -29,7 +29,7 @@ impl Blob {
     /// Appends `bytes` (8-byte aligned) plus `padding` zero bytes; returns
     /// the table's offset.
     pub fn add(&mut self, name: impl Into<String>, bytes: &[u8], padding: usize) -> u32 {
-        while self.bytes.len() % 8 != 0 {
+        while !self.bytes.len().is_multiple_of(8) {
             self.bytes.push(0);
         }
         let offset = self.bytes.len() as u32;
