@@ -308,12 +308,12 @@ fn load_engine(policy: &Path) -> l7c_runtime::engine::KernelEngine {
 /// A case's connection as `l7c eval`'s flags give it.
 fn connection_of(case: &Case) -> l7c_compiler::model::ConnectionInfo {
     let default = l7c_compiler::model::ConnectionInfo::default();
-    l7c_compiler::model::ConnectionInfo {
-        remote_addr: case.remote_addr.as_deref().map_or(default.remote_addr, |a| a.parse().expect("remote_addr is an IP")),
+    let connection = l7c_compiler::model::ConnectionInfo {
         remote_port: case.remote_port.unwrap_or(default.remote_port),
         local_port: case.local_port.unwrap_or(default.local_port),
         ..default
-    }
+    };
+    connection.with_remote_addr(case.remote_addr.as_deref().map_or(default.remote_addr, |a| a.parse().expect("remote_addr is an IP")))
 }
 
 /// The JSON without its `engine` field (the one field that names the engine).

@@ -1261,3 +1261,55 @@ except OSError as e:
     std::fs::write(sysctl, before.to_string()).unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Address scopes under `l7c run`, met by curl: a policy for one IPv4
+/// address and one for `::1` govern exactly those peers; a dual-stack
+/// client (`curl` to `[::ffff:127.0.0.2]`) is held by the IPv4 block; the
+/// same port at another address passes untouched.
+#[test]
+fn address_scopes_govern_only_their_peers_under_run() {
+    let test = "address_scopes_govern_only_their_peers_under_run";
+    let _one_at_a_time = serial();
+    let Some(cgroup) = ready(test) else { return };
+    let dir = temp_dir(test);
+    let policy = dir.join("addr.l7");
+    std::fs::write(
+        &policy,
+        "policy \"v4\" {\n  scope remote addr 127.0.0.2/32\n  scope remote port 18250\n  default allow\n  rule \"admin\" { path prefix \"/admin/\" deny }\n}\n\
+         policy \"v6\" {\n  scope remote addr ::1/128\n  scope remote port 18250\n  default allow\n  rule \"admin\" { path prefix \"/admin/\" deny }\n}\n",
+    )
+    .unwrap();
+    if !compiles(test, &policy, &dir) {
+        return;
+    }
+    let v4 = Server::start("0.0.0.0:18250");
+    let v6 = match TcpListener::bind("[::1]:18250") {
+        Ok(probe) => {
+            drop(probe);
+            Some(Server::start("[::1]:18250"))
+        }
+        Err(error) => {
+            eprintln!("SKIPPED the IPv6 part of {test}: cannot listen on [::1]:18250 ({error})");
+            None
+        }
+    };
+    let run = Running::start(&[policy.to_str().unwrap(), "--cgroup", cgroup.path()]);
+    let get = |host: &str, path: &str| curl(&cgroup, &["-g", &format!("http://{host}:18250{path}")]).0;
+    assert_eq!(get("127.0.0.2", "/pub/a"), 0);
+    assert_eq!(get("127.0.0.2", "/admin/a"), 55, "the /32 governs 127.0.0.2");
+    assert_eq!(get("127.0.0.3", "/admin/b"), 0, "127.0.0.3 is in no scope: not governed");
+    assert_eq!(get("[::ffff:127.0.0.2]", "/admin/c"), 55, "a dual-stack client to 127.0.0.2 is held by the IPv4 block");
+    assert_eq!(get("[::ffff:127.0.0.3]", "/admin/d"), 0);
+    let mut expected = vec!["/pub/a", "/admin/b", "/admin/d"];
+    if let Some(v6) = &v6 {
+        assert_eq!(get("[::1]", "/admin/e"), 55, "the ::1/128 block governs ::1");
+        assert_eq!(get("[::1]", "/pub/e"), 0);
+        assert_eq!(v6.paths(), vec!["/pub/e"]);
+    }
+    let mut seen = v4.paths();
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert!(run.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}

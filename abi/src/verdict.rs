@@ -49,6 +49,39 @@ impl Default for ConnectionInfo {
     }
 }
 
+impl ConnectionInfo {
+    /// This connection with `remote_addr` as its remote address. A
+    /// socket's two addresses are of one family, so a local address left
+    /// at the default (127.0.0.1) follows the remote's kind: `::1` for an
+    /// IPv6 remote, `::ffff:127.0.0.1` for an IPv4-mapped one (a
+    /// dual-stack socket).
+    pub fn with_remote_addr(self, remote_addr: IpAddr) -> Self {
+        let local_addr = match (self.local_addr == ConnectionInfo::default().local_addr, remote_addr) {
+            (true, IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_some() => {
+                IpAddr::V6(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped())
+            }
+            (true, IpAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            _ => self.local_addr,
+        };
+        ConnectionInfo { remote_addr, local_addr, ..self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_local_address_follows_the_remote_family() {
+        let at = |remote: &str| ConnectionInfo::default().with_remote_addr(remote.parse().unwrap()).local_addr.to_string();
+        assert_eq!(at("127.0.0.2"), "127.0.0.1");
+        assert_eq!(at("::1"), "::1");
+        assert_eq!(at("::ffff:127.0.0.2"), "::ffff:127.0.0.1");
+        let given = ConnectionInfo { local_addr: "10.0.0.1".parse().unwrap(), ..ConnectionInfo::default() };
+        assert_eq!(given.with_remote_addr("::1".parse().unwrap()).local_addr.to_string(), "10.0.0.1");
+    }
+}
+
 /// Why a verdict was given (language.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {

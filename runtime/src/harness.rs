@@ -32,7 +32,7 @@
 //! removes them from the maps.
 
 use std::io::{ErrorKind, Read};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -76,11 +76,14 @@ pub struct RunSpec<'a> {
 /// ephemeral port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Endpoints {
-    /// The address the peer listens on (the connection's remote address
-    /// and port). Must be in 127.0.0.0/8.
+    /// The connection's remote address and port: where the peer listens.
+    /// A loopback address: in 127.0.0.0/8, `::1`, or an IPv4-mapped
+    /// `::ffff:127.x.y.z` (then the client is a dual-stack IPv6 socket and
+    /// the peer an IPv4 listener, as a real dual-stack client meets one).
     pub remote: Option<SocketAddr>,
     /// The address the client binds before connecting (its local address
-    /// and port; port 0 is ephemeral). Must be in 127.0.0.0/8.
+    /// and port; port 0 is ephemeral): a loopback address of the remote's
+    /// kind.
     pub local: Option<SocketAddr>,
 }
 
@@ -439,14 +442,28 @@ pub fn loopback_pair_at(
     if *endpoints == Endpoints::default() {
         return loopback_pair(timeout);
     }
-    let remote = loopback_v4(endpoints.remote, "remote")?;
-    let local = loopback_v4(endpoints.local, "local")?;
+    let remote = endpoints.remote.unwrap_or(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0));
+    let kind = Loopback::of(remote.ip()).ok_or_else(|| off_loopback(remote.ip(), "remote"))?;
+    let local = endpoints.local.unwrap_or(SocketAddr::new(kind.localhost(), 0));
+    if Loopback::of(local.ip()) != Some(kind) {
+        return Err(KernelError::Unsupported {
+            what: format!("a connection from local address {} to remote address {}", local.ip(), remote.ip()),
+            help: format!("a socket's two addresses are of one kind: give a local address like {}", kind.localhost()),
+        });
+    }
+    // The peer of an IPv4-mapped remote is an IPv4 listener.
+    let listen = match remote.ip() {
+        IpAddr::V6(v6) if kind == Loopback::Mapped => SocketAddr::new(v6.to_ipv4_mapped().expect("mapped").into(), remote.port()),
+        _ => remote,
+    };
     let deadline = Instant::now() + timeout;
-    let listener = retry_in_use(deadline, || TcpListener::bind(remote))
-        .map_err(|e| socket_error(&format!("bind of a listener on {remote}"), &e))?;
-    let address = listener
+    let listener = retry_in_use(deadline, || TcpListener::bind(listen))
+        .map_err(|e| socket_error(&format!("bind of a listener on {listen}"), &e))?;
+    let port = listener
         .local_addr()
-        .map_err(|e| socket_error("getsockname of the listener", &e))?;
+        .map_err(|e| socket_error("getsockname of the listener", &e))?
+        .port();
+    let address = SocketAddr::new(remote.ip(), port);
     let client = retry_in_use(deadline, || connect_from(local, address))
         .map_err(|e| socket_error(&format!("connect from {local} to {address}"), &e))?;
     let (server, _) = listener
@@ -458,18 +475,43 @@ pub fn loopback_pair_at(
     Ok((client, server))
 }
 
-/// `address` (or 127.0.0.1:0) as an IPv4 loopback address, or why not.
-fn loopback_v4(address: Option<SocketAddr>, which: &str) -> Result<SocketAddrV4, KernelError> {
-    match address {
-        None => Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
-        Some(SocketAddr::V4(v4)) if v4.ip().is_loopback() => Ok(v4),
-        Some(other) => Err(KernelError::Unsupported {
-            what: format!("a connection with {which} address {}", other.ip()),
-            help: match other.ip() {
-                IpAddr::V4(_) => "the kernel engine runs a real connection over loopback: use an address in 127.0.0.0/8 (the reference engine takes any address)".to_owned(),
-                IpAddr::V6(_) => "the kernel engine runs IPv4 loopback connections only: use an address in 127.0.0.0/8 (the reference engine takes any address)".to_owned(),
-            },
-        }),
+/// The kinds of loopback address a connection of the kernel engine can
+/// have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loopback {
+    /// 127.0.0.0/8 on an IPv4 socket.
+    V4,
+    /// `::1` on an IPv6 socket.
+    V6,
+    /// `::ffff:127.x.y.z` on a dual-stack IPv6 socket.
+    Mapped,
+}
+
+impl Loopback {
+    fn of(ip: IpAddr) -> Option<Loopback> {
+        match ip {
+            IpAddr::V4(v4) if v4.is_loopback() => Some(Loopback::V4),
+            IpAddr::V6(v6) if v6.is_loopback() => Some(Loopback::V6),
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()) => Some(Loopback::Mapped),
+            _ => None,
+        }
+    }
+
+    /// The usual address of the kind (a local address's default).
+    fn localhost(self) -> IpAddr {
+        match self {
+            Loopback::V4 => Ipv4Addr::LOCALHOST.into(),
+            Loopback::V6 => Ipv6Addr::LOCALHOST.into(),
+            Loopback::Mapped => Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(),
+        }
+    }
+}
+
+/// Why `ip` cannot be an end of the kernel engine's connection.
+fn off_loopback(ip: IpAddr, which: &str) -> KernelError {
+    KernelError::Unsupported {
+        what: format!("a connection with {which} address {ip}"),
+        help: "the kernel engine runs a real connection over loopback: use an address in 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104 (the reference engine takes any address)".to_owned(),
     }
 }
 
@@ -495,34 +537,53 @@ fn retry_in_use<T>(
 
 /// A TCP client bound to `local` (`SO_REUSEADDR`) and connected to
 /// `remote` (blocking: a loopback listener completes the handshake at once).
-fn connect_from(local: SocketAddrV4, remote: SocketAddr) -> std::io::Result<TcpStream> {
+/// (An IPv6 socket, `local` and `remote` IPv6, is dual-stack:
+/// `IPV6_V6ONLY` off, so an IPv4-mapped remote reaches an IPv4 listener.)
+fn connect_from(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStream> {
+    let family = if local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(2); the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `fd` is a fresh socket owned by nothing else.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
     set_int_option(&socket, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    let SocketAddr::V4(remote) = remote else {
+    if family == libc::AF_INET6 {
+        set_int_option(&socket, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
+    }
+    if local.is_ipv4() != remote.is_ipv4() {
         return Err(std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
-    };
+    }
     socket_address_call(&socket, local, libc::bind)?;
     socket_address_call(&socket, remote, libc::connect)?;
     Ok(TcpStream::from(socket))
 }
 
-/// `bind` or `connect` (one signature) of `socket` to an IPv4 address.
+/// `bind` or `connect` (one signature) of `socket` to an address.
 fn socket_address_call(
     socket: &OwnedFd,
-    address: SocketAddrV4,
+    address: SocketAddr,
     call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
 ) -> std::io::Result<()> {
-    let address = sockaddr_in(address);
-    // SAFETY: `address` is a valid sockaddr_in of the length passed, and
-    // `socket` is an open socket for the duration of the call.
-    let result = unsafe {
-        call(socket.as_raw_fd(), std::ptr::addr_of!(address).cast(), socklen_of::<libc::sockaddr_in>())
+    let result = match address {
+        SocketAddr::V4(v4) => {
+            let address = sockaddr_in(v4);
+            // SAFETY: `address` is a valid sockaddr_in of the length passed,
+            // and `socket` is an open socket for the duration of the call.
+            unsafe { call(socket.as_raw_fd(), std::ptr::addr_of!(address).cast(), socklen_of::<libc::sockaddr_in>()) }
+        }
+        SocketAddr::V6(v6) => {
+            let address = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: as above, for a sockaddr_in6.
+            unsafe { call(socket.as_raw_fd(), std::ptr::addr_of!(address).cast(), socklen_of::<libc::sockaddr_in6>()) }
+        }
     };
     if result == 0 {
         Ok(())

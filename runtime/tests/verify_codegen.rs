@@ -248,3 +248,81 @@ fn port_scopes_select_the_right_connections() {
         }
     }
 }
+
+/// A connection's address on loopback, of one of the three kinds the
+/// kernel engine can make: IPv4 (127.0.0.0/8), IPv6 (`::1`), and the
+/// IPv4-mapped address of a dual-stack IPv6 socket.
+fn loopback_address(rng: &mut fastrand::Rng, kind: u8) -> std::net::IpAddr {
+    let v4 = std::net::Ipv4Addr::new(127, rng.u8(0..3), rng.u8(0..3), rng.u8(1..255));
+    match kind {
+        0 => v4.into(),
+        1 => std::net::Ipv6Addr::LOCALHOST.into(),
+        _ => v4.to_ipv6_mapped().into(),
+    }
+}
+
+/// A block near the loopback addresses: IPv4 blocks of every length
+/// around 127.0.0.0/8 (so both sides of each boundary are met), and IPv6
+/// blocks that hold `::1`, the mapped range, or neither.
+fn address_block(rng: &mut fastrand::Rng) -> String {
+    if rng.u8(0..4) == 0 {
+        let v6 = ["::1/128", "::/0", "::ffff:0:0/96", "::ffff:127.0.0.0/104", "::ffff:127.0.1.0/120", "::2/127", "2001:db8::/32", "::/127"];
+        return v6[rng.usize(0..v6.len())].to_owned();
+    }
+    let len = rng.u8(0..=32);
+    let addr = u32::from(std::net::Ipv4Addr::new(127, rng.u8(0..3), rng.u8(0..3), rng.u8(0..=255)));
+    let net = if len == 0 { 0 } else { addr & (u32::MAX << (32 - u32::from(len))) };
+    format!("{}/{len}", std::net::Ipv4Addr::from(net))
+}
+
+/// Address scopes in the program select exactly the connections the
+/// reference's `Scope::selects` does: seeded scopes of remote and local
+/// blocks (IPv4, IPv6, one of 2,000 blocks) against real loopback
+/// connections of every kind.
+#[test]
+fn address_scopes_select_what_the_reference_selects() {
+    if !kernel_ready("address_scopes_select_what_the_reference_selects") {
+        return;
+    }
+    use l7c_compiler::model::ConnectionInfo;
+    use std::net::SocketAddr;
+    let mut rng = fastrand::Rng::with_seed(0xadd5);
+    let (mut governed, mut passed) = (0, 0);
+    for round in 0..48 {
+        let blocks = if round == 0 { 2000 } else { rng.usize(1..6) };
+        let remote: Vec<String> = (0..blocks).map(|_| address_block(&mut rng)).collect();
+        let mut source = format!("policy \"p\" {{\n  scope remote addr {}\n", remote.join(", "));
+        if rng.bool() {
+            let local: Vec<String> = (0..rng.usize(1..4)).map(|_| address_block(&mut rng)).collect();
+            source.push_str(&format!("  scope local addr {}\n", local.join(", ")));
+        }
+        source.push_str("  default allow\n}\n");
+        let compilation = compile_text("t.l7", &source, None);
+        let checked = compilation.checked.as_ref().unwrap_or_else(|| panic!("{source}: {:?}", compilation.diagnostics));
+        let scope = &checked.program().policies[0].scope;
+        let mut program = load(&codegen::compile_frame(checked, HeadPhase::DenyFailClosed).expect("the frame compiles"));
+        for _ in 0..6 {
+            let kind = rng.u8(0..3);
+            let (remote, local) = (loopback_address(&mut rng, kind), loopback_address(&mut rng, kind));
+            let connection = ConnectionInfo { remote_addr: remote, local_addr: local, ..ConnectionInfo::default() };
+            let selected = scope.selects(&connection);
+            let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+            let spec = RunSpec {
+                input,
+                endpoints: harness::Endpoints { remote: Some(SocketAddr::new(remote, 0)), local: Some(SocketAddr::new(local, 0)) },
+                ..RunSpec::default()
+            };
+            let run = harness::run(&mut program, &spec).unwrap_or_else(|error| panic!("{remote} from {local}: {error}"));
+            let shown = if blocks > 8 { format!("{blocks} blocks") } else { source.clone() };
+            if selected {
+                governed += 1;
+                assert_eq!(run.sends, [Err(Errno::EACCES)], "{remote} from {local} is selected by\n{shown}");
+            } else {
+                passed += 1;
+                assert_eq!(run.sends, [Ok(input.len())], "{remote} from {local} is not selected by\n{shown}");
+            }
+        }
+    }
+    println!("address scopes: {governed} connections governed, {passed} passed, as the reference selects");
+    assert!(governed > 20 && passed > 20, "the seed must meet both sides: {governed} governed, {passed} passed");
+}

@@ -55,9 +55,9 @@ pub struct ConnectionArgs {
     /// The connection's remote port
     #[arg(long, value_name = "P", default_value_t = 80)]
     pub remote_port: u16,
-    /// The connection's local address
-    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
-    pub local_addr: IpAddr,
+    /// The connection's local address [default: 127.0.0.1, or ::1 (::ffff:127.0.0.1) when the remote is IPv6 (IPv4-mapped)]
+    #[arg(long, value_name = "IP")]
+    pub local_addr: Option<IpAddr>,
     /// The connection's local port
     #[arg(long, value_name = "P", default_value_t = ConnectionInfo::default().local_port)]
     pub local_port: u16,
@@ -68,11 +68,15 @@ pub struct ConnectionArgs {
 
 impl ConnectionArgs {
     pub fn connection(&self) -> ConnectionInfo {
-        ConnectionInfo {
-            remote_addr: self.remote_addr,
+        let connection = ConnectionInfo {
             remote_port: self.remote_port,
-            local_addr: self.local_addr,
             local_port: self.local_port,
+            ..ConnectionInfo::default()
+        }
+        .with_remote_addr(self.remote_addr);
+        match self.local_addr {
+            Some(local_addr) => ConnectionInfo { local_addr, ..connection },
+            None => connection,
         }
     }
 }

@@ -7,8 +7,9 @@ use super::program::{self, PolicyPlan};
 use super::tables::SharedTables;
 use super::CodegenError;
 use crate::abi;
-use crate::bpf::{sk_msg_md, verdict, Asm, Helper, Program, R0, R1, R2, R3, R4, R6, R7, R8, R9};
-use crate::model::{Policy, Program as Policies};
+use crate::bpf::{sk_msg_md, verdict, Asm, Helper, Label, Program, Reg, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9};
+use crate::model::{Cidr, Policy, Program as Policies};
+use std::net::IpAddr;
 
 /// The governed phases: the generated ones, or the frame's stand-in.
 pub enum Phases<'a> {
@@ -144,12 +145,6 @@ fn to_policy(a: &mut Asm, plans: &[PolicyPlan<'_>], label: fn(usize) -> crate::b
 /// local port (host order).
 fn select_policy(a: &mut Asm, index: usize, policy: &Policy) -> Result<(), CodegenError> {
     let scope = &policy.scope;
-    if scope.remote_addrs.is_some() || scope.local_addrs.is_some() {
-        return Err(CodegenError::Unsupported {
-            policy: policy.name.clone(),
-            construct: "address scopes (`remote addr` / `local addr`)".to_owned(),
-        });
-    }
     let index_byte = u8::try_from(index).map_err(|_| CodegenError::Unsupported {
         policy: policy.name.clone(),
         construct: "more than 256 policies in one compilation".to_owned(),
@@ -166,6 +161,11 @@ fn select_policy(a: &mut Asm, index: usize, policy: &Policy) -> Result<(), Codeg
             a.label(ok);
         }
     }
+    for (side, cidrs) in [(Side::Remote, &scope.remote_addrs), (Side::Local, &scope.local_addrs)] {
+        if let Some(cidrs) = cidrs {
+            select_addrs(a, index, side, cidrs, &next);
+        }
+    }
     a.stb(R7, layout::POLICY, i32::from(index_byte));
     a.stb(R7, layout::PHASE, i32::from(phase::HEAD));
     a.ja("head");
@@ -173,4 +173,127 @@ fn select_policy(a: &mut Asm, index: usize, policy: &Policy) -> Result<(), Codeg
         a.label(next);
     }
     Ok(())
+}
+
+/// Which of the socket's addresses a scope names.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Remote,
+    Local,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Remote => "remote",
+            Side::Local => "local",
+        }
+    }
+
+    /// The `sk_msg_md` offsets of its IPv4 address and of the first of
+    /// its four IPv6 words (network byte order, as the socket holds them).
+    fn offsets(self) -> (i16, i16) {
+        match self {
+            Side::Remote => (sk_msg_md::REMOTE_IP4, sk_msg_md::REMOTE_IP6),
+            Side::Local => (sk_msg_md::LOCAL_IP4, sk_msg_md::LOCAL_IP6),
+        }
+    }
+}
+
+const AF_INET: i32 = 2;
+const AF_INET6: i32 = 10;
+
+/// Jumps to `next` unless the socket's `side` address lies in one of
+/// `cidrs` (`model::Cidr::contains`: an IPv4 block also holds the
+/// IPv4-mapped IPv6 address of a dual-stack socket; an IPv6 block never
+/// holds a plain IPv4 address). Each block is a masked compare of one to
+/// four words that sets r3 on a match and jumps only over its own
+/// instructions, so a list of any length keeps every jump short; the code
+/// runs once per connection. Uses r0-r5.
+fn select_addrs(a: &mut Asm, index: usize, side: Side, cidrs: &[Cidr], next: &Label) {
+    let what = side.name();
+    let (ip4, ip6) = side.offsets();
+    let v4: Vec<&Cidr> = cidrs.iter().filter(|cidr| cidr.addr.is_ipv4()).collect();
+    let v6: Vec<&Cidr> = cidrs.iter().filter(|cidr| cidr.addr.is_ipv6()).collect();
+    let label = |a: &mut Asm, part: &str| a.fresh_label(&format!("scope_{index}_{what}_{part}"));
+    let (v6_words, done) = (label(a, "v6_words"), label(a, "addr_done"));
+    a.note(format!("{what} addr: r3 = 1 when the socket's address lies in a block of the scope"));
+    a.mov64(R3, 0);
+    a.ldxw(R0, R6, sk_msg_md::FAMILY).comment("msg->family");
+    a.jeq(R0, AF_INET6, v6_words.clone());
+    a.jne(R0, AF_INET, done.clone()).comment("neither AF_INET nor AF_INET6: no block holds it");
+    if !v4.is_empty() {
+        a.ldxw(R1, R6, ip4).comment(format!("msg->{what}_ip4"));
+        v4_blocks(a, &v4, R1, &label);
+    }
+    a.ja(done.clone());
+    a.label(v6_words);
+    let words = [R1, R2, R4, R5];
+    for (at, reg) in words.iter().enumerate() {
+        a.ldxw(*reg, R6, ip6 + 4 * at as i16).comment(format!("msg->{what}_ip6[{at}]"));
+    }
+    for cidr in &v6 {
+        let miss = label(a, "v6_miss");
+        a.note(format!("block {}/{}", cidr.addr, cidr.prefix_len));
+        let net = octets(cidr);
+        for (at, reg) in words.iter().enumerate() {
+            let bits = (i32::from(cidr.prefix_len) - 32 * at as i32).clamp(0, 32) as u32;
+            if bits == 0 {
+                break;
+            }
+            word_compare(a, *reg, &net[4 * at..4 * at + 4], bits, &miss);
+        }
+        a.mov64(R3, 1);
+        a.label(miss);
+    }
+    if !v4.is_empty() {
+        a.note("an IPv4-mapped IPv6 address (::ffff:a.b.c.d) is held by the IPv4 blocks");
+        a.jne32(R1, 0, done.clone());
+        a.jne32(R2, 0, done.clone());
+        a.jne32(R4, le_word(&[0, 0, 0xff, 0xff]), done.clone()).comment("::ffff:0:0/96");
+        v4_blocks(a, &v4, R5, &label);
+    }
+    a.label(done);
+    a.jeq(R3, 0, next.clone()).comment(format!("{what} address in no block: not this policy"));
+}
+
+/// The IPv4 blocks on the address in `reg`: r3 = 1 on a match.
+fn v4_blocks(a: &mut Asm, v4: &[&Cidr], reg: Reg, label: &impl Fn(&mut Asm, &str) -> Label) {
+    for cidr in v4 {
+        let miss = label(a, "v4_miss");
+        a.note(format!("block {}/{}", cidr.addr, cidr.prefix_len));
+        if cidr.prefix_len > 0 {
+            word_compare(a, reg, &octets(cidr)[..4], u32::from(cidr.prefix_len), &miss);
+        }
+        a.mov64(R3, 1);
+        a.label(miss);
+    }
+}
+
+/// Jumps to `miss` unless the first `bits` bits of the word in `reg` (four
+/// bytes in network order) are those of `net`. Uses r0.
+fn word_compare(a: &mut Asm, reg: Reg, net: &[u8], bits: u32, miss: &Label) {
+    let mask = (u32::MAX << (32 - bits)).to_be_bytes();
+    let masked: Vec<u8> = net.iter().zip(mask).map(|(byte, m)| byte & m).collect();
+    if bits == 32 {
+        a.jne32(reg, le_word(&masked), miss.clone());
+    } else {
+        a.mov32(R0, reg);
+        a.and32(R0, le_word(&mask));
+        a.jne32(R0, le_word(&masked), miss.clone());
+    }
+}
+
+/// Four bytes in network order as the little-endian load of them reads
+/// them (the program's target is little-endian BPF).
+fn le_word(bytes: &[u8]) -> i32 {
+    i32::from_le_bytes(bytes.try_into().expect("four bytes"))
+}
+
+/// A block's address: 4 bytes (IPv4) or 16 (IPv6).
+fn octets(cidr: &Cidr) -> Vec<u8> {
+    match cidr.addr {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
 }
