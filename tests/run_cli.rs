@@ -522,6 +522,20 @@ fn run_explains_what_is_missing() {
         assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
+    // One with hundreds of errors (an accidental file): at most 20 are
+    // printed, and a line says how many more and how to see them.
+    let many = dir.join("many.l7");
+    let text: String = (1..=300).map(|n| format!("policy \"p{n}\" {{\n  scope remote port {n}\n}}\n")).collect();
+    std::fs::write(&many, text).unwrap();
+    let out = l7c().args(["run", many.to_str().unwrap(), "--cgroup", "/sys/fs/cgroup/unified"]).output().unwrap();
+    if l7c_runtime::is_root() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let shown = stderr.matches("× ").count();
+        assert!((1..=20).contains(&shown), "{shown} diagnostics printed:\n{stderr}");
+        assert!(stderr.contains("more diagnostics not shown; `l7c check"), "{stderr}");
+    }
+
     // Bad flags are usage errors.
     let out = l7c().args(["run", policy, "--cgroup", "/x", "--redirect", "nonsense"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -1310,6 +1324,81 @@ fn address_scopes_govern_only_their_peers_under_run() {
     seen.sort();
     expected.sort();
     assert_eq!(seen, expected);
+    assert!(run.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A redirect target that closes its connection is connected again (with
+/// backoff) and later redirects reach it; the loss and the reconnection
+/// are said on stderr and counted.
+#[test]
+fn a_closed_redirect_target_is_connected_again() {
+    let test = "a_closed_redirect_target_is_connected_again";
+    let _one_at_a_time = serial();
+    let Some(cgroup) = ready(test) else { return };
+    let dir = temp_dir(test);
+    let policy = dir.join("redirect.l7");
+    std::fs::write(
+        &policy,
+        "policy \"r\" {\n  scope remote port 18261\n  default allow\n  rule \"backup\" { path prefix \"/backup/\" redirect \"backup\" }\n}\n",
+    )
+    .unwrap();
+    if !compiles(test, &policy, &dir) {
+        return;
+    }
+    // The target: every connection the agent makes, kept, and what each
+    // received.
+    let listener = TcpListener::bind("127.0.0.1:18260").unwrap();
+    let accepted: Arc<Mutex<Vec<(TcpStream, Arc<Mutex<Vec<u8>>>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let received = Arc::new(Mutex::new(Vec::new()));
+            let (mut reader, into) = (stream.try_clone().unwrap(), Arc::clone(&received));
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n @ 1..) = reader.read(&mut buffer) {
+                    into.lock().unwrap().extend_from_slice(&buffer[..n]);
+                }
+            });
+            sink.lock().unwrap().push((stream, received));
+        }
+    });
+    let received_by = |at: usize| accepted.lock().unwrap()[at].1.lock().unwrap().clone();
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} never happened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let _server = Server::start("127.0.0.1:18261");
+    let metrics = "127.0.0.1:18262";
+    let run = Running::start(&[
+        policy.to_str().unwrap(),
+        "--cgroup",
+        cgroup.path(),
+        "--redirect",
+        "backup=127.0.0.1:18260",
+        "--metrics",
+        metrics,
+    ]);
+    let _ = curl(&cgroup, &["--max-time", "1", "http://127.0.0.1:18261/backup/a"]);
+    wait_until("the first redirect", &|| String::from_utf8_lossy(&received_by(0)).contains("GET /backup/a "));
+
+    // The target closes the agent's connection.
+    let (first, _) = accepted.lock().unwrap().remove(0);
+    first.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(first);
+    run.wait_for("closed the connection", 1);
+    run.wait_for("connected again", 1);
+    wait_until("the second connection", &|| !accepted.lock().unwrap().is_empty());
+    let _ = curl(&cgroup, &["--max-time", "1", "http://127.0.0.1:18261/backup/b"]);
+    wait_until("the redirect after the reconnection", &|| String::from_utf8_lossy(&received_by(0)).contains("GET /backup/b "));
+
+    let text = wait_for_sample(metrics, "l7c_redirect_reconnects_total", 1);
+    assert_eq!(sample(&text, "l7c_redirect_targets_lost_total"), Some(1), "{text}");
     assert!(run.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }

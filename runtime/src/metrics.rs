@@ -111,6 +111,8 @@ pub struct Snapshot {
     pub events_dropped: u64,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
+    /// Redirect targets that closed, and the tries to connect them again.
+    pub redirect_targets: crate::run::Reconnects,
     /// Policy generations loaded (the current one and those kept for
     /// connections enrolled before a reload).
     pub generations: usize,
@@ -176,7 +178,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             label(reason)
         ));
     }
-    let scalars: [(&str, &str, &str, String); 4] = [
+    let scalars: [(&str, &str, &str, String); 7] = [
         (
             "l7c_connections_enrolled",
             "gauge",
@@ -194,6 +196,24 @@ pub fn render(snapshot: &Snapshot) -> String {
             "counter",
             "Verdict events read from the ring buffer but not written (unreadable or the sink failed).",
             snapshot.events_dropped.to_string(),
+        ),
+        (
+            "l7c_redirect_targets_lost_total",
+            "counter",
+            "Redirect target connections that closed (their redirects deny until connected again).",
+            snapshot.redirect_targets.lost.to_string(),
+        ),
+        (
+            "l7c_redirect_reconnects_total",
+            "counter",
+            "Redirect targets connected again after they closed.",
+            snapshot.redirect_targets.done.to_string(),
+        ),
+        (
+            "l7c_redirect_reconnect_failures_total",
+            "counter",
+            "Tries to connect a closed redirect target again that failed (retried with backoff up to 30 s).",
+            snapshot.redirect_targets.failed.to_string(),
         ),
         (
             "l7c_policy_generations",

@@ -200,9 +200,10 @@ struct Generation {
     /// The gate record at the last poll (refusals are reported as they
     /// grow).
     gate_seen: abi::gate::Gate,
-    /// Connected sockets the redirect slots point at; replies are read
-    /// and discarded so they never fill the receive buffer.
-    targets: Vec<TcpStream>,
+    /// The redirect targets bound at its slots; replies are read and
+    /// discarded so they never fill the receive buffer, and a target
+    /// that closed is connected again with backoff.
+    targets: Vec<Target>,
     retired_at: Option<Instant>,
     empty_polls: u32,
     /// Sockets in its `l7_sockets` at the last poll.
@@ -360,20 +361,20 @@ impl Generation {
             else {
                 continue; // checked by the caller
             };
-            let stream = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).map_err(|error| {
-                RunError::RedirectConnect {
-                    name: name.clone(),
-                    addr: *addr,
-                    error,
-                }
-            })?;
-            stream.set_nonblocking(true).map_err(|error| RunError::RedirectConnect {
+            let stream = connect_target(*addr).map_err(|error| RunError::RedirectConnect {
                 name: name.clone(),
                 addr: *addr,
                 error,
             })?;
             self.program.insert_socket(abi::maps::REDIRECTS, &slot.to_ne_bytes(), stream.as_fd())?;
-            self.targets.push(stream);
+            self.targets.push(Target {
+                name: name.clone(),
+                addr: *addr,
+                slot: *slot,
+                stream: Some(stream),
+                retry_at: Instant::now(),
+                backoff: RECONNECT_FIRST,
+            });
             if *slot < 32 {
                 bound_slots |= 1 << slot;
             }
@@ -400,14 +401,96 @@ impl Generation {
         Ok(abi::gate::Gate::from_bytes(&bytes).unwrap_or_default())
     }
 
-    /// Reads and discards what redirect targets answered.
-    fn drain_targets(&mut self) {
+    /// Reads and discards what redirect targets answered; a target that
+    /// closed (EOF or an error) leaves its slot — the kernel drops a
+    /// closed socket from the map, so redirects there deny
+    /// `redirect-unbound` — and is connected again once its backoff has
+    /// passed (100 ms, doubling to 30 s). Says what changed.
+    fn tend_targets(&mut self, notices: &mut Vec<String>, reconnects: &mut Reconnects) {
         use std::io::Read;
         let mut buffer = [0u8; 16 * 1024];
+        let now = Instant::now();
         for target in &mut self.targets {
-            while matches!(target.read(&mut buffer), Ok(n) if n > 0) {}
+            if let Some(stream) = &mut target.stream {
+                let closed = loop {
+                    match stream.read(&mut buffer) {
+                        Ok(0) => break true,
+                        Ok(_) => {}
+                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break false,
+                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break true,
+                    }
+                };
+                if closed {
+                    target.stream = None;
+                    target.retry_at = now;
+                    target.backoff = RECONNECT_FIRST;
+                    reconnects.lost += 1;
+                    notices.push(format!(
+                        "l7c: redirect target `{}` at {} closed the connection: its redirects deny (`redirect-unbound`) until it is connected again",
+                        target.name, target.addr
+                    ));
+                }
+            }
+            if target.stream.is_none() && now >= target.retry_at {
+                let bound = connect_target(target.addr).map_err(|error| error.to_string()).and_then(|stream| {
+                    self.program
+                        .insert_socket(abi::maps::REDIRECTS, &target.slot.to_ne_bytes(), stream.as_fd())
+                        .map_err(|error| error.to_string())
+                        .map(|()| stream)
+                });
+                match bound {
+                    Ok(stream) => {
+                        target.stream = Some(stream);
+                        target.backoff = RECONNECT_FIRST;
+                        reconnects.done += 1;
+                        notices.push(format!("l7c: redirect target `{}` at {} connected again", target.name, target.addr));
+                    }
+                    Err(error) => {
+                        reconnects.failed += 1;
+                        target.retry_at = now + target.backoff;
+                        target.backoff = (target.backoff * 2).min(RECONNECT_MAX);
+                        if reconnects.failed.is_power_of_two() {
+                            notices.push(format!(
+                                "l7c: redirect target `{}` at {}: connecting again failed ({error}); next try in {:?}",
+                                target.name, target.addr, target.backoff
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
+}
+
+/// A redirect target of a generation.
+#[derive(Debug)]
+struct Target {
+    name: String,
+    addr: SocketAddr,
+    slot: u32,
+    /// `None` while it is not connected.
+    stream: Option<TcpStream>,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// Redirect targets lost and connected again, over the session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconnects {
+    pub lost: u64,
+    pub done: u64,
+    pub failed: u64,
+}
+
+/// A non-blocking connection to a redirect target.
+fn connect_target(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    stream.set_nonblocking(true)?;
+    Ok(stream)
 }
 
 fn known_targets(meta: &Meta) -> String {
@@ -587,6 +670,8 @@ pub struct Session {
     pub events_dropped: u64,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
+    /// Redirect targets lost and connected again.
+    reconnects: Reconnects,
 }
 
 impl std::fmt::Debug for Session {
@@ -753,6 +838,7 @@ impl Session {
             events_written: 0,
             events_dropped: 0,
             reloads_applied: 0,
+            reconnects: Reconnects::default(),
             reloads_rejected: 0,
         }
     }
@@ -968,7 +1054,7 @@ impl Session {
         // already left the map.
         let mut proc_net: Option<HashMap<(u16, u16), (SocketAddr, SocketAddr)>> = None;
         for generation in &mut generations {
-            generation.drain_targets();
+            generation.tend_targets(&mut polled.notices, &mut self.reconnects);
             for record in generation.program.drain_events(abi::maps::EVENTS)? {
                 let addresses = l7c_abi::Event::from_bytes(&record).and_then(|event| {
                     self.addresses
@@ -1084,6 +1170,7 @@ impl Session {
             events_written: self.events_written,
             events_dropped: self.events_dropped,
             reloads_applied: self.reloads_applied,
+            redirect_targets: self.reconnects,
             reloads_rejected: self.reloads_rejected,
             generations: 1 + self.retired.len(),
             source_hash: self.current.meta.source_hash.clone(),

@@ -23,6 +23,7 @@ pub enum HumanOrJson {
 use crate::{usage_error, Status};
 use clap::Args as ClapArgs;
 use l7c_compiler::check::Checked;
+use l7c_compiler::diagnostic::Diagnostics;
 use l7c_compiler::codegen::{self, Compiled};
 use l7c_runtime::privileges::Need;
 use l7c_runtime::KernelError;
@@ -35,9 +36,28 @@ use std::path::PathBuf;
 /// Compile files together; print their diagnostics (human form, stderr).
 /// Returns the checked program, or the status to exit with.
 pub fn compile_or_report(files: &[PathBuf]) -> Result<(Compilation, Checked), Status> {
+    compile_or_report_at_most(files, usize::MAX)
+}
+
+/// [`compile_or_report`], printing at most `shown` diagnostics (errors
+/// first) and a line saying how many more there are: `l7c run`'s reload
+/// must not flood the agent's log with an accidental file's thousands.
+pub fn compile_or_report_at_most(files: &[PathBuf], shown: usize) -> Result<(Compilation, Checked), Status> {
     let mut compilation = driver::compile_paths(files).map_err(usage_error)?;
-    if !compilation.diagnostics.is_empty() {
-        eprint!("{}", report::human(&compilation.diagnostics, &compilation.sources));
+    let all = &compilation.diagnostics;
+    if all.0.len() > shown {
+        let by_severity = |errors: bool| all.iter().enumerate().filter(move |(_, d)| d.is_error() == errors);
+        let mut picked: Vec<usize> = by_severity(true).chain(by_severity(false)).take(shown).map(|(at, _)| at).collect();
+        picked.sort_unstable();
+        let first = Diagnostics(picked.into_iter().map(|at| all.0[at].clone()).collect());
+        eprint!("{}", report::human(&first, &compilation.sources));
+        eprintln!(
+            "... and {} more diagnostics not shown; `l7c check {}` lists them all",
+            all.0.len() - shown,
+            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" ")
+        );
+    } else if !all.is_empty() {
+        eprint!("{}", report::human(all, &compilation.sources));
     }
     match compilation.checked.take() {
         Some(checked) => Ok((compilation, checked)),

@@ -17,7 +17,7 @@
 //! empty, or the kernel refused the compiled program; 2 usage,
 //! privileges, cgroup, another agent on the cgroup, I/O.
 
-use super::{compile_or_report, generate_or_report, kernel_failure, lacks_node_privileges};
+use super::{compile_or_report_at_most, generate_or_report, kernel_failure, lacks_node_privileges};
 use crate::{files_arg, usage_error, Status};
 use l7c_compiler::codegen::Compiled;
 use l7c_compiler::report;
@@ -227,8 +227,11 @@ fn stamps(paths: &[PathBuf]) -> Stamps {
 
 /// Compiles the files to an object; diagnostics go to stderr. Returns the
 /// object and every file the compilation read (to watch).
+/// How many diagnostics a failed compilation prints in `l7c run`.
+const DIAGNOSTICS_SHOWN: usize = 20;
+
 fn build(files: &[PathBuf]) -> Result<(Compiled, Vec<PathBuf>), Status> {
-    let (compilation, checked) = compile_or_report(files)?;
+    let (compilation, checked) = compile_or_report_at_most(files, DIAGNOSTICS_SHOWN)?;
     let compiled = generate_or_report(&checked)?;
     let mut read: Vec<PathBuf> = compilation
         .sources
