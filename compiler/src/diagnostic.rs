@@ -113,6 +113,18 @@ impl Diagnostics {
         self.0.iter()
     }
 
+    /// One diagnostic per (code, place, message): a value reached twice (a
+    /// `let` used by two matchers, a value listed twice) is reported once.
+    pub fn deduplicated(self) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        let kept = self
+            .0
+            .into_iter()
+            .filter(|d| seen.insert((d.code, d.span.file, d.span.start, d.span.end, d.message.clone())))
+            .collect();
+        Diagnostics(kept)
+    }
+
     /// Sorted by file, then position, so output is stable whatever order the
     /// checks ran in.
     pub fn sorted(mut self) -> Self {
@@ -125,6 +137,59 @@ impl From<Diagnostic> for Diagnostics {
     fn from(diagnostic: Diagnostic) -> Self {
         Diagnostics(vec![diagnostic])
     }
+}
+
+/// The candidate `word` was most likely meant to be, for a "did you mean"
+/// help: the one nearest by [`edit_distance`] (case ignored), if it is at
+/// most two edits away (one for words of two or three characters, none for
+/// one character) and no other candidate is as near. A tie gives nothing:
+/// a wrong suggestion is worse than none.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let max_distance = (word.chars().count() / 2).min(2);
+    let lower = word.to_ascii_lowercase();
+    let mut best: Option<(usize, &'a str)> = None;
+    let mut tied = false;
+    for candidate in candidates {
+        let distance = edit_distance(&lower, &candidate.to_ascii_lowercase());
+        if candidate == word || distance > max_distance {
+            continue;
+        }
+        match best {
+            Some((nearest, seen)) if distance == nearest && seen != candidate => tied = true,
+            Some((nearest, _)) if distance >= nearest => {}
+            _ => {
+                best = Some((distance, candidate));
+                tied = false;
+            }
+        }
+    }
+    best.filter(|_| !tied).map(|(_, candidate)| candidate)
+}
+
+/// The Damerau–Levenshtein distance (optimal string alignment): insertions,
+/// deletions, substitutions and swaps of two neighbours each count one, so
+/// `GTE` is one edit from `GET`.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Three rows of the table: two back (for swaps), one back, this one.
+    let mut before: Vec<usize> = Vec::new();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    // Every index below stays within the loops' bounds (`i`, `j` ≥ 1, and
+    // ≥ 2 where two back are read).
+    for i in 1..=a.len() {
+        let mut current = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (previous[j - 1] + cost).min(previous[j] + 1).min(current[j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(before[j - 2] + 1);
+            }
+            current[j] = best;
+        }
+        before = std::mem::replace(&mut previous, current);
+    }
+    previous[b.len()]
 }
 
 /// A diagnostic paired with its source, in the shape miette renders.
@@ -220,11 +285,14 @@ pub mod codes {
     pub const BAD_ESCAPE: &str = "l7::syntax::bad-escape";
     pub const BAD_NUMBER: &str = "l7::syntax::bad-number";
     pub const RULE_ACTION: &str = "l7::syntax::rule-action";
+    pub const UNCLOSED_DELIMITER: &str = "l7::syntax::unclosed-delimiter";
+    pub const UNTERMINATED_STRING: &str = "l7::syntax::unterminated-string";
 
     pub const IMPORT_NOT_FOUND: &str = "l7::resolve::import-not-found";
     pub const IMPORT_CYCLE: &str = "l7::resolve::import-cycle";
     pub const DUPLICATE_NAME: &str = "l7::resolve::duplicate-name";
     pub const UNKNOWN_NAME: &str = "l7::resolve::unknown-name";
+    pub const MISSING_IMPORT: &str = "l7::resolve::missing-import";
     pub const WRONG_LIST: &str = "l7::resolve::wrong-list";
     pub const DUPLICATE_SETTING: &str = "l7::resolve::duplicate-setting";
     pub const BAD_SETTING: &str = "l7::resolve::bad-setting";
@@ -251,6 +319,7 @@ pub mod codes {
     pub const UNMATCHABLE_HOST: &str = "l7::check::unmatchable-host";
     pub const UNMATCHABLE_VALUE: &str = "l7::check::unmatchable-value";
     pub const METHOD_CASE: &str = "l7::check::method-case";
+    pub const UNKNOWN_METHOD: &str = "l7::check::unknown-method";
     pub const BAD_REDIRECT: &str = "l7::check::bad-redirect";
     pub const UNKNOWN_TEST_RULE: &str = "l7::check::unknown-test-rule";
 
@@ -259,6 +328,8 @@ pub mod codes {
         "l7::codegen::unsupported",
         "l7::codegen::target-kernel",
         "l7::codegen::lower",
+        "l7::codegen::too-large",
+        "l7::codegen::verifier-budget",
         "l7::codegen::internal",
         "l7::kernel::not-permitted",
         "l7::kernel::verifier",
@@ -292,10 +363,13 @@ pub mod codes {
         BAD_ESCAPE,
         BAD_NUMBER,
         RULE_ACTION,
+        UNCLOSED_DELIMITER,
+        UNTERMINATED_STRING,
         IMPORT_NOT_FOUND,
         IMPORT_CYCLE,
         DUPLICATE_NAME,
         UNKNOWN_NAME,
+        MISSING_IMPORT,
         WRONG_LIST,
         DUPLICATE_SETTING,
         BAD_SETTING,
@@ -321,7 +395,32 @@ pub mod codes {
         UNMATCHABLE_HOST,
         UNMATCHABLE_VALUE,
         METHOD_CASE,
+        UNKNOWN_METHOD,
         BAD_REDIRECT,
         UNKNOWN_TEST_RULE,
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("ADMN", "ADMIN"), 1);
+        assert_eq!(edit_distance("GTE", "GET"), 1, "a swap of neighbours is one edit");
+        assert_eq!(edit_distance("defualt", "default"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn did_you_mean_only_when_unambiguous() {
+        assert_eq!(did_you_mean("GTE", ["GET", "PUT", "POST"]), Some("GET"));
+        assert_eq!(did_you_mean("WRITES", ["WRITE", "READ"]), Some("WRITE"));
+        assert_eq!(did_you_mean("dny", ["deny", "any"]), None, "two at one edit");
+        assert_eq!(did_you_mean("B", ["A"]), None, "one character is too short to guess");
+        assert_eq!(did_you_mean("GET", ["GET"]), None, "nothing to suggest for an exact name");
+        assert_eq!(did_you_mean("xyz", ["GET"]), None);
+    }
 }

@@ -51,13 +51,19 @@ pub fn compile_text(name: &str, text: &str, dir: Option<&Path>) -> Compilation {
 fn compile(mut sources: Sources, roots: &[crate::source::FileId], reader: &dyn FileReader) -> Compilation {
     let resolved = resolve::resolve(&mut sources, roots, reader);
     let mut diagnostics = resolved.diagnostics;
-    let checked = match resolved.program {
-        Some(program) => {
+    let checked = match (resolved.program, resolved.partial) {
+        (Some(program), _) => {
             let (checked, found) = check::check(program);
             diagnostics.extend(found);
             checked
         }
-        None => None,
+        // Resolution found errors: check what did resolve all the same, so
+        // one run reports every error it can.
+        (None, Some((partial, gaps))) => {
+            diagnostics.extend(check::check_partial(&partial, &gaps));
+            None
+        }
+        (None, None) => None,
     };
     Compilation { sources, checked, diagnostics: diagnostics.sorted() }
 }

@@ -12,12 +12,19 @@
 //!   be a `let`.
 //! - Turns policies and tests of the root files into model items; policies
 //!   and tests of imported files are not part of the compilation.
+//! - A bare name in a method position that is no `let` and no registered
+//!   method is a lint (`unknown-method`), or an error when it is a list of a
+//!   standard module the file does not import (`missing-import`).
 //!
 //! Invariant of the output: every name is resolved and every list flat; the
 //! remaining semantic checks (header names, globs, scopes, shadowing) are
-//! `check`'s.
+//! `check`'s. Resolution goes on after an error, so every error of the
+//! files is reported; what did not resolve is recorded in [`Gaps`], so that
+//! checks leave it alone and one mistake gives one error. A name is not
+//! reported in a file with an import that failed: it may be that file's.
 
-use crate::diagnostic::{codes, Diagnostic, Diagnostics};
+use crate::check::REGISTERED_METHODS;
+use crate::diagnostic::{codes, did_you_mean, Diagnostic, Diagnostics};
 use crate::http::{LimitKind, MalformedKind};
 use crate::model::{self, Cidr, ConnectionInfo, Limits, Program};
 use crate::source::{FileId, Sources, Span};
@@ -45,7 +52,38 @@ impl FileReader for DiskReader {
 /// every diagnostic found on the way.
 pub struct Resolved {
     pub program: Option<Program>,
+    /// When there were errors: the program as far as it resolved, and its
+    /// gaps, for the checks to judge the rest.
+    pub partial: Option<(Program, Gaps)>,
     pub diagnostics: Diagnostics,
+}
+
+/// What did not resolve in a program with errors, so that checks skip it
+/// rather than report what follows from an error already reported.
+#[derive(Debug, Default)]
+pub struct Gaps {
+    /// Rules with a matcher whose values did not all resolve, by where their
+    /// name starts.
+    rules: HashSet<(FileId, usize)>,
+    /// Policies with a scope that did not resolve, by where their name
+    /// starts.
+    scopes: HashSet<(FileId, usize)>,
+    /// A root file did not parse: its policies and rules are missing.
+    pub missing_items: bool,
+}
+
+impl Gaps {
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.scopes.is_empty() && !self.missing_items
+    }
+
+    pub fn has_rule(&self, rule: &model::Rule) -> bool {
+        self.rules.contains(&(rule.span.file, rule.span.start))
+    }
+
+    pub fn has_scope(&self, policy: &model::Policy) -> bool {
+        self.scopes.contains(&(policy.span.file, policy.span.start))
+    }
 }
 
 /// Resolve the root files (already added to `sources`) into one program.
@@ -56,6 +94,8 @@ pub fn resolve(sources: &mut Sources, roots: &[FileId], reader: &dyn FileReader)
         files: HashMap::new(),
         loading: Vec::new(),
         diagnostics: Diagnostics::default(),
+        unresolved: 0,
+        gaps: Gaps::default(),
     };
     for &root in roots {
         resolver.load(root);
@@ -64,9 +104,12 @@ pub fn resolve(sources: &mut Sources, roots: &[FileId], reader: &dyn FileReader)
     for &root in roots {
         resolver.lower_root(root, &mut program);
     }
-    let diagnostics = resolver.diagnostics;
-    let program = if diagnostics.has_errors() { None } else { Some(program) };
-    Resolved { program, diagnostics }
+    let diagnostics = resolver.diagnostics.deduplicated();
+    if diagnostics.has_errors() {
+        Resolved { program: None, partial: Some((program, resolver.gaps)), diagnostics }
+    } else {
+        Resolved { program: Some(program), partial: None, diagnostics }
+    }
 }
 
 /// One parsed file and its name table.
@@ -77,6 +120,10 @@ struct LoadedFile {
     /// Whether the file is part of the standard library (no unused-name
     /// warnings there: a library defines names for others).
     is_stdlib: bool,
+    /// An import of the file failed (not found, a cycle, a file that does
+    /// not parse): a name it lacks may be that import's, so it is not
+    /// reported.
+    broken_import: bool,
 }
 
 #[derive(Clone)]
@@ -95,6 +142,9 @@ struct Resolver<'a> {
     /// The import chain being loaded, for cycle detection.
     loading: Vec<(FileId, Span)>,
     diagnostics: Diagnostics,
+    /// Names left unresolved without a diagnostic (see `broken_import`).
+    unresolved: usize,
+    gaps: Gaps,
 }
 
 impl Resolver<'_> {
@@ -114,8 +164,9 @@ impl Resolver<'_> {
         };
         // Reserve the entry first so a cycle back to this file is seen as
         // "loading", not loaded again.
-        self.files.insert(id, LoadedFile { ast: None, names: BTreeMap::new(), is_stdlib });
+        self.files.insert(id, LoadedFile { ast: None, names: BTreeMap::new(), is_stdlib, broken_import: false });
         let mut names: BTreeMap<String, LetRef> = BTreeMap::new();
+        let mut broken_import = false;
         if let Some(ast) = &ast {
             for (index, item) in ast.items.iter().enumerate() {
                 if let Item::Let(l) = item {
@@ -124,7 +175,10 @@ impl Resolver<'_> {
             }
             for item in &ast.items {
                 let Item::Import(import) = item else { continue };
-                let Some(target) = self.open_import(id, import) else { continue };
+                let Some(target) = self.open_import(id, import) else {
+                    broken_import = true;
+                    continue;
+                };
                 if let Some(pos) = self.loading.iter().position(|(f, _)| *f == target) {
                     let mut chain: Vec<String> =
                         self.loading[pos..].iter().map(|(f, _)| self.sources.get(*f).name.clone()).collect();
@@ -139,6 +193,7 @@ impl Resolver<'_> {
                         .with_label("this import closes the cycle")
                         .with_help("move the shared `let`s into a file that both can import"),
                     );
+                    broken_import = true;
                     continue;
                 }
                 if target == id {
@@ -147,6 +202,7 @@ impl Resolver<'_> {
                 self.loading.push((id, import.span));
                 self.load(target);
                 self.loading.pop();
+                broken_import |= self.files.get(&target).is_none_or(|f| f.ast.is_none());
                 let imported: Vec<(String, LetRef)> = self
                     .files
                     .get(&target)
@@ -171,7 +227,7 @@ impl Resolver<'_> {
                 }
             }
         }
-        self.files.insert(id, LoadedFile { ast, names, is_stdlib });
+        self.files.insert(id, LoadedFile { ast, names, is_stdlib, broken_import });
     }
 
     fn define(&mut self, names: &mut BTreeMap<String, LetRef>, name: &str, new: LetRef) {
@@ -202,6 +258,11 @@ impl Resolver<'_> {
             return match stdlib::module(module) {
                 Some(text) => Some(self.sources.add(name, None, text)),
                 None => {
+                    let modules = stdlib::MODULES.iter().map(|(n, _)| format!("`std/{n}`")).collect::<Vec<_>>().join(", ");
+                    let help = match did_you_mean(module, stdlib::MODULES.iter().map(|(n, _)| *n)) {
+                        Some(near) => format!("did you mean `std/{near}`? the standard modules are: {modules}"),
+                        None => format!("the standard modules are: {modules}"),
+                    };
                     self.diagnostics.push(
                         Diagnostic::error(
                             codes::IMPORT_NOT_FOUND,
@@ -209,10 +270,7 @@ impl Resolver<'_> {
                             format!("no standard module `{spec}`"),
                         )
                         .with_label("not in the standard library")
-                        .with_help(format!(
-                            "the standard modules are: {}",
-                            stdlib::MODULES.iter().map(|(n, _)| format!("`std/{n}`")).collect::<Vec<_>>().join(", ")
-                        )),
+                        .with_help(help),
                     );
                     None
                 }
@@ -246,7 +304,10 @@ impl Resolver<'_> {
 
     fn lower_root(&mut self, root: FileId, program: &mut Program) {
         let Some(file) = self.files.get(&root) else { return };
-        let Some(ast) = file.ast.clone() else { return };
+        let Some(ast) = file.ast.clone() else {
+            self.gaps.missing_items = true;
+            return;
+        };
         let is_stdlib = file.is_stdlib;
         let mut used: HashSet<(FileId, usize)> = HashSet::new();
         for item in &ast.items {
@@ -348,9 +409,19 @@ impl Resolver<'_> {
                     once(self, "limits", limits.span);
                     self.lower_limits(limits, &mut out.limits);
                 }
-                ast::PolicyItem::Scope(scope) => self.lower_scope(scope, &mut out.scope),
+                ast::PolicyItem::Scope(scope) => {
+                    let before = self.setbacks();
+                    self.lower_scope(scope, &mut out.scope);
+                    if self.setbacks() != before {
+                        self.gaps.scopes.insert((policy.name.span.file, policy.name.span.start));
+                    }
+                }
                 ast::PolicyItem::Rule(rule) => {
+                    let before = self.setbacks();
                     let conditions = rule.matchers.iter().map(|m| self.lower_matcher(file, m, used)).collect();
+                    if self.setbacks() != before {
+                        self.gaps.rules.insert((rule.name.span.file, rule.name.span.start));
+                    }
                     let action = match &rule.action.kind {
                         ast::ActionKind::Allow => model::Action::Allow,
                         ast::ActionKind::Deny => model::Action::Deny,
@@ -370,6 +441,12 @@ impl Resolver<'_> {
             }
         }
         out
+    }
+
+    /// Errors and unreported names so far: when lowering an item raises
+    /// them, the item has a gap.
+    fn setbacks(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count() + self.unresolved
     }
 
     fn lower_limits(&mut self, limits: &ast::Limits, out: &mut Limits) {
@@ -535,48 +612,99 @@ impl Resolver<'_> {
                             _ => return,
                         };
                         stack.push(key);
-                        let errors_before = self.diagnostics.0.len();
                         for v in &values {
-                            // Names inside a let are looked up in the let's own file.
+                            // Names inside a let are looked up in the let's
+                            // own file. An error repeated at one place (a
+                            // list of methods used as strings, reported at
+                            // the use) is reported once: see `resolve`.
                             self.flatten(let_ref.file, v, position, used, stack, Some(origin.unwrap_or(ident)), out);
-                            if origin.is_none() && self.diagnostics.0.len() > errors_before {
-                                // One error per use is enough.
-                                break;
-                            }
                         }
                         stack.pop();
                     }
-                    None if position == Position::Method => out.push(ident.name.as_bytes().to_vec()),
-                    None if origin.is_some() => {
-                        // A list of method names (bare names) used where
-                        // strings are expected.
-                        let Some(origin) = origin else { return };
-                        self.diagnostics.push(
-                            Diagnostic::error(
-                                codes::WRONG_LIST,
-                                origin.span,
-                                format!("`{}` is a list of methods, not of strings", origin.name),
-                            )
-                            .with_label("used where strings are expected")
-                            .with_related(ident.span, format!("`{}` is a method name (a bare name, not a string)", ident.name))
-                            .with_help(format!("use `{}` with `method`, or a list of strings here", origin.name)),
-                        );
-                    }
-                    None => {
-                        let mut d = Diagnostic::error(codes::UNKNOWN_NAME, ident.span, format!("no list named `{}`", ident.name))
-                            .with_label("not defined");
-                        let known: Vec<String> =
-                            self.files.get(&file).map(|f| f.names.keys().cloned().collect()).unwrap_or_default();
-                        d = match closest(&ident.name, &known) {
-                            Some(near) => d.with_help(format!("did you mean `{near}`? (a string is written in quotes)")),
-                            None => d.with_help(format!(
-                                "define it with `let {} = [\"...\"]`, import a module that does, or write a string in quotes",
-                                ident.name
-                            )),
-                        };
-                        self.diagnostics.push(d);
-                    }
+                    None => self.unresolved_name(file, ident, position, origin, used, out),
                 }
+            }
+        }
+    }
+
+    /// A bare name that is no `let` in scope: a method token in a method
+    /// position, else an error; in both, a list of a standard module the
+    /// file does not import is an error that names the import. A `let` a
+    /// "did you mean" points to counts as used: it was meant to be.
+    fn unresolved_name(
+        &mut self,
+        file: FileId,
+        ident: &ast::Ident,
+        position: Position,
+        origin: Option<&ast::Ident>,
+        used: &mut HashSet<(FileId, usize)>,
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        let name = ident.name.as_str();
+        if position == Position::Method {
+            out.push(name.as_bytes().to_vec());
+            if REGISTERED_METHODS.contains(&name) {
+                return;
+            }
+        }
+        let Some(loaded) = self.files.get(&file) else { return };
+        if loaded.broken_import {
+            self.unresolved += 1;
+            return;
+        }
+        let is_stdlib = loaded.is_stdlib;
+        let known: Vec<String> = loaded.names.keys().cloned().collect();
+        let mut mark_used = |near: &str| {
+            if let Some(r) = loaded.names.get(near) {
+                used.insert((r.file, r.item));
+            }
+        };
+        if let Some(module) = stdlib::module_defining(name) {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    codes::MISSING_IMPORT,
+                    ident.span,
+                    format!("`{name}` is a list of `std/{module}`, which this file does not import"),
+                )
+                .with_label(format!("defined in `std/{module}`"))
+                .with_help(format!("add `import \"std/{module}\"` at the top of the file")),
+            );
+            return;
+        }
+        match (position, origin) {
+            (Position::Method, _) => {
+                // A lower-case spelling of a registered method is the
+                // method-case lint's; the standard library names methods
+                // on purpose.
+                if is_stdlib || REGISTERED_METHODS.contains(&name.to_ascii_uppercase().as_str()) {
+                    return;
+                }
+                let (diagnostic, near) = unknown_method(ident, &known);
+                near.inspect(|near| mark_used(near));
+                self.diagnostics.push(diagnostic);
+            }
+            (Position::String, Some(origin)) => {
+                // A list of method names (bare names) used where strings
+                // are expected.
+                self.diagnostics.push(
+                    Diagnostic::error(codes::WRONG_LIST, origin.span, format!("`{}` is a list of methods, not of strings", origin.name))
+                        .with_label("used where strings are expected")
+                        .with_related(ident.span, format!("`{name}` is a method name (a bare name, not a string)"))
+                        .with_help(format!("use `{}` with `method`, or a list of strings here", origin.name)),
+                );
+            }
+            (Position::String, None) => {
+                let d = Diagnostic::error(codes::UNKNOWN_NAME, ident.span, format!("no list named `{name}`")).with_label("not defined");
+                let d = match did_you_mean(name, known.iter().map(String::as_str)) {
+                    Some(near) => {
+                        mark_used(near);
+                        d.with_help(format!("did you mean `{near}`? (a string is written in quotes)"))
+                    }
+                    None => d.with_help(format!(
+                        "define it with `let {name} = [\"...\"]`, import a module that does, or write a string in quotes"
+                    )),
+                };
+                self.diagnostics.push(d);
             }
         }
     }
@@ -601,7 +729,7 @@ impl Resolver<'_> {
                     }
                 }
                 ast::TestItem::RemoteAddr(addr) => match addr.text.parse::<IpAddr>() {
-                    Ok(ip) => connection.remote_addr = ip,
+                    Ok(ip) => connection = connection.with_remote_addr(ip),
                     Err(_) => self.diagnostics.push(
                         Diagnostic::error(codes::BAD_TEST, addr.span, format!("`{}` is not an IP address", addr.text))
                             .with_label("here"),
@@ -750,30 +878,37 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// The known name closest to `name` by edit distance, if close enough to be
-/// a likely typo.
-fn closest(name: &str, known: &[String]) -> Option<String> {
-    known
+/// The lint for a bare method name that is neither a registered method
+/// nor a list in scope: probably a list that is not there, or a typo.
+/// Also returns the near name the help suggests.
+fn unknown_method(ident: &ast::Ident, lists_in_scope: &[String]) -> (Diagnostic, Option<String>) {
+    let name = &ident.name;
+    let std_lists = stdlib::lists();
+    let candidates = REGISTERED_METHODS
         .iter()
-        .map(|k| (edit_distance(&name.to_ascii_lowercase(), &k.to_ascii_lowercase()), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k.clone())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = i;
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j + 1] + 1).min(row[j] + 1);
+        .copied()
+        .chain(lists_in_scope.iter().map(String::as_str))
+        .chain(std_lists.iter().map(|(_, list)| list.as_str()));
+    let not_imported = |near: &str| {
+        if lists_in_scope.iter().any(|list| list == near) {
+            return None;
         }
-    }
-    row[b.len()]
+        std_lists.iter().find(|(_, list)| list == near).map(|(module, _)| *module)
+    };
+    let near = did_you_mean(name, candidates);
+    let help = match near {
+        Some(near) => match not_imported(near) {
+            Some(module) => format!("did you mean `{near}`? it is a list of `std/{module}`: add `import \"std/{module}\"`"),
+            None => format!("did you mean `{near}`?"),
+        },
+        None => format!(
+            "if `{name}` is the method meant, write it as a string: `\"{name}\"`; a list must be defined with `let` or imported"
+        ),
+    };
+    let diagnostic = Diagnostic::warning(codes::UNKNOWN_METHOD, ident.span, format!("`{name}` is not a registered HTTP method"))
+        .with_label("not a list in scope, so taken as a method name")
+        .with_help(help);
+    (diagnostic, near.map(str::to_string))
 }
 
 #[cfg(test)]
@@ -885,10 +1020,27 @@ mod tests {
     }
 
     #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("ADMN", "ADMIN"), 1);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
+    fn bare_method_names_outside_the_registry() {
+        let (r, _) = run(&[(
+            "/p/a.l7",
+            r#"policy "p" { default deny rule "r" { method GET, GTE, "BREW", get allow } rule "w" { method WRITE deny } }"#,
+        )]);
+        // `GET` is registered, `"BREW"` quoted, `get` is method-case's.
+        assert_eq!(codes_of(&r), vec![codes::UNKNOWN_METHOD, codes::MISSING_IMPORT]);
+        assert_eq!(r.diagnostics.0[0].help.as_deref(), Some("did you mean `GET`?"));
+        assert!(r.diagnostics.0[1].help.as_deref().unwrap_or("").contains(r#"import "std/http""#));
+    }
+
+    #[test]
+    fn a_failed_import_hides_the_names_it_may_define() {
+        let (r, _) = run(&[(
+            "/p/a.l7",
+            r#"import "./gone.l7" policy "p" { default deny rule "r" { method LIST path prefix PATHS allow } rule "s" { path prefix "/s" allow } }"#,
+        )]);
+        assert_eq!(codes_of(&r), vec![codes::IMPORT_NOT_FOUND]);
+        let Some((program, gaps)) = r.partial else { panic!("a partial program") };
+        let rules = &program.policies[0].rules;
+        assert!(gaps.has_rule(&rules[0]) && !gaps.has_rule(&rules[1]));
     }
 
     #[test]

@@ -227,6 +227,126 @@ case!(several_at_once, codes::SHADOWED_RULE, Warning, r#"policy "p" {
 }
 "#);
 
+case!(unknown_method_typo, codes::UNKNOWN_METHOD, Warning, r#"policy "p" {
+  default deny
+  rule "read" { method GTE  allow }
+}
+"#);
+
+case!(unknown_method_near_list, codes::UNKNOWN_METHOD, Warning, r#"import "std/http"
+policy "p" {
+  default deny
+  rule "write" { method WRITES  deny }
+}
+"#);
+
+case!(unknown_method_unregistered, codes::UNKNOWN_METHOD, Warning, r#"policy "p" {
+  default deny
+  rule "tea" { method BREW  deny }
+}
+"#);
+
+case!(missing_import_method_list, codes::MISSING_IMPORT, Error, r#"policy "p" {
+  default deny
+  rule "x" { method WRITE  deny }
+}
+"#);
+
+case!(missing_import_path_list, codes::MISSING_IMPORT, Error, r#"policy "p" {
+  default allow
+  rule "secrets" { path prefix SECRETS  deny }
+}
+"#);
+
+case!(parse_expected_in_words, codes::PARSE, Error, r#"policy "p" {
+  default deny  # a comment before the mistake
+  rule "r" { method GET POST  allow }
+}
+"#);
+
+case!(keyword_did_you_mean, codes::PARSE, Error, r#"policy "p" {
+  defualt deny
+  rule "r" { method GET  allow }
+}
+"#);
+
+case!(unclosed_brace_before_next_rule, codes::UNCLOSED_DELIMITER, Error, r#"policy "p" {
+  default deny
+  rule "read" { method GET  allow
+  rule "write" { method POST  deny }
+}
+"#);
+
+case!(unclosed_brace_at_end_of_file, codes::UNCLOSED_DELIMITER, Error, r#"policy "p" {
+  default deny
+  rule "read" { method GET  allow }
+"#);
+
+case!(unterminated_string, codes::UNTERMINATED_STRING, Error, r#"policy "p" {
+  default deny
+  rule "api" { path prefix "/api  allow }
+}
+"#);
+
+/// The codes a compilation reported, in order.
+fn codes_of(source: &str) -> (Vec<&'static str>, String) {
+    let compilation = compile_text("policy.l7", source, None);
+    let found = compilation.diagnostics.iter().map(|d| d.code).collect();
+    (found, report::human(&compilation.diagnostics, &compilation.sources))
+}
+
+/// A parse error never names a grammar rule (`COMMENT`, `kw_deny`).
+#[test]
+fn parse_errors_use_human_names() {
+    for source in ["policy \"p\" { default maybe }", "policy \"p\" {\n # c\n default deny rule \"r\" { method GET, allow } }", "let X = [\"a\" \"b\"]"] {
+        let (found, text) = codes_of(source);
+        assert_eq!(found, vec![codes::PARSE], "{text}");
+        assert!(!text.contains("COMMENT") && !text.contains("kw_"), "{text}");
+    }
+}
+
+/// Errors after a resolution error are reported too: an unknown name does
+/// not hide a missing `default`, an upper-case header name or a test that
+/// names no rule; and the rule with the unknown name is not judged further
+/// (no follow-on `empty-list` or `shadowed-rule`).
+#[test]
+fn errors_after_resolution_errors() {
+    let source = r#"let ADMIN = ["/admin"]
+policy "p" {
+  rule "admin" { path prefix ADMN  deny }
+  rule "all"   { path prefix ["/admin", "/docs"]  allow }
+  rule "key"   { header "X-Key" present  allow }
+}
+test "t" {
+  send "GET / HTTP/1.1\r\nHost: a\r\n\r\n" expect deny "admn"
+}
+"#;
+    let (found, text) = codes_of(source);
+    assert_eq!(
+        found,
+        vec![codes::MISSING_DEFAULT, codes::UNKNOWN_NAME, codes::BAD_HEADER_NAME, codes::UNKNOWN_TEST_RULE],
+        "{text}"
+    );
+    insta::assert_snapshot!("errors_after_resolution_errors", text);
+}
+
+/// One mistake, one error: a misspelled import is reported once, not again
+/// at every name it would have defined.
+#[test]
+fn no_cascade_from_a_failed_import() {
+    let source = r#"import "std/htp"
+policy "p" {
+  default deny
+  rule "read"  { method READ  allow }
+  rule "admin" { path prefix ADMIN  deny }
+  rule "key"   { header "X-Key" present  allow }
+}
+"#;
+    let (found, text) = codes_of(source);
+    assert_eq!(found, vec![codes::IMPORT_NOT_FOUND, codes::BAD_HEADER_NAME], "{text}");
+    insta::assert_snapshot!("no_cascade_from_a_failed_import", text);
+}
+
 /// A related span in another file is named in the help, with its place.
 #[test]
 fn related_span_in_another_file() {

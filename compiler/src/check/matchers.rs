@@ -101,10 +101,14 @@ fn empty_list(is_empty: bool, matcher: &str, negated: bool, span: Span, out: &mu
     );
 }
 
-/// Methods in `std/http` and RFC 9110, for the method-case lint.
-const KNOWN_METHODS: &[&str] = &[
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "PROPFIND", "PROPPATCH", "MKCOL",
-    "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "QUERY",
+/// The IANA HTTP Method Registry (RFC 9110 §16.1; the reserved `*` is not
+/// a method): the names the method-case lint knows, and the bare names a
+/// `method` matcher takes without `unknown-method`.
+pub(crate) const REGISTERED_METHODS: &[&str] = &[
+    "ACL", "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "CONNECT", "COPY", "DELETE", "GET", "HEAD", "LABEL",
+    "LINK", "LOCK", "MERGE", "MKACTIVITY", "MKCALENDAR", "MKCOL", "MKREDIRECTREF", "MKWORKSPACE", "MOVE", "OPTIONS",
+    "ORDERPATCH", "PATCH", "POST", "PRI", "PROPFIND", "PROPPATCH", "PUT", "QUERY", "REBIND", "REPORT", "SEARCH",
+    "TRACE", "UNBIND", "UNCHECKOUT", "UNLINK", "UNLOCK", "UPDATE", "UPDATEREDIRECTREF", "VERSION-CONTROL",
 ];
 
 fn check_method(method: &[u8], span: Span, out: &mut Diagnostics) {
@@ -118,7 +122,7 @@ fn check_method(method: &[u8], span: Span, out: &mut Diagnostics) {
         return;
     }
     let upper = method.to_ascii_uppercase();
-    if upper != method && KNOWN_METHODS.iter().any(|known| known.as_bytes() == upper.as_slice()) {
+    if upper != method && REGISTERED_METHODS.iter().any(|known| known.as_bytes() == upper.as_slice()) {
         out.push(
             Diagnostic::warning(codes::METHOD_CASE, span, format!("method {} does not match {}", show(method), show(&upper)))
                 .with_label("methods are case-sensitive")

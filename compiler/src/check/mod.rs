@@ -14,14 +14,23 @@
 //!
 //! Every diagnostic code is documented in docs/diagnostics.md. Lints are
 //! sound: a warning is given only when it is certain (see [`shadow`]).
+//!
+//! A program that did not resolve completely is still checked
+//! ([`check_partial`]), so one run reports every error it can; the parts
+//! resolution left [`Gaps`] in are not judged, so a mistake there gives no
+//! follow-on errors.
 
 mod matchers;
 mod paths;
 mod scope;
 mod shadow;
 
+pub(crate) use matchers::REGISTERED_METHODS;
+
 use crate::diagnostic::{codes, Diagnostic, Diagnostics};
-use crate::model::{Policy, Program};
+use crate::model::{Policy, Program, Rule};
+use crate::resolve::Gaps;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Evidence that a program passed every check. Invariants: see
@@ -40,22 +49,41 @@ impl Checked {
 /// Run every check. Returns the checked program when no error was found,
 /// and every diagnostic (errors, warnings, notes) either way.
 pub fn check(program: Program) -> (Option<Checked>, Diagnostics) {
+    let diagnostics = diagnose(&program, &Gaps::default());
+    let checked = if diagnostics.has_errors() { None } else { Some(Checked { program }) };
+    (checked, diagnostics)
+}
+
+/// The diagnostics of a program that resolution reported errors in: every
+/// check runs, except on what `gaps` says did not resolve. Never a
+/// [`Checked`].
+pub fn check_partial(program: &Program, gaps: &Gaps) -> Diagnostics {
+    diagnose(program, gaps)
+}
+
+fn diagnose(program: &Program, gaps: &Gaps) -> Diagnostics {
     let mut diagnostics = Diagnostics::default();
-    duplicate_policies(&program, &mut diagnostics);
-    overlapping_scopes(&program, &mut diagnostics);
+    duplicate_policies(program, &mut diagnostics);
+    overlapping_scopes(program, gaps, &mut diagnostics);
     for policy in &program.policies {
         missing_default(policy, &mut diagnostics);
         ktls_record_bound(policy, &mut diagnostics);
         duplicate_rules(policy, &mut diagnostics);
-        for rule in &policy.rules {
+        let judged: Cow<'_, [Rule]> = if gaps.is_empty() {
+            Cow::Borrowed(&policy.rules)
+        } else {
+            Cow::Owned(policy.rules.iter().filter(|rule| !gaps.has_rule(rule)).cloned().collect())
+        };
+        for rule in judged.iter() {
             matchers::check_rule(rule, &mut diagnostics);
         }
-        shadowed_rules(policy, &mut diagnostics);
+        shadowed_rules(&judged, &mut diagnostics);
     }
-    test_rule_names(&program, &mut diagnostics);
-    let diagnostics = deduplicated(diagnostics);
-    let checked = if diagnostics.has_errors() { None } else { Some(Checked { program }) };
-    (checked, diagnostics)
+    // With a file missing, a test may name a rule that is there.
+    if !gaps.missing_items {
+        test_rule_names(program, &mut diagnostics);
+    }
+    diagnostics.deduplicated()
 }
 
 /// A test that expects a verdict by a rule no policy has can never pass;
@@ -160,12 +188,13 @@ fn duplicate_rules(policy: &Policy, out: &mut Diagnostics) {
     }
 }
 
-fn overlapping_scopes(program: &Program, out: &mut Diagnostics) {
+fn overlapping_scopes(program: &Program, gaps: &Gaps, out: &mut Diagnostics) {
     for (index, policy) in program.policies.iter().enumerate() {
         let earlier = program.policies.get(..index).unwrap_or_default();
         for other in earlier {
-            // Same-named policies are already an error of their own.
-            if other.name == policy.name {
+            // Same-named policies are already an error of their own, and a
+            // scope that did not resolve cannot be compared.
+            if other.name == policy.name || gaps.has_scope(policy) || gaps.has_scope(other) {
                 continue;
             }
             let Some(witness) = scope::overlap(&other.scope, &policy.scope) else { continue };
@@ -195,10 +224,10 @@ fn connections(witness: &str) -> String {
     }
 }
 
-fn shadowed_rules(policy: &Policy, out: &mut Diagnostics) {
-    let shadowing = shadow::shadowing(&policy.rules);
-    for (rule, shadowed_by) in policy.rules.iter().zip(shadowing) {
-        let Some(shadowing) = shadowed_by.and_then(|index| policy.rules.get(index)) else { continue };
+fn shadowed_rules(rules: &[Rule], out: &mut Diagnostics) {
+    let shadowing = shadow::shadowing(rules);
+    for (rule, shadowed_by) in rules.iter().zip(shadowing) {
+        let Some(shadowing) = shadowed_by.and_then(|index| rules.get(index)) else { continue };
         let why = if shadowing.conditions.is_empty() {
             format!("rule `{}` has no matchers, so it decides every request that reaches it", shadowing.name)
         } else {
@@ -214,16 +243,4 @@ fn shadowed_rules(policy: &Policy, out: &mut Diagnostics) {
                 )),
         );
     }
-}
-
-/// One diagnostic per (code, place, message): a value listed twice in a
-/// matcher is reported once.
-fn deduplicated(diagnostics: Diagnostics) -> Diagnostics {
-    let mut seen = std::collections::HashSet::new();
-    let kept = diagnostics
-        .0
-        .into_iter()
-        .filter(|d| seen.insert((d.code, d.span.file, d.span.start, d.span.end, d.message.clone())))
-        .collect();
-    Diagnostics(kept)
 }

@@ -3,7 +3,7 @@
 //! numbers and checking the shape of rules, each with a precise span.
 
 use super::ast::*;
-use crate::diagnostic::{codes, Diagnostic, Diagnostics};
+use crate::diagnostic::{codes, did_you_mean, edit_distance, Diagnostic, Diagnostics};
 use crate::model::{DefaultVerdict, GetBodyVerdict, HostOp, Mode, OpaqueVerdict, PathOp, ValueOp, VerdictAction};
 use crate::source::{FileId, Span};
 use pest::iterators::Pair;
@@ -48,21 +48,43 @@ fn significant(pair: Pair<'_, G>) -> impl Iterator<Item = Pair<'_, G>> {
     pair.into_inner().filter(|p| !matches!(p.as_rule(), G::COMMENT | G::EOI))
 }
 
-/// A human name for each rule that can appear in "expected ..." lists.
+/// The keyword a `kw_*` grammar rule matches (`kw_starts_with` →
+/// `starts_with`): the grammar is the one list of keywords.
+fn keyword_of(grammar_rule: G) -> Option<String> {
+    format!("{grammar_rule:?}").strip_prefix("kw_").map(str::to_string)
+}
+
+/// Every keyword of the language.
+fn keywords() -> impl Iterator<Item = String> {
+    G::all_rules().iter().filter_map(|grammar_rule| keyword_of(*grammar_rule))
+}
+
+/// A human name for each rule that can appear in "expected ..." lists; a
+/// test makes sure no grammar rule is left without one.
 fn describe(grammar_rule: &G) -> String {
     let text = match grammar_rule {
+        G::COMMENT => "a comment",
+        G::WHITESPACE => "white space",
+        G::ident_char => "a letter, a digit, `_` or `-`",
+        G::file | G::item => "`import`, `let`, `policy` or `test`",
+        G::policy_item => "`scope`, `default`, `mode`, `opaque`, `get_body`, `limits` or `rule`",
+        G::rule_item => "a matcher or an action",
+        G::test_item => "`remote`, `local`, `bind` or `send`",
+        G::value => "a value",
+        G::address => "an address",
         G::string => "a string",
         G::ident => "a name",
+        G::keyword => "a keyword",
         G::integer => "a number",
         G::size => "a size (such as `8KiB`)",
         G::cidr => "an address",
         G::list => "a list `[...]`",
         G::values => "a value",
-        G::import | G::kw_import => "`import`",
-        G::let_decl | G::kw_let => "`let`",
-        G::policy | G::kw_policy => "`policy`",
-        G::test | G::kw_test => "`test`",
-        G::rule | G::kw_rule => "`rule`",
+        G::import => "`import`",
+        G::let_decl => "`let`",
+        G::policy => "`policy`",
+        G::test => "`test`",
+        G::rule => "`rule`",
         G::scope => "`scope`",
         G::default_decl => "`default`",
         G::mode_decl => "`mode`",
@@ -71,27 +93,47 @@ fn describe(grammar_rule: &G) -> String {
         G::limits_decl => "`limits`",
         G::limit_entry => "a limit (`header_bytes 8KiB`, `headers 64`)",
         G::matcher => "a matcher (`method`, `path`, `header`, `host`, `any`, `not`)",
+        G::method_matcher => "`method`",
+        G::path_matcher => "`path`",
+        G::header_matcher => "`header`",
+        G::host_matcher => "`host`",
+        G::any_matcher => "`any`",
+        G::not_matcher => "`not`",
         G::action | G::action_kind => "an action (`allow`, `deny`, `redirect`, `allow tunnel`)",
+        G::allow_tunnel => "`allow tunnel`",
+        G::redirect_to => "`redirect`",
         G::path_op => "`exact`, `prefix`, `starts_with`, `suffix` or `glob`",
         G::header_test => "`present`, `absent`, `exact`, `prefix`, `suffix` or `contains`",
         G::value_op => "`exact`, `prefix`, `suffix` or `contains`",
         G::host_op => "`exact` or `suffix`",
         G::scope_side => "`remote` or `local`",
-        G::scope_port | G::kw_port => "`port`",
-        G::scope_addr | G::kw_addr => "`addr`",
-        G::send | G::kw_send => "`send`",
-        G::split | G::kw_split => "`split`",
-        G::expect | G::kw_expect => "`expect`",
+        G::scope_port => "`port`",
+        G::scope_addr => "`addr`",
+        G::send => "`send`",
+        G::split => "`split`",
+        G::expect => "`expect`",
+        G::expect_list => "a list of expectations `[...]`",
         G::expectation => "an expectation (`allow \"rule\"`, `deny default`, `pending`, ...)",
+        G::verdict_action => "`allow`, `deny`, `redirect` or `tunnel`",
         G::expected_reason | G::reason_word => "a reason",
         G::test_remote_port | G::test_remote_addr => "`remote`",
         G::test_local_port => "`local`",
-        G::test_bind | G::kw_bind => "`bind`",
+        G::test_bind => "`bind`",
         G::EOI => "end of file",
-        other => return format!("`{}`", format!("{other:?}").trim_start_matches("kw_")),
+        other => {
+            return match keyword_of(*other) {
+                Some(keyword) => format!("`{keyword}`"),
+                None => "something else".to_string(),
+            }
+        }
     };
     text.to_string()
 }
+
+/// Punctuation the grammar writes as literals, which pest leaves out of its
+/// "expected" lists: each is tried at the error instead (see
+/// [`parses_past`]).
+const PUNCTUATION: [&str; 6] = ["{", "}", "[", "]", ",", "="];
 
 fn parse_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagnostics {
     use pest::error::{ErrorVariant, InputLocation};
@@ -99,27 +141,42 @@ fn parse_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagno
         InputLocation::Pos(pos) => (pos, pos),
         InputLocation::Span((s, e)) => (s, e),
     };
+    // A string or a block left open makes the parse fail somewhere after
+    // it; the place to fix is where it opens.
+    if let Some(quote) = delimiters(text, text.len()).unterminated_string.filter(|&quote| quote <= start) {
+        return Diagnostic::error(codes::UNTERMINATED_STRING, Span::new(file, quote, quote + 1), "unterminated string")
+            .with_label("this string is never closed")
+            .with_help("end the string with `\"` on the same line; a line break inside a string is written `\\n`")
+            .into();
+    }
+    if let Some((open, delimiter)) = unclosed_delimiter(text, start) {
+        let (close, what) = if delimiter == '{' { ('}', "block") } else { (']', "list") };
+        let mut diagnostic =
+            Diagnostic::error(codes::UNCLOSED_DELIMITER, Span::new(file, open, open + 1), format!("unclosed `{delimiter}`"))
+                .with_label(format!("this `{delimiter}` is never closed"))
+                .with_help(format!("add `{close}` where the {what} ends"));
+        if start < text.len() {
+            diagnostic = diagnostic.with_related(Span::new(file, start, token_end(text, start)), format!("the {what} must end before this"));
+        }
+        return diagnostic.into();
+    }
     // Underline the token that was found, not an empty point.
-    let end = if end > start {
-        end
-    } else {
-        let rest = &text[start.min(text.len())..];
-        let token_len = rest
-            .char_indices()
-            .find(|(_, c)| c.is_whitespace())
-            .map_or(rest.len(), |(i, _)| i)
-            .max(rest.chars().next().map_or(0, char::len_utf8));
-        start + token_len
-    };
+    let end = if end > start { end } else { token_end(text, start) };
     let found = text.get(start..end).filter(|s| !s.is_empty()).map_or("end of file".to_string(), |s| format!("`{s}`"));
     let message = match &error.variant {
-        ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
-            let mut expected: Vec<String> = positives.iter().map(describe).collect();
+        ErrorVariant::ParsingError { positives, .. } => {
+            // A comment may stand anywhere, so it is never what is missing.
+            let mut expected: Vec<String> =
+                positives.iter().filter(|expected| **expected != G::COMMENT).map(describe).collect();
+            expected.extend(PUNCTUATION.iter().filter(|p| parses_past(text, start, 0, p)).map(|p| format!("`{p}`")));
             expected.sort();
             expected.dedup();
-            format!("expected {}, found {found}", join_or(&expected))
+            if expected.is_empty() {
+                format!("unexpected {found}")
+            } else {
+                format!("expected {}, found {found}", join_or(&expected))
+            }
         }
-        ErrorVariant::ParsingError { .. } => format!("unexpected {found}"),
         ErrorVariant::CustomError { message } => message.clone(),
     };
     let help = parse_help(text, start);
@@ -131,6 +188,88 @@ fn parse_error(file: FileId, text: &str, error: pest::error::Error<G>) -> Diagno
     diagnostic.into()
 }
 
+/// The end of the token at `start`: up to the next white space, at least
+/// one character (nothing at the end of the text).
+fn token_end(text: &str, start: usize) -> usize {
+    let rest = text.get(start..).unwrap_or_default();
+    let token_len = rest
+        .char_indices()
+        .find(|(_, c)| c.is_whitespace())
+        .map_or(rest.len(), |(i, _)| i)
+        .max(rest.chars().next().map_or(0, char::len_utf8));
+    start + token_len
+}
+
+/// Whether the parse gets past `at` once the `replace` bytes there are
+/// replaced by `insert`. A missing `}` or a misspelled keyword is confirmed
+/// this way, by the grammar itself, rather than guessed.
+fn parses_past(text: &str, at: usize, replace: usize, insert: &str) -> bool {
+    let (Some(before), Some(after)) = (text.get(..at), text.get(at + replace..)) else { return false };
+    match L7Parser::parse(G::file, &format!("{before}{insert}{after}")) {
+        Ok(_) => true,
+        Err(error) => {
+            let reached = match error.location {
+                pest::error::InputLocation::Pos(pos) | pest::error::InputLocation::Span((pos, _)) => pos,
+            };
+            reached > at + insert.len()
+        }
+    }
+}
+
+/// What a lexical pass sees up to `until`, reading the text as the grammar
+/// does: a string ends at `"` or (unterminated) at a line break, `\`
+/// escapes any character, `#` starts a comment to the end of the line.
+struct Delimiters {
+    /// The opening quote of the first string a line break or the end of the
+    /// text cuts off.
+    unterminated_string: Option<usize>,
+    /// The `{` and `[` still open, innermost last.
+    open: Vec<(usize, char)>,
+}
+
+fn delimiters(text: &str, until: usize) -> Delimiters {
+    let mut found = Delimiters { unterminated_string: None, open: Vec::new() };
+    let mut chars = text.get(..until).unwrap_or(text).char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '#' => {
+                let _ = chars.by_ref().find(|(_, c)| *c == '\n');
+            }
+            '"' => loop {
+                match chars.next() {
+                    Some((_, '\\')) => {
+                        chars.next();
+                    }
+                    Some((_, '"')) => break,
+                    Some((_, '\n')) | None => {
+                        found.unterminated_string.get_or_insert(at);
+                        break;
+                    }
+                    Some(_) => {}
+                }
+            },
+            '{' | '[' => found.open.push((at, c)),
+            '}' | ']' if found.open.last().is_some_and(|&(_, open)| (open == '{') == (c == '}')) => {
+                found.open.pop();
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// The `{` or `[` a parse error at `at` is due to: the text leaves one open,
+/// the innermost one open at `at` is it, and closing it there lets the
+/// parse go on.
+fn unclosed_delimiter(text: &str, at: usize) -> Option<(usize, char)> {
+    if delimiters(text, text.len()).open.is_empty() {
+        return None;
+    }
+    let (open, delimiter) = *delimiters(text, at).open.last()?;
+    let close = if delimiter == '{' { "}" } else { "]" };
+    parses_past(text, at, 0, close).then_some((open, delimiter))
+}
+
 /// A targeted hint for common mistakes at a parse error's position.
 fn parse_help(text: &str, at: usize) -> Option<String> {
     let rest = text.get(at..)?;
@@ -138,10 +277,20 @@ fn parse_help(text: &str, at: usize) -> Option<String> {
     // Ask the grammar, the one list of keywords.
     let is_keyword = !word.is_empty()
         && L7Parser::parse(G::keyword, &word).is_ok_and(|pairs| pairs.as_str().len() == word.len());
-    if is_keyword {
+    if is_keyword && follows_method(text, at) {
         return Some(format!(
             "`{word}` is a keyword and cannot stand here; a method with this name is written as a string: `\"{word}\"`"
         ));
+    }
+    if !is_keyword && !word.is_empty() {
+        // A misspelled keyword: one that is near and that the grammar
+        // accepts in its place.
+        let near: Vec<String> = keywords()
+            .filter(|keyword| edit_distance(&word, keyword) <= 2 && parses_past(text, at, word.len(), keyword))
+            .collect();
+        if let Some(keyword) = did_you_mean(&word, near.iter().map(String::as_str)) {
+            return Some(format!("did you mean `{keyword}`?"));
+        }
     }
     if rest.starts_with('\'') {
         return Some("strings are written in double quotes: `\"...\"`".into());
@@ -150,6 +299,14 @@ fn parse_help(text: &str, at: usize) -> Option<String> {
         return Some("a rule needs matchers followed by exactly one action, such as `allow` or `deny`".into());
     }
     None
+}
+
+/// Whether `at` follows `method` or a comma: where a keyword was probably
+/// meant as a method or a list element.
+fn follows_method(text: &str, at: usize) -> bool {
+    let before = text.get(..at).unwrap_or_default().trim_end();
+    before.ends_with(',')
+        || before.strip_suffix("method").is_some_and(|b| !b.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
 }
 
 fn join_or(items: &[String]) -> String {
@@ -644,6 +801,53 @@ test "payments" {
         let d = parse_err(r#"policy "p" { default maybe }"#);
         assert_eq!(d.code, codes::PARSE);
         assert!(d.message.contains("`allow`") && d.message.contains("`maybe`"), "{}", d.message);
+    }
+
+    #[test]
+    fn every_grammar_rule_has_a_human_name() {
+        for grammar_rule in G::all_rules() {
+            assert_ne!(describe(grammar_rule), "something else", "{grammar_rule:?} has no human name");
+        }
+        let keywords: Vec<String> = keywords().collect();
+        assert!(keywords.iter().any(|k| k == "starts_with") && keywords.iter().any(|k| k == "get_body"), "{keywords:?}");
+        for keyword in &keywords {
+            assert!(L7Parser::parse(G::keyword, keyword).is_ok(), "`{keyword}` is not a keyword of the grammar");
+        }
+    }
+
+    #[test]
+    fn a_misspelled_keyword_gets_a_suggestion() {
+        let d = parse_err(r#"policy "p" { default dny }"#);
+        assert_eq!(d.help.as_deref(), Some("did you mean `deny`?"));
+        let d = parse_err(r#"polcy "p" { default deny }"#);
+        assert_eq!(d.help.as_deref(), Some("did you mean `policy`?"));
+        // Only a keyword the grammar takes there: `path` is near `pat`, but
+        // no matcher may follow `default`.
+        let d = parse_err(r#"policy "p" { default pat }"#);
+        assert_eq!(d.help, None, "{d:?}");
+    }
+
+    #[test]
+    fn an_unclosed_delimiter_is_reported_where_it_opens() {
+        let text = "let A = [\"/a\"\npolicy \"p\" { default deny }\n";
+        let d = parse_err(text);
+        assert_eq!((d.code, d.span.start, d.span.end), (codes::UNCLOSED_DELIMITER, 8, 9));
+        assert_eq!(d.message, "unclosed `[`");
+        // Balanced braces: an item in the wrong block is a plain parse error.
+        let d = parse_err(r#"policy "p" { default deny  rule "r" { method GET  allow  default allow } }"#);
+        assert_eq!(d.code, codes::PARSE);
+    }
+
+    #[test]
+    fn an_unterminated_string_is_reported_at_its_quote() {
+        let d = parse_err("policy \"p\" {\n  default deny\n  rule \"r\" { path exact \"/a  allow }\n}\n");
+        assert_eq!((d.code, d.span.start, d.span.end), (codes::UNTERMINATED_STRING, 52, 53));
+        // An earlier error comes first.
+        let d = parse_err("policy \"p\" {\n  defualt deny\n  rule \"r\" { path exact \"/a  allow }\n}\n");
+        assert_eq!(d.code, codes::PARSE);
+        // `#` in a string is not a comment, and `\` escapes the quote.
+        let d = parse_err("policy \"p\" {\n  rule \"#\\\"\" { path exact \"/a  allow }\n}\n");
+        assert_eq!(d.code, codes::UNTERMINATED_STRING);
     }
 
     #[test]
