@@ -237,3 +237,29 @@ fn the_readme_example_works() {
         assert!(output.status.success(), "{args:?}: {}{}", stdout(&output), stderr(&output));
     }
 }
+
+/// `check` tells the truth about deployment: the scale files of
+/// ../shared/bench/scale (copied to tests/scale/) check as the back end
+/// would take them, without root. multi20's program is too large for one
+/// BPF program's jumps: an error on a policy, with a help line, in every
+/// format; multi5 compiles, and `check` says nothing against it.
+#[test]
+fn check_reports_what_the_back_end_would_refuse() {
+    let output = l7c(&["check", "tests/scale/multi20.l7"], None);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("l7::codegen::too-large"), "{text}");
+    assert!(text.contains("20 policies is too large"), "{text}");
+    assert!(text.contains("multi20.l7:") && text.contains("help:"), "{text}");
+    let json = l7c(&["check", "--format", "json", "tests/scale/multi20.l7"], None);
+    assert_eq!(json.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let text = json.to_string();
+    assert!(text.contains("\"l7::codegen::too-large\""), "{text}");
+    assert!(text.contains("\"line\""), "a span: {text}");
+
+    let output = l7c(&["check", "tests/scale/multi5.l7"], None);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let compiled = l7c(&["compile", "tests/scale/multi5.l7", "--emit", "report"], None);
+    assert_eq!(compiled.status.code(), Some(0), "check and compile agree: {}", stderr(&compiled));
+}

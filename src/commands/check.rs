@@ -1,9 +1,13 @@
 //! `l7c check FILE... [--format human|json|sarif] [--deny-warnings]`
+//!
+//! The front end's diagnostics, then — when it found no error — what the
+//! code generator would refuse (`codegen::deployment_diagnostics`), so CI
+//! learns of an undeployable policy without root.
 
 use crate::{files_arg, usage_error, Status};
 use clap::ValueEnum;
 use l7c_compiler::diagnostic::Severity;
-use l7c_compiler::{driver, report};
+use l7c_compiler::{codegen, driver, report};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -30,10 +34,19 @@ pub fn run(args: Args) -> Status {
     if let Err(status) = files_arg(&args.files) {
         return status;
     }
-    let compilation = match driver::compile_paths(&args.files) {
+    let mut compilation = match driver::compile_paths(&args.files) {
         Ok(c) => c,
         Err(error) => return usage_error(error),
     };
+    // What the back end would refuse is found here too, without root: a
+    // policy that checks but cannot be deployed is an error of `check`.
+    if !compilation.diagnostics.has_errors() {
+        if let Some(checked) = &compilation.checked {
+            for diagnostic in codegen::deployment_diagnostics(checked) {
+                compilation.diagnostics.push(diagnostic);
+            }
+        }
+    }
     let diagnostics = &compilation.diagnostics;
     match args.format {
         Format::Human => {

@@ -16,8 +16,10 @@
 
 mod blob;
 mod callbacks;
+mod deploy;
 mod frame;
 pub mod layout;
+pub use deploy::{deployment_diagnostics, PROCESSED_PER_INSTRUCTION, VERIFIER_BUDGET};
 mod program;
 mod tables;
 
