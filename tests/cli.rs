@@ -263,3 +263,37 @@ fn check_reports_what_the_back_end_would_refuse() {
     let compiled = l7c(&["compile", "tests/scale/multi5.l7", "--emit", "report"], None);
     assert_eq!(compiled.status.code(), Some(0), "check and compile agree: {}", stderr(&compiled));
 }
+
+/// Every command under the README's "Using it" runs as written and
+/// succeeds (from the repository's root, `l7c` being this build; `fmt`
+/// with `--check`, so a test never rewrites the examples).
+#[test]
+fn the_readme_commands_under_using_it_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let block = readme
+        .split("## Using it")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's \"Using it\" has a ```sh block");
+    let bin = Path::new(env!("CARGO_BIN_EXE_l7c")).parent().unwrap();
+    let mut commands = 0;
+    for command in block.replace("\\\n", " ").lines() {
+        // A comment starts at `  #` after the command.
+        let command = command.split("  #").next().unwrap().trim();
+        if command.is_empty() || command.starts_with('#') {
+            continue;
+        }
+        let command = command.replace("l7c fmt ", "l7c fmt --check ");
+        let output = Command::new("bash")
+            .args(["-c", &command])
+            .current_dir(root)
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+            .output()
+            .expect("bash");
+        assert!(output.status.success(), "`{command}`: {}{}", stdout(&output), stderr(&output));
+        commands += 1;
+    }
+    assert!(commands >= 5, "{commands} commands found");
+}
