@@ -1289,26 +1289,26 @@ fn address_scopes_govern_only_their_peers_under_run() {
     let policy = dir.join("addr.l7");
     std::fs::write(
         &policy,
-        "policy \"v4\" {\n  scope remote addr 127.0.0.2/32\n  scope remote port 18250\n  default allow\n  rule \"admin\" { path prefix \"/admin/\" deny }\n}\n\
-         policy \"v6\" {\n  scope remote addr ::1/128\n  scope remote port 18250\n  default allow\n  rule \"admin\" { path prefix \"/admin/\" deny }\n}\n",
+        "policy \"v4\" {\n  scope remote addr 127.0.0.2/32\n  scope remote port 18270\n  default allow\n  rule \"admin\" { path prefix \"/admin/\" deny }\n}\n\
+         policy \"v6\" {\n  scope remote addr ::1/128\n  scope remote port 18270\n  default allow\n  rule \"admin\" { path prefix \"/admin/\" deny }\n}\n",
     )
     .unwrap();
     if !compiles(test, &policy, &dir) {
         return;
     }
-    let v4 = Server::start("0.0.0.0:18250");
-    let v6 = match TcpListener::bind("[::1]:18250") {
+    let v4 = Server::start("0.0.0.0:18270");
+    let v6 = match TcpListener::bind("[::1]:18270") {
         Ok(probe) => {
             drop(probe);
-            Some(Server::start("[::1]:18250"))
+            Some(Server::start("[::1]:18270"))
         }
         Err(error) => {
-            eprintln!("SKIPPED the IPv6 part of {test}: cannot listen on [::1]:18250 ({error})");
+            eprintln!("SKIPPED the IPv6 part of {test}: cannot listen on [::1]:18270 ({error})");
             None
         }
     };
     let run = Running::start(&[policy.to_str().unwrap(), "--cgroup", cgroup.path()]);
-    let get = |host: &str, path: &str| curl(&cgroup, &["-g", &format!("http://{host}:18250{path}")]).0;
+    let get = |host: &str, path: &str| curl(&cgroup, &["-g", &format!("http://{host}:18270{path}")]).0;
     assert_eq!(get("127.0.0.2", "/pub/a"), 0);
     assert_eq!(get("127.0.0.2", "/admin/a"), 55, "the /32 governs 127.0.0.2");
     assert_eq!(get("127.0.0.3", "/admin/b"), 0, "127.0.0.3 is in no scope: not governed");
@@ -1340,7 +1340,7 @@ fn a_closed_redirect_target_is_connected_again() {
     let policy = dir.join("redirect.l7");
     std::fs::write(
         &policy,
-        "policy \"r\" {\n  scope remote port 18261\n  default allow\n  rule \"backup\" { path prefix \"/backup/\" redirect \"backup\" }\n}\n",
+        "policy \"r\" {\n  scope remote port 18281\n  default allow\n  rule \"backup\" { path prefix \"/backup/\" redirect \"backup\" }\n}\n",
     )
     .unwrap();
     if !compiles(test, &policy, &dir) {
@@ -1348,7 +1348,7 @@ fn a_closed_redirect_target_is_connected_again() {
     }
     // The target: every connection the agent makes, kept, and what each
     // received.
-    let listener = TcpListener::bind("127.0.0.1:18260").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:18280").unwrap();
     let accepted: Arc<Mutex<Vec<(TcpStream, Arc<Mutex<Vec<u8>>>)>>> = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&accepted);
     std::thread::spawn(move || {
@@ -1373,18 +1373,18 @@ fn a_closed_redirect_target_is_connected_again() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let _server = Server::start("127.0.0.1:18261");
-    let metrics = "127.0.0.1:18262";
+    let _server = Server::start("127.0.0.1:18281");
+    let metrics = "127.0.0.1:18282";
     let run = Running::start(&[
         policy.to_str().unwrap(),
         "--cgroup",
         cgroup.path(),
         "--redirect",
-        "backup=127.0.0.1:18260",
+        "backup=127.0.0.1:18280",
         "--metrics",
         metrics,
     ]);
-    let _ = curl(&cgroup, &["--max-time", "1", "http://127.0.0.1:18261/backup/a"]);
+    let _ = curl(&cgroup, &["--max-time", "1", "http://127.0.0.1:18281/backup/a"]);
     wait_until("the first redirect", &|| String::from_utf8_lossy(&received_by(0)).contains("GET /backup/a "));
 
     // The target closes the agent's connection.
@@ -1394,7 +1394,7 @@ fn a_closed_redirect_target_is_connected_again() {
     run.wait_for("closed the connection", 1);
     run.wait_for("connected again", 1);
     wait_until("the second connection", &|| !accepted.lock().unwrap().is_empty());
-    let _ = curl(&cgroup, &["--max-time", "1", "http://127.0.0.1:18261/backup/b"]);
+    let _ = curl(&cgroup, &["--max-time", "1", "http://127.0.0.1:18281/backup/b"]);
     wait_until("the redirect after the reconnection", &|| String::from_utf8_lossy(&received_by(0)).contains("GET /backup/b "));
 
     let text = wait_for_sample(metrics, "l7c_redirect_reconnects_total", 1);
