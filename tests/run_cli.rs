@@ -1402,3 +1402,51 @@ fn a_closed_redirect_target_is_connected_again() {
     assert!(run.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Enrolled applications read what the server sent, as without l7c
+/// (tests/receive/: a Python server outside the cgroup, a Python client
+/// inside): `ioctl(FIONREAD)` counts the 566 queued bytes (kernels with
+/// upstream 929e30f93125 answer 0 without a receive-side verdict), an
+/// edge-triggered epoll reader gets every byte, a 100 MiB download and a
+/// slow reader's 8 MiB arrive with their checksums.
+#[test]
+fn enrolled_applications_read_what_the_server_sent() {
+    let test = "enrolled_applications_read_what_the_server_sent";
+    let _one_at_a_time = serial();
+    let Some(cgroup) = ready(test) else { return };
+    if !installed("python3", "--version") {
+        eprintln!("SKIPPED {test}: python3 is not installed");
+        return;
+    }
+    let dir = temp_dir(test);
+    let policy = dir.join("receive.l7");
+    std::fs::write(&policy, "policy \"r\" {\n  scope remote port 18290\n  default allow\n}\n").unwrap();
+    if !compiles(test, &policy, &dir) {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receive");
+    let mut server = Command::new("python3")
+        .arg(root.join("server.py"))
+        .arg("18290")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 server.py");
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut port).unwrap();
+    assert_eq!(port.trim(), "18290");
+    let run = Running::start(&[policy.to_str().unwrap(), "--cgroup", cgroup.path()]);
+    let out = cgroup
+        .command("python3", &[root.join("client.py").to_str().unwrap(), "18290"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    let _ = server.kill();
+    let _ = server.wait();
+    for check in ["fionread", "epoll-et", "download-100MiB", "slow-reader-8MiB"] {
+        assert!(stdout.contains(&format!("ok {check} ")), "{check}:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(out.status.success());
+    assert!(run.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}

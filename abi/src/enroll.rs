@@ -425,6 +425,38 @@ pub mod gate {
 /// guard the library's kTLS attempt fails at `TCP_ULP`, it stays in user
 /// space, and the policy judges its records (`opaque`). `l7c run` attaches
 /// it next to the enrollment program (docs/runtime.md, "kTLS").
+/// The receive side's verdict (`sk_skb`, attached to `l7_sockets` as
+/// `BPF_SK_SKB_VERDICT`): every byte the server sends is passed, in
+/// order, to the enrolled socket's receive queue.
+///
+/// Why a program that changes nothing: kernels with upstream 929e30f93125
+/// (6.6.128+, 6.12.75+, 6.18.14+) make `ioctl(FIONREAD)` answer 0 for a
+/// socket in a socket map that has no receive-side verdict, however many
+/// bytes are queued; applications that size their reads by it (Java's
+/// `available()`, event loops) stall. With a verdict the bytes go through
+/// the psock's queue, which FIONREAD counts. It never drops: `SK_DROP` on
+/// receive would discard bytes TCP has already acknowledged.
+pub mod receive {
+    use l7c_bpf::bpf::{verdict, Asm, AsmError, Program, R0};
+
+    pub const SECTION: &str = "sk_skb/verdict";
+    pub const PROGRAM_NAME: &str = "l7c_receive";
+
+    pub fn program() -> Program {
+        // Cannot fail: two instructions, no labels (tested).
+        #[allow(clippy::expect_used)]
+        build().expect("the fixed receive verdict assembles")
+    }
+
+    fn build() -> Result<Program, AsmError> {
+        let mut a = Asm::new();
+        a.note("l7c receive verdict (abi/src/enroll.rs): pass every byte the server sends (SK_PASS)");
+        a.mov64(R0, verdict::PASS);
+        a.exit();
+        a.finish()
+    }
+}
+
 pub mod ulp_guard {
     use l7c_bpf::bpf::{Asm, AsmError, Program, R0, R1, R2};
 
@@ -475,6 +507,15 @@ mod tests {
         // Ends with `r0 = 1; exit`: every path returns 1.
         let insns = program.insns();
         assert!(matches!(insns.last(), Some(Insn::Exit)));
+    }
+
+    #[test]
+    fn the_receive_verdict_passes_everything_and_nothing_else() {
+        let program = receive::program();
+        assert_eq!(program.insns().len(), 2);
+        assert!(program.relocations().is_empty(), "it reads no map");
+        let listing = program.listing();
+        assert!(listing.contains("r0 = 1") && listing.contains("exit"), "{listing}");
     }
 
     #[test]

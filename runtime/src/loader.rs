@@ -166,6 +166,33 @@ impl KernelProgram {
         Ok(())
     }
 
+    /// Loads the receive-side verdict (`l7c_abi::enroll::receive`: pass
+    /// every byte) and attaches it to the socket map the `sk_msg` program
+    /// is attached to, so sockets enrolled from now on get a receive path
+    /// through their psock (what keeps `ioctl(FIONREAD)` true on kernels
+    /// with upstream 929e30f93125). The map holds the program from then on,
+    /// pinned or not.
+    pub fn attach_receive_verdict(&self) -> Result<(), KernelError> {
+        use l7c_abi::enroll::receive;
+        let program = self.load_companion(
+            receive::PROGRAM_NAME,
+            sys::BPF_PROG_TYPE_SK_SKB,
+            sys::BPF_SK_SKB_VERDICT,
+            &receive::program(),
+        )?;
+        sys::prog_attach(self.map_fd(&self.attach_map)?, program.as_fd(), sys::BPF_SK_SKB_VERDICT).map_err(|errno| {
+            KernelError::syscall(
+                format!(
+                    "BPF_PROG_ATTACH of `{}` to map `{}` (BPF_SK_SKB_VERDICT)",
+                    receive::PROGRAM_NAME,
+                    self.attach_map
+                ),
+                errno,
+                "the kernel must support sk_skb verdicts without a stream parser (Linux 5.13+)",
+            )
+        })
+    }
+
     /// Loads the object's `sock_ops` program `name` and attaches it to the
     /// cgroup (v2) directory `cgroup`: from then on, every TCP connection
     /// a process in that cgroup establishes runs it (how `l7c run` enrolls

@@ -87,6 +87,7 @@ pub fn probe() -> Report {
             .and_then(|hash| try_map(map_type::SOCKMAP, 4, 4, 1, "SOCKMAP").map(|map| format!("{hash}; {map}"))),
     );
     add("sk_msg", true, try_sk_msg());
+    add("receive_verdict", true, try_receive_verdict());
     add(
         "bounded_loops",
         false,
@@ -171,6 +172,52 @@ fn try_sk_msg() -> Result<String, String> {
         "loaded an sk_msg program ({} processed instructions), attached it to a SOCKHASH, and a socket in the map delivered through it",
         program.verified_instruction_count().map_or("?".to_owned(), |n| n.to_string())
     ))
+}
+
+/// The receive-side verdict on a socket map, and what `ioctl(FIONREAD)`
+/// says on an enrolled socket with and without it (kernels with upstream
+/// 929e30f93125 answer 0 without it).
+fn try_receive_verdict() -> Result<String, String> {
+    let fionread_with = |verdict: bool| -> Result<i32, String> {
+        let bytes = object(pass_all()?, Vec::new())?;
+        let program = KernelProgram::load(&bytes, &LoadOptions::default()).map_err(|e| describe(&e))?;
+        if verdict {
+            program.attach_receive_verdict().map_err(|e| describe(&e))?;
+        }
+        let (client, mut server) = enrolled_pair(&program)?;
+        server.write_all(&[b'x'; 566]).map_err(|e| format!("send to the enrolled socket: {e}"))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut queued = 0;
+        while std::time::Instant::now() < deadline {
+            queued = fionread(&client)?;
+            if queued == 566 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(queued)
+    };
+    let with = fionread_with(true)?;
+    let without = fionread_with(false)?;
+    if with != 566 {
+        return Err(format!("with the receive verdict attached, FIONREAD said {with} with 566 bytes queued"));
+    }
+    Ok(format!(
+        "an sk_skb verdict attached to the socket map (BPF_SK_SKB_VERDICT); FIONREAD with 566 bytes queued: {with} with it, {without} without it{}",
+        if without == 566 { "" } else { " (this kernel miscounts without a receive-side verdict)" }
+    ))
+}
+
+/// `ioctl(FIONREAD)` on `socket`.
+fn fionread(socket: &TcpStream) -> Result<i32, String> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer given.
+    let ret = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut queued) };
+    if ret == 0 {
+        Ok(queued)
+    } else {
+        Err(format!("ioctl(FIONREAD) failed with {}", crate::Errno::last()))
+    }
 }
 
 fn try_program(what: &str, program: Result<Program, String>) -> Result<String, String> {

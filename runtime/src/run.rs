@@ -242,6 +242,9 @@ impl Generation {
             ..abi::gate::Gate::default()
         };
         program.write_array(abi::maps::GATE, 0, &gate.to_bytes())?;
+        // Before anything is enrolled: a socket gets the receive path when
+        // it enters the map.
+        program.attach_receive_verdict()?;
         for (index, word) in abi::gate::port_words(meta.governed_ports.as_deref()).iter().enumerate() {
             if *word != 0 {
                 program.write_array(abi::maps::GATE_PORTS, index as u32, &word.to_ne_bytes())?;

@@ -161,6 +161,10 @@ pub const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 pub const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 /// `BPF_PROG_TYPE_CGROUP_SOCK` and `BPF_CGROUP_INET_SOCK_CREATE`.
 pub const BPF_PROG_TYPE_CGROUP_SOCK: u32 = 9;
+/// `BPF_PROG_TYPE_SK_SKB` and its verdict attach type without a stream
+/// parser (5.13+).
+pub const BPF_PROG_TYPE_SK_SKB: u32 = 14;
+pub const BPF_SK_SKB_VERDICT: u32 = 38;
 pub const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
 
 /// Like [`bpf`], for the commands that return a new file descriptor.
