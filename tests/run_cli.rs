@@ -1450,3 +1450,121 @@ fn enrolled_applications_read_what_the_server_sent() {
     assert!(run.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A reload compiles and loads beside the agent's loop: while a policy of
+/// 10,000 rules compiles (over a minute in a debug build), metrics are
+/// served and SIGTERM ends the agent at once; the enforcement in force is
+/// untouched by the abandoned reload.
+#[test]
+fn a_long_reload_stalls_nothing_and_sigterm_does_not_wait_for_it() {
+    let test = "a_long_reload_stalls_nothing_and_sigterm_does_not_wait_for_it";
+    let _one_at_a_time = serial();
+    let Some(cgroup) = ready(test) else { return };
+    let dir = temp_dir(test);
+    let policy = dir.join("policy.l7");
+    std::fs::write(&policy, "policy \"small\" {\n  scope remote port 18300\n  default allow\n  rule \"admin\" { path prefix \"/admin/\" deny }\n}\n").unwrap();
+    let _server = Server::start("127.0.0.1:18300");
+    let metrics = "127.0.0.1:18301";
+    let mut run = Running::start(&[policy.to_str().unwrap(), "--cgroup", cgroup.path(), "--metrics", metrics]);
+    let big: String = (0..10_000)
+        .map(|i| format!("  rule \"r{i}\" {{ method GET  path glob \"/svc{i}/*/v{}/*\"  header \"x-k{}\" prefix \"t{i}\" allow }}\n", i % 7, i % 50))
+        .collect();
+    std::fs::write(&policy, format!("policy \"big\" {{\n  scope remote port 18300\n  default deny\n{big}}}\n")).unwrap();
+    run.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    // Metrics answer while the reload is under way.
+    for _ in 0..3 {
+        let asked = Instant::now();
+        let text = scrape(metrics);
+        assert!(asked.elapsed() < Duration::from_secs(2), "a scrape took {:?}", asked.elapsed());
+        assert!(text.contains("l7c_policy_generations 1"), "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!run.stderr().contains("l7c: reloaded"), "the reload was expected to be still compiling:\n{}", run.stderr());
+    assert_eq!(curl(&cgroup, &["http://127.0.0.1:18300/admin/x"]).0, 55, "the policy in force still judges");
+    let stopped = Instant::now();
+    let status = run.end_agent("TERM");
+    assert!(status.success());
+    assert!(stopped.elapsed() < Duration::from_secs(3), "SIGTERM took {:?}", stopped.elapsed());
+    // The abandoned reload left nothing: the small policy is still the one in force.
+    let out = l7c().args(["status", "--cgroup", cgroup.path()]).output().unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("small") && !status.contains("big"), "{status}");
+    assert_eq!(curl(&cgroup, &["http://127.0.0.1:18300/admin/y"]).0, 55);
+    let (code, stderr) = lift(cgroup.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Generations are bounded: with `--max-generations 2`, a keep-alive
+/// connection holds the first generation, a reload makes the second, and
+/// the next reload is rejected (named, counted) until the connection
+/// closes and its generation is freed. The metrics show the count, the
+/// bound and the kernel memory the generations hold.
+#[test]
+fn policy_generations_are_bounded() {
+    let test = "policy_generations_are_bounded";
+    let _one_at_a_time = serial();
+    let Some(cgroup) = ready(test) else { return };
+    let dir = temp_dir(test);
+    let policy = dir.join("policy.l7");
+    let write = |rule: &str| {
+        std::fs::write(&policy, format!("policy \"g\" {{\n  scope remote port 18310\n  default allow\n  rule \"{rule}\" {{ path prefix \"/admin/\" deny }}\n}}\n")).unwrap();
+    };
+    write("one");
+    let server = Server::start("127.0.0.1:18310");
+    let metrics = "127.0.0.1:18311";
+    let run = Running::start(&[
+        policy.to_str().unwrap(),
+        "--cgroup",
+        cgroup.path(),
+        "--metrics",
+        metrics,
+        "--max-generations",
+        "2",
+        "--events-buffer",
+        "1MiB",
+    ]);
+    // --events-buffer sizes the generation's ring buffer (BPF_MAP_TYPE_RINGBUF = 27).
+    let rings: Vec<String> = std::fs::read_dir(format!("/proc/{}/fdinfo", run.pid()))
+        .unwrap()
+        .flatten()
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+        .filter(|info| info.lines().any(|line| line.split_whitespace().eq(["map_type:", "27"])))
+        .collect();
+    assert!(!rings.is_empty(), "no ring buffer among the agent's fds");
+    for info in &rings {
+        assert!(info.lines().any(|line| line.split_whitespace().eq(["max_entries:", "1048576"])), "{info}");
+    }
+    let go = dir.join("go");
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/18310; printf 'GET /k1 HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n' >&3; read -r status <&3; \
+         while [ ! -e {go} ]; do sleep 0.05; done",
+        go = go.display()
+    );
+    let mut keepalive = cgroup.command("bash", &["-c", &script]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.paths().contains(&"/k1".to_owned()) {
+        assert!(Instant::now() < deadline, "the keep-alive connection's request never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    write("two");
+    run.signal("HUP");
+    run.wait_for("l7c: reloaded", 1);
+    let text = wait_for_sample(metrics, "l7c_policy_generations", 2);
+    assert_eq!(sample(&text, "l7c_policy_generations_max"), Some(2), "{text}");
+    assert!(sample(&text, "l7c_policy_generations_memlock_bytes").is_some_and(|bytes| bytes > 0), "{text}");
+    write("three");
+    run.signal("HUP");
+    run.wait_for("too many policy generations", 1);
+    wait_for_sample(metrics, "l7c_reloads_total{result=\"rejected\"}", 1);
+    // The keep-alive connection closes: its generation is freed, and the
+    // reload goes through.
+    std::fs::write(&go, "").unwrap();
+    keepalive.wait().unwrap();
+    run.wait_for("older policy generation(s) freed", 1);
+    run.signal("HUP");
+    run.wait_for("l7c: reloaded", 2);
+    assert!(run.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -349,6 +349,8 @@ pub mod codes {
         "l7::run::unknown-redirect",
         "l7::run::redirect-connect",
         "l7::run::already-running",
+        "l7::run::too-many-generations",
+        "l7::run::stale-generation",
         "l7::run::abi",
     ];
 

@@ -185,13 +185,18 @@ pub fn json_line(bytes: &[u8], context: &Context<'_>) -> Option<String> {
         abi::reason_from_code(event.reason_class, event.reason_kind)?.name()
     };
     let chunked = event.flags & event_flags::CHUNKED != 0;
-    let bytes_field = if chunked {
+    // A request ends after its first byte: an end at or before the start
+    // is one the program could not know (a head over a limit or malformed
+    // before it ended, an opaque or HTTP/2 stream), and is said as such.
+    let end_known = event.end > event.start;
+    let end_field = if end_known { event.end.to_string() } else { "null".to_owned() };
+    let bytes_field = if chunked || !end_known {
         "null".to_owned()
     } else {
         event.end.saturating_sub(event.start).to_string()
     };
     Some(format!(
-        "{{\"kind\":\"verdict\",{common},\"policy\":{},\"rule\":{rule},\"action\":{},\"reason\":{},\"audit\":{},\"logged\":{},\"chunked\":{chunked},\"held_tail\":{},\"start\":{},\"end\":{},\"bytes\":{bytes_field}}}",
+        "{{\"kind\":\"verdict\",{common},\"policy\":{},\"rule\":{rule},\"action\":{},\"reason\":{},\"audit\":{},\"logged\":{},\"chunked\":{chunked},\"held_tail\":{},\"start\":{},\"end\":{end_field},\"bytes\":{bytes_field}}}",
         json_string(&policy.name),
         json_string(action.name()),
         json_string(&reason),
@@ -199,7 +204,6 @@ pub fn json_line(bytes: &[u8], context: &Context<'_>) -> Option<String> {
         event.flags & event_flags::LOGGED != 0,
         event.flags & event_flags::HELD_TAIL != 0,
         event.start,
-        event.end,
     ))
 }
 
@@ -335,6 +339,12 @@ mod tests {
              \"action\":\"deny\",\"reason\":\"rule\",\"audit\":false,\"logged\":true,\"chunked\":false,\
              \"held_tail\":false,\"start\":0,\"end\":43,\"bytes\":43}"
         );
+        // A head over a limit, refused before it ended: the program does
+        // not know where the request ends, and the line says so.
+        let (class, kind) = abi::reason_code(Reason::Limit(l7c_abi::http::LimitKind::HeaderBytes));
+        let limit = Event { start: 32, end: 0, rule: abi::NO_RULE, reason_class: class, reason_kind: kind, ..event };
+        let line = json_line(&limit.to_bytes(), &context).unwrap();
+        assert!(line.ends_with("\"start\":32,\"end\":null,\"bytes\":null}"), "{line}");
         // A helper failure is reported under its internal reason.
         let internal = Event { reason_class: abi::internal::CLASS, reason_kind: abi::internal::PULL_DATA, ..event };
         let line = json_line(&internal.to_bytes(), &context).unwrap();

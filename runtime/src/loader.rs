@@ -244,6 +244,21 @@ impl KernelProgram {
         &self.shapes
     }
 
+    /// Kernel memory its maps hold, as the kernel accounts it (`memlock:`
+    /// of each map fd's `/proc/self/fdinfo` entry); 0 for a map whose
+    /// entry cannot be read.
+    pub fn memlock_bytes(&self) -> u64 {
+        self.shapes
+            .iter()
+            .filter_map(|shape| self.map_fd(&shape.name).ok())
+            .filter_map(|fd| std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok())
+            .filter_map(|info| {
+                let line = info.lines().find(|line| line.starts_with("memlock:"))?;
+                line.trim_start_matches("memlock:").trim().parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// The kernel's id of the loaded program (what `bpftool prog list`
     /// shows).
     pub fn program_id(&self) -> Option<u32> {

@@ -116,6 +116,10 @@ pub struct Snapshot {
     /// Policy generations loaded (the current one and those kept for
     /// connections enrolled before a reload).
     pub generations: usize,
+    /// The bound on them (`--max-generations`).
+    pub generations_max: usize,
+    /// Kernel memory their maps hold (bytes).
+    pub generations_memlock: u64,
     /// `.l7.meta`'s `source_hash` of the current policy.
     pub source_hash: String,
     /// What the kernel does with kTLS (probed when `l7c run` started).
@@ -178,7 +182,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             label(reason)
         ));
     }
-    let scalars: [(&str, &str, &str, String); 7] = [
+    let scalars: [(&str, &str, &str, String); 9] = [
         (
             "l7c_connections_enrolled",
             "gauge",
@@ -220,6 +224,18 @@ pub fn render(snapshot: &Snapshot) -> String {
             "gauge",
             "Policy generations loaded: the current one and older ones kept for their connections.",
             snapshot.generations.to_string(),
+        ),
+        (
+            "l7c_policy_generations_max",
+            "gauge",
+            "The bound on policy generations (--max-generations); a reload beyond it is rejected.",
+            snapshot.generations_max.to_string(),
+        ),
+        (
+            "l7c_policy_generations_memlock_bytes",
+            "gauge",
+            "Kernel memory the maps of every loaded generation hold.",
+            snapshot.generations_memlock.to_string(),
         ),
     ];
     let gate: [(&str, &str, &str, String); 7] = [

@@ -92,7 +92,39 @@ pub struct RunConfig {
     /// agent pinned. `l7c run` sets it; without it (tests, `--ephemeral`)
     /// dropping the session removes everything.
     pub persist: bool,
+    /// Policy generations kept at once (the current one and those kept
+    /// for connections established under older policies); a reload
+    /// beyond it is rejected until older ones are freed.
+    pub max_generations: usize,
+    /// Bytes of each generation's event ring buffer (a power of two, at
+    /// least a page): what a burst of events may fill before the agent
+    /// drains it.
+    pub events_buffer: u32,
+    /// Attach the pass-all receive verdict to each generation's
+    /// `l7_sockets` (`l7c_abi::enroll::receive`). [`Session::start`] turns
+    /// [`ReceiveVerdict::Auto`] into `On` or `Off` by trying FIONREAD on
+    /// this kernel.
+    pub receive_verdict: ReceiveVerdict,
 }
+
+/// Whether enrolled sockets get the receive-side verdict: it keeps
+/// `ioctl(FIONREAD)` true on kernels with upstream 929e30f93125 and costs
+/// throughput (the psock's receive path; docs/BENCHMARKS.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiveVerdict {
+    /// Where this kernel miscounts FIONREAD without it.
+    Auto,
+    On,
+    Off,
+}
+
+/// The default of [`RunConfig::events_buffer`]: 256 KiB, about 3,640
+/// events.
+pub const DEFAULT_EVENTS_BUFFER: u32 = 256 * 1024;
+
+/// The default of [`RunConfig::max_generations`]: 16 generations of the
+/// benchmark's policy lock about 22 MB of kernel memory.
+pub const DEFAULT_MAX_GENERATIONS: usize = 16;
 
 impl Default for RunConfig {
     fn default() -> RunConfig {
@@ -102,6 +134,9 @@ impl Default for RunConfig {
             events_all: false,
             capacity: DEFAULT_CAPACITY,
             persist: false,
+            max_generations: DEFAULT_MAX_GENERATIONS,
+            events_buffer: DEFAULT_EVENTS_BUFFER,
+            receive_verdict: ReceiveVerdict::Auto,
         }
     }
 }
@@ -131,6 +166,15 @@ pub enum RunError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("{kept} policy generations are in force (the current one and {} kept for connections established under older policies); the bound is {max}", kept - 1)]
+    #[diagnostic(
+        code("l7::run::too-many-generations"),
+        help("older generations are freed when their last connection closes (`l7c status` shows them); reload again then, or raise `--max-generations`")
+    )]
+    TooManyGenerations { kept: usize, max: usize },
+    #[error("internal error: a loaded generation numbered {number} arrived where {expected} was expected")]
+    #[diagnostic(code("l7::run::stale-generation"), help("an l7c bug: report it"))]
+    Stale { number: u64, expected: u64 },
     #[error("another `l7c run` already enforces a policy on cgroup `{}`{}", cgroup.display(), pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
     #[diagnostic(
         code("l7::run::already-running"),
@@ -232,7 +276,10 @@ impl Generation {
                 program: None,
                 attach_map: Some(abi::maps::SOCKETS),
             },
-            &[(abi::maps::SOCKETS, socket_map_entries(config.capacity))],
+            &[
+                (abi::maps::SOCKETS, socket_map_entries(config.capacity)),
+                (abi::maps::EVENTS, config.events_buffer),
+            ],
         )?;
         // The gate's capacity and ports, before any program that reads
         // them is attached (until then a missing record would refuse).
@@ -244,7 +291,9 @@ impl Generation {
         program.write_array(abi::maps::GATE, 0, &gate.to_bytes())?;
         // Before anything is enrolled: a socket gets the receive path when
         // it enters the map.
-        program.attach_receive_verdict()?;
+        if config.receive_verdict != ReceiveVerdict::Off {
+            program.attach_receive_verdict()?;
+        }
         for (index, word) in abi::gate::port_words(meta.governed_ports.as_deref()).iter().enumerate() {
             if *word != 0 {
                 program.write_array(abi::maps::GATE_PORTS, index as u32, &word.to_ne_bytes())?;
@@ -686,6 +735,39 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// Loads a generation away from the session (see [`Session::loader`]).
+#[derive(Debug, Clone)]
+pub struct GenerationLoader {
+    number: u64,
+    config: RunConfig,
+}
+
+impl GenerationLoader {
+    /// Creates the generation's maps and loads its programs (the
+    /// verifier's work); nothing is attached or pinned yet, so dropping
+    /// the result (or the process) leaves nothing behind.
+    pub fn load(&self, object: &[u8], meta: &Meta) -> Result<LoadedGeneration, RunError> {
+        Generation::load(self.number, object, meta, &self.config).map(LoadedGeneration)
+    }
+}
+
+/// A generation loaded and not yet in force ([`Session::install`]).
+pub struct LoadedGeneration(Generation);
+
+impl std::fmt::Debug for LoadedGeneration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedGeneration").field("number", &self.0.number).finish_non_exhaustive()
+    }
+}
+
+/// Loaded on one thread, installed on another.
+#[allow(dead_code)]
+fn assert_send() {
+    fn send<T: Send>() {}
+    send::<LoadedGeneration>();
+    send::<GenerationLoader>();
+}
+
 /// The refusal when another agent holds the lock of `place`.
 fn already_running(place: &Place, cgroup: &Path) -> RunError {
     let pid = place.read_state().ok().flatten().and_then(|state| state.agent_pid);
@@ -712,8 +794,15 @@ impl Session {
         }
     }
 
-    pub fn start(object: &[u8], meta: &Meta, config: RunConfig) -> Result<Session, RunError> {
+    pub fn start(object: &[u8], meta: &Meta, mut config: RunConfig) -> Result<Session, RunError> {
         check_cgroup(&config.cgroup)?;
+        if config.receive_verdict == ReceiveVerdict::Auto {
+            config.receive_verdict = if crate::probe::fionread_needs_a_receive_verdict() {
+                ReceiveVerdict::On
+            } else {
+                ReceiveVerdict::Off
+            };
+        }
         if !config.persist {
             let current = Generation::load(1, object, meta, &config)?;
             // Before the enrollment: no enrolled socket may take the tls ULP.
@@ -879,8 +968,46 @@ impl Session {
     /// Replaces the policy for new connections (module docs); on error
     /// the running policy stays and the error says why.
     pub fn reload(&mut self, object: &[u8], meta: &Meta) -> Result<(), RunError> {
-        let number = self.next_number;
-        let result = Generation::load(number, object, meta, &self.config).and_then(|mut next| {
+        let loaded = self.loader().and_then(|loader| loader.load(object, meta));
+        match loaded {
+            Ok(loaded) => self.install(loaded),
+            Err(error) => {
+                self.rejected();
+                Err(error)
+            }
+        }
+    }
+
+    /// What loads the next generation, on any thread (the verifier may
+    /// take seconds: the agent's loop goes on meanwhile); refused when
+    /// [`RunConfig::max_generations`] are in force.
+    pub fn loader(&self) -> Result<GenerationLoader, RunError> {
+        self.room_for_one_more()?;
+        Ok(GenerationLoader { number: self.next_number, config: self.config.clone() })
+    }
+
+    fn room_for_one_more(&self) -> Result<(), RunError> {
+        let kept = 1 + self.retired.len();
+        if kept >= self.config.max_generations {
+            return Err(RunError::TooManyGenerations { kept, max: self.config.max_generations });
+        }
+        Ok(())
+    }
+
+    /// Puts a generation [`GenerationLoader::load`] made in force for new
+    /// connections (the one a reload makes): pinned, the cgroup links
+    /// switched to its programs; the current one is kept for the
+    /// connections it polices.
+    pub fn install(&mut self, loaded: LoadedGeneration) -> Result<(), RunError> {
+        let number = loaded.0.number;
+        let result = (|| {
+            if number != self.next_number {
+                return Err(RunError::Stale { number, expected: self.next_number });
+            }
+            self.room_for_one_more()?;
+            Ok(loaded.0)
+        })()
+        .and_then(|mut next| {
             if let Some((place, _)) = &self.place {
                 next.pin(place)?;
             }
@@ -1176,6 +1303,8 @@ impl Session {
             redirect_targets: self.reconnects,
             reloads_rejected: self.reloads_rejected,
             generations: 1 + self.retired.len(),
+            generations_max: self.config.max_generations,
+            generations_memlock: std::iter::once(&self.current).chain(&self.retired).map(|g| g.program.memlock_bytes()).sum(),
             source_hash: self.current.meta.source_hash.clone(),
             ktls: self.ktls.clone(),
             cgroup_present: !self.cgroup_missing,
@@ -1193,6 +1322,12 @@ impl Session {
     }
 
     /// What the kernel does with kTLS, probed when the session started.
+    /// Whether this session's generations get the receive verdict (never
+    /// `Auto` once started).
+    pub fn receive_verdict(&self) -> ReceiveVerdict {
+        self.config.receive_verdict
+    }
+
     pub fn ktls(&self) -> &crate::probe::KtlsState {
         &self.ktls
     }

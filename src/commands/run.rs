@@ -23,7 +23,7 @@ use l7c_compiler::codegen::Compiled;
 use l7c_compiler::report;
 use l7c_runtime::cgroup::check_cgroup;
 use l7c_runtime::metrics;
-use l7c_runtime::run::{RunConfig, RunError, Session, Started};
+use l7c_runtime::run::{LoadedGeneration, ReceiveVerdict, RunConfig, RunError, Session, Started};
 use l7c_runtime::signals::Signals;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -76,6 +76,21 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = l7c_runtime::run::DEFAULT_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     capacity: u32,
+    /// Policy generations kept at once (the current one and older ones kept for
+    /// connections established under them); a reload beyond it is rejected
+    #[arg(long, value_name = "N", default_value_t = l7c_runtime::run::DEFAULT_MAX_GENERATIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=1024))]
+    max_generations: usize,
+    /// Bytes of the kernel's event ring buffer per generation: a power of two
+    /// from 4KiB to 256MiB (suffixes KiB, MiB); a burst beyond it loses events
+    /// (counted in l7c_events_lost_total)
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_ring_size)]
+    events_buffer: u32,
+    /// The pass-all receive verdict that keeps ioctl(FIONREAD) true on kernels that
+    /// miscount it for sockets in a socket map: auto attaches it where this kernel
+    /// needs it (it costs throughput: docs/BENCHMARKS.md)
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    receive_verdict: ReceiveVerdictArg,
     /// Tie enforcement to this process: nothing is pinned, and it ends when
     /// l7c run exits or dies (for trying policies out, never on a node)
     #[arg(long)]
@@ -96,9 +111,48 @@ pub struct Args {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ReceiveVerdictArg {
+    Auto,
+    On,
+    Off,
+}
+
+impl From<ReceiveVerdictArg> for ReceiveVerdict {
+    fn from(arg: ReceiveVerdictArg) -> ReceiveVerdict {
+        match arg {
+            ReceiveVerdictArg::Auto => ReceiveVerdict::Auto,
+            ReceiveVerdictArg::On => ReceiveVerdict::On,
+            ReceiveVerdictArg::Off => ReceiveVerdict::Off,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Existing {
     Keep,
     Reset,
+}
+
+/// A ring buffer's size: a power of two from 4 KiB to 256 MiB, in bytes
+/// or with `KiB`/`MiB`.
+fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let (digits, unit) = match text.strip_suffix("KiB") {
+        Some(digits) => (digits, 1024),
+        None => match text.strip_suffix("MiB") {
+            Some(digits) => (digits, 1024 * 1024),
+            None => (text, 1),
+        },
+    };
+    let bytes = digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("`{text}` is not a size (e.g. 4MiB)"))?;
+    if !bytes.is_power_of_two() || !(4096..=256 << 20).contains(&bytes) {
+        return Err(format!("`{text}`: the kernel wants a power of two from 4KiB to 256MiB"));
+    }
+    u32::try_from(bytes).map_err(|_| format!("`{text}` is too large"))
 }
 
 /// `HOST:PORT`, the host a name or an address.
@@ -317,6 +371,9 @@ pub fn run(args: Args) -> Status {
         events_all: args.events_all,
         capacity: args.capacity,
         persist: !args.ephemeral,
+        max_generations: args.max_generations,
+        events_buffer: args.events_buffer,
+        receive_verdict: args.receive_verdict.into(),
     };
     let mut session = match Session::start(&compiled.object, &compiled.meta, config) {
         Ok(session) => session,
@@ -357,6 +414,15 @@ pub fn run(args: Args) -> Status {
         ),
         None => eprintln!("l7c: --ephemeral: enforcement ends when this process exits or dies"),
     }
+    eprintln!(
+        "l7c: receive side: {}",
+        match (session.receive_verdict(), args.receive_verdict) {
+            (ReceiveVerdict::On, ReceiveVerdictArg::Auto) => "this kernel miscounts ioctl(FIONREAD) for sockets in a socket map, so new connections get a pass-all receive verdict that keeps it true (--receive-verdict off to save its cost)",
+            (ReceiveVerdict::On, _) => "new connections get a pass-all receive verdict (--receive-verdict on)",
+            (_, ReceiveVerdictArg::Auto) => "this kernel counts ioctl(FIONREAD) right for sockets in a socket map: no receive verdict needed",
+            _ => "no receive verdict (--receive-verdict off): on kernels with upstream 929e30f93125 ioctl(FIONREAD) answers 0 on enrolled sockets",
+        }
+    );
     let ktls = session.ktls();
     let ktls_line = match (ktls.kernel, ktls.enrolled) {
         ("unavailable", _) => format!("kTLS is not available on this kernel ({})", ktls.detail),
@@ -372,6 +438,9 @@ pub fn run(args: Args) -> Status {
     // an editor or a `cp` still writing it is not read half-way.
     let mut changed_at: Option<Instant> = None;
     let mut last_publish = Instant::now();
+    // A reload compiles and loads in a thread of its own: events, metrics
+    // and signals are served meanwhile, and SIGTERM does not wait for it.
+    let mut in_flight: Option<InFlight> = None;
     let signal = loop {
         if let Some(signal) = signals.terminated() {
             break signal;
@@ -399,39 +468,21 @@ pub fn run(args: Args) -> Status {
             // The files as this attempt read them: a change the watcher has
             // not seen yet is not applied (or refused) a second time.
             last_stamps = stamps(&watched);
-            match build(&args.files) {
-                Ok((compiled, _)) if compiled.meta.policies.is_empty() && !args.allow_empty => {
-                    session.rejected();
-                    eprintln!("l7c: reload rejected: the files define no policy, so every connection would pass; the running one stays (start with --allow-empty if that is what you want)");
-                }
-                Ok((compiled, read)) => match session.reload(&compiled.object, &compiled.meta) {
-                    Ok(()) => {
-                        watched = read;
-                        last_stamps = stamps(&watched);
-                        eprintln!(
-                            "l7c: reloaded: {} (build {}) for new connections; established ones keep their policy{}",
-                            describe(&compiled),
-                            compiled.meta.source_hash,
-                            if session.cgroup_present() {
-                                String::new()
-                            } else {
-                                format!(" (cgroup `{}` does not exist now: nothing is enforced until it is created again)", args.cgroup.display())
-                            }
-                        );
-                    }
-                    Err(error) => {
-                        eprint!("{}", report::render(&error));
-                        let why = match error {
-                            RunError::Kernel(_) => "the kernel refused the new policy",
-                            _ => "the new policy cannot be loaded as given",
-                        };
-                        eprintln!("l7c: reload rejected: {why}; the running one stays");
-                    }
-                },
-                Err(_) => {
-                    session.rejected();
-                    eprintln!("l7c: reload rejected: the policy does not compile; the running one stays");
-                }
+            if let Some(in_flight) = &mut in_flight {
+                // One reload at a time; requests meanwhile make one more.
+                in_flight.again = true;
+            } else {
+                in_flight = start_reload(&mut session, &args);
+            }
+        }
+        if let Some(outcome) = in_flight.as_ref().and_then(InFlight::finished) {
+            let again = in_flight.take().is_some_and(|done| done.again);
+            if let Some(read) = finish_reload(&mut session, &args, outcome) {
+                watched = read;
+                last_stamps = stamps(&watched);
+            }
+            if again {
+                in_flight = start_reload(&mut session, &args);
             }
         }
         match session.poll() {
@@ -477,6 +528,107 @@ pub fn run(args: Args) -> Status {
             Status::Ok
         }
         Err(error) => kernel_failure(error),
+    }
+}
+
+/// A reload compiling and loading on its own thread.
+struct InFlight {
+    outcome: std::sync::mpsc::Receiver<Outcome>,
+    /// Another reload was asked for meanwhile: it follows this one.
+    again: bool,
+}
+
+/// How a reload attempt ended on its thread.
+enum Outcome {
+    DoesNotCompile,
+    NoPolicy,
+    Loaded { compiled: Box<Compiled>, read: Vec<PathBuf>, loaded: Box<LoadedGeneration> },
+    NotLoaded(RunError),
+}
+
+impl InFlight {
+    fn finished(&self) -> Option<Outcome> {
+        match self.outcome.try_recv() {
+            Ok(outcome) => Some(outcome),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            // The thread died without a word (a panic): a rejection.
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Outcome::DoesNotCompile),
+        }
+    }
+}
+
+/// Starts a reload: compiles the files and loads the generation on a
+/// thread. Refused at once when the generations are at their bound.
+fn start_reload(session: &mut Session, args: &Args) -> Option<InFlight> {
+    let loader = match session.loader() {
+        Ok(loader) => loader,
+        Err(error) => {
+            session.rejected();
+            eprint!("{}", report::render(&error));
+            eprintln!("l7c: reload rejected: too many policy generations are in force; the running one stays");
+            return None;
+        }
+    };
+    let (files, allow_empty) = (args.files.clone(), args.allow_empty);
+    let (send, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = match build(&files) {
+            Err(_) => Outcome::DoesNotCompile,
+            Ok((compiled, _)) if compiled.meta.policies.is_empty() && !allow_empty => Outcome::NoPolicy,
+            Ok((compiled, read)) => match loader.load(&compiled.object, &compiled.meta) {
+                Ok(loaded) => Outcome::Loaded { compiled: Box::new(compiled), read, loaded: Box::new(loaded) },
+                Err(error) => Outcome::NotLoaded(error),
+            },
+        };
+        // The agent may have stopped meanwhile: nobody to tell.
+        let _ = send.send(result);
+    });
+    Some(InFlight { outcome, again: false })
+}
+
+/// Puts a finished reload in force, or says why not; the files it read
+/// when it was applied.
+fn finish_reload(session: &mut Session, args: &Args, outcome: Outcome) -> Option<Vec<PathBuf>> {
+    let why = match outcome {
+        Outcome::DoesNotCompile => "the policy does not compile",
+        Outcome::NoPolicy => "the files define no policy, so every connection would pass (start with --allow-empty if that is what you want)",
+        Outcome::NotLoaded(error) => {
+            eprint!("{}", report::render(&error));
+            rejection(&error)
+        }
+        Outcome::Loaded { compiled, read, loaded } => match session.install(*loaded) {
+            Ok(()) => {
+                eprintln!(
+                    "l7c: reloaded: {} (build {}) for new connections; established ones keep their policy{}",
+                    describe(&compiled),
+                    compiled.meta.source_hash,
+                    if session.cgroup_present() {
+                        String::new()
+                    } else {
+                        format!(" (cgroup `{}` does not exist now: nothing is enforced until it is created again)", args.cgroup.display())
+                    }
+                );
+                return Some(read);
+            }
+            Err(error) => {
+                eprint!("{}", report::render(&error));
+                eprintln!("l7c: reload rejected: {}; the running one stays", rejection(&error));
+                return None;
+            }
+        },
+    };
+    // `install` counts its own refusals; these never reached the session.
+    session.rejected();
+    eprintln!("l7c: reload rejected: {why}; the running one stays");
+    None
+}
+
+/// Why the kernel side refused a reload, in words.
+fn rejection(error: &RunError) -> &'static str {
+    match error {
+        RunError::Kernel(_) => "the kernel refused the new policy",
+        RunError::TooManyGenerations { .. } => "too many policy generations are in force",
+        _ => "the new policy cannot be loaded as given",
     }
 }
 
