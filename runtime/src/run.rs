@@ -118,9 +118,10 @@ pub enum ReceiveVerdict {
     Off,
 }
 
-/// The default of [`RunConfig::events_buffer`]: 256 KiB, about 3,640
-/// events.
-pub const DEFAULT_EVENTS_BUFFER: u32 = 256 * 1024;
+/// The default of [`RunConfig::events_buffer`]: 1 MiB, about 14,500
+/// events; 256 KiB lost 15 % of the events of a flood of logged denies
+/// that starved the agent of CPU, 1 MiB none (docs/BENCHMARKS.md).
+pub const DEFAULT_EVENTS_BUFFER: u32 = 1024 * 1024;
 
 /// The default of [`RunConfig::max_generations`]: 16 generations of the
 /// benchmark's policy lock about 22 MB of kernel memory.

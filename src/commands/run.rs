@@ -84,7 +84,7 @@ pub struct Args {
     /// Bytes of the kernel's event ring buffer per generation: a power of two
     /// from 4KiB to 256MiB (suffixes KiB, MiB); a burst beyond it loses events
     /// (counted in l7c_events_lost_total)
-    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_ring_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_ring_size)]
     events_buffer: u32,
     /// The pass-all receive verdict that keeps ioctl(FIONREAD) true on kernels that
     /// miscount it for sockets in a socket map: auto attaches it where this kernel
