@@ -804,7 +804,14 @@ fn events_lost_to_a_full_ring_buffer_are_counted_in_the_kernel() {
     let policy = format!("policy \"p\" {{\n  scope remote port {}\n  default allow\n}}\n", server.port());
     let compilation = compile_text("lost.l7", &policy, None);
     let compiled = codegen::compile(compilation.checked.as_ref().expect("checks"), &codegen::Options::default()).expect("compiles");
-    let mut session = Session::start(&compiled.object, &compiled.meta, RunConfig { events_all: true, ..config(&cgroup) }).expect("start");
+    // A 256 KiB ring buffer holds about 3,640 events; 6,000 in one burst,
+    // drained once, cannot fit.
+    let mut session = Session::start(
+        &compiled.object,
+        &compiled.meta,
+        RunConfig { events_all: true, events_buffer: 256 * 1024, ..config(&cgroup) },
+    )
+    .expect("start");
     const REQUESTS: usize = 6000;
     let request = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
     let script = format!(
