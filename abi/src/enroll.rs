@@ -203,7 +203,7 @@ fn remote_port(a: &mut Asm) {
 
 fn build() -> Result<Program, AsmError> {
     let mut a = Asm::new();
-    a.note("l7c sock_ops enrollment program (compiler/src/enroll.rs)");
+    a.note("l7c sock_ops enrollment program (abi/src/enroll.rs)");
     a.mov64(R6, R1).comment("r6 = struct bpf_sock_ops *");
     a.ldxw(R1, R6, sock_ops::OP).comment("ops->op");
     a.jeq(R1, op::TCP_CONNECT_CB, "reserve");
@@ -362,7 +362,7 @@ pub mod gate {
 
     fn build_socket() -> Result<Program, AsmError> {
         let mut a = Asm::new();
-        a.note("l7c enrollment gate, socket() half (compiler/src/enroll.rs): only TCP among IP stream sockets");
+        a.note("l7c enrollment gate, socket() half (abi/src/enroll.rs): only TCP among IP stream sockets");
         a.ldxw(R2, R1, SOCK_FAMILY).comment("sk->family");
         a.jeq(R2, AF_INET, "inet");
         a.jne(R2, AF_INET6, "allow");
@@ -382,7 +382,7 @@ pub mod gate {
 
     fn build() -> Result<Program, AsmError> {
         let mut a = Asm::new();
-        a.note("l7c enrollment gate (compiler/src/enroll.rs): connect() of a governed connection needs capacity");
+        a.note("l7c enrollment gate (abi/src/enroll.rs): connect() of a governed connection needs capacity");
         a.mov64(R6, R1).comment("r6 = struct bpf_sock_addr *");
         a.ldxw(R1, R6, TYPE).comment("ctx->type");
         a.jne(R1, SOCK_STREAM, "allow").comment("datagrams are not governed");
@@ -477,7 +477,7 @@ pub mod ulp_guard {
 
     fn build() -> Result<Program, AsmError> {
         let mut a = Asm::new();
-        a.note("l7c TCP_ULP guard (compiler/src/enroll.rs): refuse setsockopt(SOL_TCP, TCP_ULP); pass everything else");
+        a.note("l7c TCP_ULP guard (abi/src/enroll.rs): refuse setsockopt(SOL_TCP, TCP_ULP); pass everything else");
         a.ldxw(R2, R1, LEVEL).comment("ctx->level");
         a.jne(R2, SOL_TCP, "allow");
         a.ldxw(R2, R1, OPTNAME).comment("ctx->optname");

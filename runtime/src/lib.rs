@@ -17,7 +17,9 @@
 //! - [`run`]: `l7c run`: a [`Session`] enforces a policy on the
 //!   connections of a cgroup ([`cgroup`]: checks and the enrollment link),
 //!   reloads it without dropping connections, and reports [`metrics`] and
-//!   [`events`]; [`signals`] are the flags its loop reads.
+//!   [`events`]; [`supervise`] is the agent's loop around it (signals,
+//!   file watcher, reloads on a thread, the events sink, metrics), and
+//!   [`signals`] are the flags it reads.
 //! - [`pins`]: where a running policy lives outside the process (bpffs
 //!   pins, the state file, the agent lock), so a crash changes nothing.
 //! - [`existing`]: connections established before the policy was
@@ -53,6 +55,7 @@ pub mod privileges;
 pub mod probe;
 pub mod run;
 pub mod signals;
+pub mod supervise;
 mod sys;
 pub mod tfo;
 

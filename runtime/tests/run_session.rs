@@ -838,3 +838,84 @@ fn events_lost_to_a_full_ring_buffer_are_counted_in_the_kernel() {
     let text = l7c_runtime::metrics::render(&session.snapshot().unwrap());
     assert!(text.contains(&format!("l7c_events_lost_total {lost}")), "{text}");
 }
+
+/// The agent's loop as a library (`l7c_runtime::supervise`): SIGHUP
+/// reloads with what the caller's compiler builds (the report says so and
+/// the metrics count it), a file that does not compile is reported as
+/// rejected with the running policy kept, and SIGTERM ends the loop
+/// promptly with the signal.
+#[test]
+fn the_agents_loop_reloads_on_sighup_reports_rejections_and_stops_on_sigterm() {
+    use l7c_runtime::signals::Signals;
+    use l7c_runtime::supervise::{self, Build, Compile, Options, Report, Sink};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    let test = "the_agents_loop_reloads_on_sighup_reports_rejections_and_stops_on_sigterm";
+    let Some(cgroup) = ready(test) else { return };
+    let first = pass_all();
+    let mut session = Session::start(&first.object, &first.meta, config(&cgroup)).expect("start");
+    let signals = Signals::install().expect("sigaction");
+    let compiles = Arc::new(AtomicBool::new(true));
+    let compile: Compile = {
+        let compiles = Arc::clone(&compiles);
+        Arc::new(move |_files: &[PathBuf]| {
+            compiles.load(Ordering::SeqCst).then(|| {
+                let next = deny_all();
+                Build { object: next.object, meta: next.meta, read: Vec::new() }
+            })
+        })
+    };
+    let options = Options {
+        files: vec![PathBuf::from("policy.l7")],
+        watch: false,
+        allow_empty: true,
+        events: None,
+        compile,
+        watched: Vec::new(),
+    };
+    let shared = Arc::new(Mutex::new(String::new()));
+    let (reports, reported) = mpsc::channel::<String>();
+    let loop_shared = Arc::clone(&shared);
+    let agent = std::thread::spawn(move || {
+        let mut sink = Sink::None;
+        let signal = supervise::supervise(&mut session, &signals, &mut sink, &loop_shared, &options, |report| {
+            let line = match report {
+                Report::Reloaded { meta, .. } => format!("reloaded {} policies", meta.policies.len()),
+                Report::Rejected { why, .. } => format!("rejected: {why}"),
+                other => format!("{other:?}"),
+            };
+            let _ = reports.send(line);
+        });
+        drop(session);
+        signal
+    });
+    let raise = |signal| {
+        // SAFETY: kill(2) to our own pid; the handlers only set flags.
+        assert_eq!(unsafe { libc::kill(libc::getpid(), signal) }, 0);
+    };
+    let next_report = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = reported.recv_timeout(left).unwrap_or_else(|_| panic!("no report `{what}`"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    };
+    raise(libc::SIGHUP);
+    next_report("reloaded 1 policies");
+    compiles.store(false, Ordering::SeqCst);
+    raise(libc::SIGHUP);
+    next_report("rejected: the policy does not compile");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !shared.lock().unwrap().contains("l7c_reloads_total{result=\"rejected\"} 1") {
+        assert!(Instant::now() < deadline, "{}", shared.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(shared.lock().unwrap().contains("l7c_reloads_total{result=\"applied\"} 1"), "{}", shared.lock().unwrap());
+    let asked = Instant::now();
+    raise(libc::SIGTERM);
+    assert_eq!(agent.join().expect("the loop"), libc::SIGTERM);
+    assert!(asked.elapsed() < Duration::from_secs(2), "SIGTERM took {:?}", asked.elapsed());
+}

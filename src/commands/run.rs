@@ -13,34 +13,27 @@
 //! policy at all (without `--allow-empty`), is rejected and the running
 //! one stays. SIGINT and SIGTERM end the agent, not the enforcement.
 //!
+//! This command parses, checks what an operator can get wrong before the
+//! kernel is touched, starts the session, prints; the loop itself is
+//! `l7c_runtime::supervise`, tested as a library.
+//!
 //! Exit codes: 0 after a clean stop; 1 the policy does not compile, is
 //! empty, or the kernel refused the compiled program; 2 usage,
 //! privileges, cgroup, another agent on the cgroup, I/O.
 
 use super::{compile_or_report_at_most, generate_or_report, kernel_failure, lacks_node_privileges};
 use crate::{files_arg, usage_error, Status};
+use l7c_compiler::abi::Meta;
 use l7c_compiler::codegen::Compiled;
 use l7c_compiler::report;
 use l7c_runtime::cgroup::check_cgroup;
 use l7c_runtime::metrics;
-use l7c_runtime::run::{LoadedGeneration, ReceiveVerdict, RunConfig, RunError, Session, Started};
+use l7c_runtime::run::{ReceiveVerdict, RunConfig, RunError, Session, Started};
 use l7c_runtime::signals::Signals;
-use std::io::Write;
+use l7c_runtime::supervise::{self, Report, Sink};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
-
-/// How often the loop drains events, refreshes metrics and looks at
-/// signals; file changes are looked at every [`WATCH_EVERY`].
-const TICK: Duration = Duration::from_millis(50);
-/// How often the metrics text is rebuilt: reading the counters costs one
-/// lookup per counter (a 10,000-rule policy has over 10,000), too much for
-/// every tick; Prometheus scrapes every few seconds.
-const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-const WATCH_EVERY: Duration = Duration::from_millis(250);
-/// How long a changed file must stay unchanged before `--watch` applies it.
-const SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args)]
 #[command(after_help = "\
@@ -178,107 +171,6 @@ fn parse_redirect(text: &str) -> Result<(String, SocketAddr), String> {
     Ok((name.to_owned(), addr))
 }
 
-/// Where `--events` lines go.
-enum Sink {
-    None,
-    Stdout,
-    File(std::fs::File),
-    /// The file could not be opened again: lines are counted as dropped.
-    Dropped,
-}
-
-impl Sink {
-    fn open(events: Option<&PathBuf>) -> Result<Sink, Status> {
-        match events {
-            None => Ok(Sink::None),
-            Some(path) if path.as_os_str() == "-" => Ok(Sink::Stdout),
-            Some(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|error| usage_error(format!("cannot open events file `{}`: {error}", path.display())))?;
-                if let Some(what) = pseudo_file_system(&file) {
-                    return Err(usage_error(format!(
-                        "events file `{}` is on {what}, where lines cannot be appended; give a file on a disk (or `-` for stdout)",
-                        path.display()
-                    )));
-                }
-                Ok(Sink::File(file))
-            }
-        }
-    }
-
-    /// Opens `events` again (log rotation: the old file was moved away).
-    fn reopen(&mut self, events: Option<&PathBuf>) -> Result<(), Status> {
-        if matches!(self, Sink::File(_) | Sink::Dropped) {
-            *self = Sink::open(events)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the lines; `false` if they could not be written.
-    fn write(&mut self, lines: &[String]) -> bool {
-        if lines.is_empty() {
-            return true;
-        }
-        let mut text = lines.join("\n");
-        text.push('\n');
-        let result = match self {
-            Sink::None => return true,
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(text.as_bytes()).and_then(|()| out.flush())
-            }
-            Sink::File(file) => file.write_all(text.as_bytes()),
-            Sink::Dropped => return false,
-        };
-        result.is_ok()
-    }
-
-    fn enabled(&self) -> bool {
-        !matches!(self, Sink::None)
-    }
-}
-
-/// The pseudo file system `file` is on, if it is one (procfs, sysfs, ...):
-/// writes there fail or mean something else.
-fn pseudo_file_system(file: &std::fs::File) -> Option<&'static str> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fstatfs on an open fd into a zeroed statfs we own.
-    let kind = unsafe {
-        let mut buf: libc::statfs = std::mem::zeroed();
-        if libc::fstatfs(file.as_raw_fd(), &mut buf) != 0 {
-            return None;
-        }
-        buf.f_type as i64
-    };
-    match kind {
-        0x9fa0 => Some("procfs"),
-        0x6265_6572 => Some("sysfs"),
-        0x6367_7270 | 0x0027_e0eb => Some("a cgroup file system"),
-        0xcafe_4a11 => Some("bpffs"),
-        0x6462_6720 => Some("debugfs"),
-        0x7472_6163 => Some("tracefs"),
-        _ => None,
-    }
-}
-
-/// Modification times and sizes of the files a compilation read.
-type Stamps = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
-
-fn stamps(paths: &[PathBuf]) -> Stamps {
-    paths
-        .iter()
-        .map(|path| {
-            let stamp = std::fs::metadata(path)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())));
-            (path.clone(), stamp)
-        })
-        .collect()
-}
-
 /// Compiles the files to an object; diagnostics go to stderr. Returns the
 /// object and every file the compilation read (to watch).
 /// How many diagnostics a failed compilation prints in `l7c run`.
@@ -325,7 +217,7 @@ pub fn run(args: Args) -> Status {
         eprint!("{}", report::render(&error));
         return Status::Usage;
     }
-    let (compiled, mut watched) = match build(&args.files) {
+    let (compiled, watched) = match build(&args.files) {
         Ok(built) => built,
         Err(status) => return status,
     };
@@ -337,9 +229,9 @@ pub fn run(args: Args) -> Status {
         );
         return Status::Failed;
     }
-    let mut sink = match Sink::open(args.events.as_ref()) {
+    let mut sink = match Sink::open(args.events.as_deref()) {
         Ok(sink) => sink,
-        Err(status) => return status,
+        Err(error) => return usage_error(error.to_string()),
     };
     let signals = match Signals::install() {
         Ok(signals) => signals,
@@ -387,11 +279,13 @@ pub fn run(args: Args) -> Status {
         "l7c: client TCP Fast Open is off in this network namespace while the policy is in force ({change}): a sendto(MSG_FASTOPEN) connect sends bytes the policy never sees"
     );
     report_existing(&mut session, &args);
-    publish(&session, &shared);
+    if let Err(error) = supervise::publish(&session, &shared) {
+        eprint!("{}", report::render(&error));
+    }
     match session.started() {
         Started::Fresh => eprintln!(
             "l7c: enforcing {} (build {}) on TCP connections opened in cgroup `{}`; SIGHUP reloads{}",
-            describe(&compiled),
+            describe(&compiled.meta),
             compiled.meta.source_hash,
             args.cgroup.display(),
             if args.watch { ", and so does a changed file once it settles (--watch)" } else { "" }
@@ -400,9 +294,9 @@ pub fn run(args: Args) -> Status {
             "l7c: adopted the enforcement in force on cgroup `{}` since {since} ({generations} policy generation(s), it never stopped); {}",
             args.cgroup.display(),
             if *reloaded {
-                format!("the policy given differs: {} (build {}) is now in force for new connections", describe(&compiled), compiled.meta.source_hash)
+                format!("the policy given differs: {} (build {}) is now in force for new connections", describe(&compiled.meta), compiled.meta.source_hash)
             } else {
-                format!("the policy given is the one in force: {} (build {}), nothing reloaded", describe(&compiled), compiled.meta.source_hash)
+                format!("the policy given is the one in force: {} (build {}), nothing reloaded", describe(&compiled.meta), compiled.meta.source_hash)
             }
         ),
     }
@@ -432,87 +326,18 @@ pub fn run(args: Args) -> Status {
     eprintln!(
         "l7c: kTLS: {ktls_line}; TCP_ULP is refused in the cgroup while the policy is in force, so TLS libraries stay in user space and the policy's `opaque` setting judges their records (docs/ktls.md)"
     );
-    let mut last_stamps = stamps(&watched);
-    let mut last_watch = Instant::now();
-    // A changed file is applied once it has stayed unchanged for SETTLE:
-    // an editor or a `cp` still writing it is not read half-way.
-    let mut changed_at: Option<Instant> = None;
-    let mut last_publish = Instant::now();
-    // A reload compiles and loads in a thread of its own: events, metrics
-    // and signals are served meanwhile, and SIGTERM does not wait for it.
-    let mut in_flight: Option<InFlight> = None;
-    let signal = loop {
-        if let Some(signal) = signals.terminated() {
-            break signal;
-        }
-        let hangup = signals.take_hangup();
-        if hangup && sink.reopen(args.events.as_ref()).is_err() {
-            // SIGHUP also reopens the events file (log rotation, as nginx).
-            eprintln!("l7c: the events file could not be opened again; events are counted as dropped until the next SIGHUP");
-            sink = Sink::Dropped;
-        }
-        let mut reload = hangup;
-        if args.watch && last_watch.elapsed() >= WATCH_EVERY {
-            last_watch = Instant::now();
-            let now = stamps(&watched);
-            if now != last_stamps {
-                last_stamps = now;
-                changed_at = Some(Instant::now());
-            } else if changed_at.is_some_and(|at| at.elapsed() >= SETTLE) {
-                changed_at = None;
-                reload = true;
-            }
-        }
-        if reload {
-            changed_at = None;
-            // The files as this attempt read them: a change the watcher has
-            // not seen yet is not applied (or refused) a second time.
-            last_stamps = stamps(&watched);
-            if let Some(in_flight) = &mut in_flight {
-                // One reload at a time; requests meanwhile make one more.
-                in_flight.again = true;
-            } else {
-                in_flight = start_reload(&mut session, &args);
-            }
-        }
-        if let Some(outcome) = in_flight.as_ref().and_then(InFlight::finished) {
-            let again = in_flight.take().is_some_and(|done| done.again);
-            if let Some(read) = finish_reload(&mut session, &args, outcome) {
-                watched = read;
-                last_stamps = stamps(&watched);
-            }
-            if again {
-                in_flight = start_reload(&mut session, &args);
-            }
-        }
-        match session.poll() {
-            Ok(polled) => {
-                for notice in &polled.notices {
-                    eprintln!("{notice}");
-                }
-                if polled.freed > 0 {
-                    eprintln!(
-                        "l7c: {} older policy generation(s) freed: their last connection closed",
-                        polled.freed
-                    );
-                }
-                if sink.enabled() {
-                    let count = polled.events.len() as u64;
-                    if sink.write(&polled.events) {
-                        session.events_written += count;
-                    } else {
-                        session.events_dropped += count;
-                    }
-                }
-            }
-            Err(error) => eprint!("{}", report::render(&error)),
-        }
-        if reload || last_publish.elapsed() >= PUBLISH_EVERY {
-            last_publish = Instant::now();
-            publish(&session, &shared);
-        }
-        std::thread::sleep(TICK);
+    let options = supervise::Options {
+        files: args.files.clone(),
+        watch: args.watch,
+        allow_empty: args.allow_empty,
+        events: args.events.clone(),
+        compile: Arc::new(|files: &[PathBuf]| {
+            build(files).ok().map(|(compiled, read)| supervise::Build { object: compiled.object, meta: compiled.meta, read })
+        }),
+        watched,
     };
+    let cgroup = args.cgroup.display().to_string();
+    let signal = supervise::supervise(&mut session, &signals, &mut sink, &shared, &options, |event| say(event, &cgroup));
     let signal = l7c_runtime::signals::name(signal);
     if session.place().is_some() {
         drop(session);
@@ -531,104 +356,30 @@ pub fn run(args: Args) -> Status {
     }
 }
 
-/// A reload compiling and loading on its own thread.
-struct InFlight {
-    outcome: std::sync::mpsc::Receiver<Outcome>,
-    /// Another reload was asked for meanwhile: it follows this one.
-    again: bool,
-}
-
-/// How a reload attempt ended on its thread.
-enum Outcome {
-    DoesNotCompile,
-    NoPolicy,
-    Loaded { compiled: Box<Compiled>, read: Vec<PathBuf>, loaded: Box<LoadedGeneration> },
-    NotLoaded(RunError),
-}
-
-impl InFlight {
-    fn finished(&self) -> Option<Outcome> {
-        match self.outcome.try_recv() {
-            Ok(outcome) => Some(outcome),
-            Err(std::sync::mpsc::TryRecvError::Empty) => None,
-            // The thread died without a word (a panic): a rejection.
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Outcome::DoesNotCompile),
-        }
-    }
-}
-
-/// Starts a reload: compiles the files and loads the generation on a
-/// thread. Refused at once when the generations are at their bound.
-fn start_reload(session: &mut Session, args: &Args) -> Option<InFlight> {
-    let loader = match session.loader() {
-        Ok(loader) => loader,
-        Err(error) => {
-            session.rejected();
-            eprint!("{}", report::render(&error));
-            eprintln!("l7c: reload rejected: too many policy generations are in force; the running one stays");
-            return None;
-        }
-    };
-    let (files, allow_empty) = (args.files.clone(), args.allow_empty);
-    let (send, outcome) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let result = match build(&files) {
-            Err(_) => Outcome::DoesNotCompile,
-            Ok((compiled, _)) if compiled.meta.policies.is_empty() && !allow_empty => Outcome::NoPolicy,
-            Ok((compiled, read)) => match loader.load(&compiled.object, &compiled.meta) {
-                Ok(loaded) => Outcome::Loaded { compiled: Box::new(compiled), read, loaded: Box::new(loaded) },
-                Err(error) => Outcome::NotLoaded(error),
-            },
-        };
-        // The agent may have stopped meanwhile: nobody to tell.
-        let _ = send.send(result);
-    });
-    Some(InFlight { outcome, again: false })
-}
-
-/// Puts a finished reload in force, or says why not; the files it read
-/// when it was applied.
-fn finish_reload(session: &mut Session, args: &Args, outcome: Outcome) -> Option<Vec<PathBuf>> {
-    let why = match outcome {
-        Outcome::DoesNotCompile => "the policy does not compile",
-        Outcome::NoPolicy => "the files define no policy, so every connection would pass (start with --allow-empty if that is what you want)",
-        Outcome::NotLoaded(error) => {
-            eprint!("{}", report::render(&error));
-            rejection(&error)
-        }
-        Outcome::Loaded { compiled, read, loaded } => match session.install(*loaded) {
-            Ok(()) => {
-                eprintln!(
-                    "l7c: reloaded: {} (build {}) for new connections; established ones keep their policy{}",
-                    describe(&compiled),
-                    compiled.meta.source_hash,
-                    if session.cgroup_present() {
-                        String::new()
-                    } else {
-                        format!(" (cgroup `{}` does not exist now: nothing is enforced until it is created again)", args.cgroup.display())
-                    }
-                );
-                return Some(read);
+/// Says what the agent's loop reported.
+fn say(event: Report, cgroup: &str) {
+    match event {
+        Report::Notice(line) => eprintln!("{line}"),
+        Report::Reloaded { meta, cgroup_present } => eprintln!(
+            "l7c: reloaded: {} (build {}) for new connections; established ones keep their policy{}",
+            describe(&meta),
+            meta.source_hash,
+            if cgroup_present {
+                String::new()
+            } else {
+                format!(" (cgroup `{cgroup}` does not exist now: nothing is enforced until it is created again)")
             }
-            Err(error) => {
+        ),
+        Report::Rejected { why, error } => {
+            if let Some(error) = error {
                 eprint!("{}", report::render(&error));
-                eprintln!("l7c: reload rejected: {}; the running one stays", rejection(&error));
-                return None;
             }
-        },
-    };
-    // `install` counts its own refusals; these never reached the session.
-    session.rejected();
-    eprintln!("l7c: reload rejected: {why}; the running one stays");
-    None
-}
-
-/// Why the kernel side refused a reload, in words.
-fn rejection(error: &RunError) -> &'static str {
-    match error {
-        RunError::Kernel(_) => "the kernel refused the new policy",
-        RunError::TooManyGenerations { .. } => "too many policy generations are in force",
-        _ => "the new policy cannot be loaded as given",
+            eprintln!("l7c: reload rejected: {why}; the running one stays");
+        }
+        Report::EventsNotReopened(error) => {
+            eprintln!("l7c: {error}; events are counted as dropped until the next SIGHUP");
+        }
+        Report::Failed(error) => eprint!("{}", report::render(&error)),
     }
 }
 
@@ -689,26 +440,14 @@ fn report_existing(session: &mut Session, args: &Args) {
     let _ = session.unpoliced();
 }
 
-fn describe(compiled: &Compiled) -> String {
-    if compiled.meta.policies.is_empty() {
+fn describe(meta: &Meta) -> String {
+    if meta.policies.is_empty() {
         return "no policy (every connection passes)".to_owned();
     }
-    compiled
-        .meta
+    meta
         .policies
         .iter()
         .map(|p| format!("policy `{}`{}", p.name, if p.audit { " (audit)" } else { "" }))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn publish(session: &Session, shared: &metrics::Shared) {
-    match session.snapshot() {
-        Ok(snapshot) => {
-            if let Ok(mut text) = shared.lock() {
-                *text = metrics::render(&snapshot);
-            }
-        }
-        Err(error) => eprint!("{}", report::render(&error)),
-    }
 }
