@@ -16,6 +16,7 @@ import argparse
 import multiprocessing
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -86,7 +87,14 @@ def scrape():
         return answer.read().decode()
 
 
-def run_rate(l7c, cgroup_root, rate, seconds, workers, buffer):
+def big_policy(rules):
+    """The flood policy with `rules` more rules after its deny: slow to
+    compile and verify, the same verdicts."""
+    extra = "".join(f'  rule "r{i}" {{ method POST  path glob "/svc{i}/*/v{i % 7}/*"  allow }}\n' for i in range(rules))
+    return POLICY[: POLICY.rindex("}")] + extra + "}\n"
+
+
+def run_rate(l7c, cgroup_root, rate, seconds, workers, buffer, reload_rules=0):
     work = Path(tempfile.mkdtemp(prefix="l7c-events-"))
     policy = work / "flood.l7"
     policy.write_text(POLICY)
@@ -99,12 +107,26 @@ def run_rate(l7c, cgroup_root, rate, seconds, workers, buffer):
     for line in agent.stderr:
         if "l7c: enforcing" in line:
             break
-    threading.Thread(target=lambda: [None for _ in agent.stderr], daemon=True).start()
+    reloaded = []
+
+    def watch_stderr():
+        for line in agent.stderr:
+            if "l7c: reloaded" in line or "reload rejected" in line:
+                reloaded.append((time.monotonic(), line.strip()))
+
+    threading.Thread(target=watch_stderr, daemon=True).start()
     sent = multiprocessing.Value("q", 0)
     procs = [multiprocessing.Process(target=client, args=(str(cgroup), rate / workers, seconds, sent)) for _ in range(workers)]
     began = time.monotonic()
     for p in procs:
         p.start()
+    asked = None
+    if reload_rules:
+        # Midway, a reload that takes a while to compile and verify.
+        time.sleep(seconds / 4)
+        policy.write_text(big_policy(reload_rules))
+        asked = time.monotonic()
+        agent.send_signal(signal.SIGHUP)
     for p in procs:
         p.join()
     elapsed = time.monotonic() - began
@@ -114,6 +136,9 @@ def run_rate(l7c, cgroup_root, rate, seconds, workers, buffer):
     lost = metric(text, "l7c_events_lost_total")
     dropped = metric(text, "l7c_events_dropped_total")
     written = sum(1 for _ in events.open()) if events.exists() else 0
+    if reload_rules:
+        took = f"{reloaded[0][0] - asked:.1f} s" if reloaded else "not finished"
+        print(f"    reload of {reload_rules} more rules: {took} ({reloaded[0][1] if reloaded else ''})", flush=True)
     agent.terminate()
     agent.wait()
     try:
@@ -130,6 +155,7 @@ def main():
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--events-buffer", default="256KiB")
     parser.add_argument("--cgroup-root", default="/sys/fs/cgroup/unified")
+    parser.add_argument("--reload-rules", type=int, default=0, help="reload midway to a policy with this many more rules")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("SKIPPED events rate: needs root (a cgroup, l7c run)")
@@ -139,7 +165,7 @@ def main():
     print(f"ring buffer {args.events_buffer}, {args.seconds:g} s per rate, {args.workers} client processes")
     print("target/s  achieved/s  verdicts  events written  lost (kernel)  dropped (agent)  missing")
     for rate in (int(r) for r in args.rates.split(",")):
-        achieved, verdicts, written, lost, dropped = run_rate(l7c, args.cgroup_root, rate, args.seconds, args.workers, args.events_buffer)
+        achieved, verdicts, written, lost, dropped = run_rate(l7c, args.cgroup_root, rate, args.seconds, args.workers, args.events_buffer, args.reload_rules)
         missing = verdicts - written
         print(f"{rate:8d}  {achieved:10.0f}  {verdicts:8d}  {written:14d}  {lost:13d}  {dropped:15d}  {missing:7d}", flush=True)
     return 0
