@@ -128,7 +128,15 @@ pub fn supervise(
             // not seen yet is not applied (or refused) a second time.
             last_stamps = stamps(&watched);
             match &mut in_flight {
-                Some(in_flight) => in_flight.again = true,
+                Some(in_flight) => {
+                    if !in_flight.again {
+                        report(Report::Notice(format!(
+                            "l7c: a reload is under way (for {:.1} s); this request follows it (to drop it instead, restart the agent: the policy in force stays)",
+                            in_flight.started.elapsed().as_secs_f64()
+                        )));
+                    }
+                    in_flight.again = true;
+                }
                 None => in_flight = start_reload(session, compile, options, &mut report),
             }
         }
@@ -188,6 +196,7 @@ struct InFlight {
     outcome: mpsc::Receiver<Outcome>,
     /// Another reload was asked for meanwhile: it follows this one.
     again: bool,
+    started: Instant,
 }
 
 /// How a reload attempt ended on its thread.
@@ -234,7 +243,7 @@ fn start_reload(session: &mut Session, compile: &Compile, options: &Options, rep
         // The agent may have stopped meanwhile: nobody to tell.
         let _ = send.send(result);
     });
-    Some(InFlight { outcome, again: false })
+    Some(InFlight { outcome, again: false, started: Instant::now() })
 }
 
 /// Puts a finished reload in force, or reports why not; the files it read
