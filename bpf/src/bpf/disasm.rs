@@ -5,6 +5,7 @@
 //! module only fills in the placeholders. For the rows LLVM 14 cannot decode
 //! (`OpInfo::llvm14 == false`) the text is what later LLVM releases print.
 
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use super::asm::{Placement, Program};
@@ -71,25 +72,49 @@ impl Program {
     /// map of each map load and the helper of each call follow `;`.
     pub fn listing(&self) -> String {
         let starts = self.slot_of_each();
+        // Indexes built once: the listing of a 300,000-instruction program
+        // is written in one pass, not one search of every label and
+        // comment per instruction.
+        let mut notes: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+        let mut trailing_notes: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+        for comment in self.comments() {
+            let into = if comment.placement == Placement::Before { &mut notes } else { &mut trailing_notes };
+            into.entry(comment.insn).or_default().push(comment.text.as_str());
+        }
+        let mut labels: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+        for label in self.labels() {
+            labels.entry(label.insn).or_default().push(label.name.as_str());
+        }
+        let mut functions: BTreeMap<usize, &str> = BTreeMap::new();
+        for function in self.functions() {
+            functions.entry(function.insn).or_insert(function.name.as_str());
+        }
+        let insn_at = |slot: i64| usize::try_from(slot).ok().and_then(|slot| starts.binary_search(&slot).ok());
+        let heading = |out: &mut String, index: usize| {
+            for note in notes.get(&index).into_iter().flatten() {
+                let _ = writeln!(out, "; {note}");
+            }
+            for label in labels.get(&index).into_iter().flatten() {
+                let _ = writeln!(out, "{label}:");
+            }
+        };
         let mut out = String::new();
         for (index, insn) in self.insns().iter().enumerate() {
-            self.write_heading(&mut out, index);
+            heading(&mut out, index);
             let slot = starts.get(index).copied().unwrap_or(0);
             // Writing to a String cannot fail.
             let _ = write!(out, "{slot:>8}:\t{}", text(insn));
             if let Some(off) = insn.jump_offset() {
                 // Slot numbers fit in i64: a Vec holds fewer than i64::MAX items.
                 let target = slot as i64 + 1 + i64::from(off);
-                let target_insn = starts.iter().position(|&s| s as i64 == target);
-                if let Some(label) = target_insn.and_then(|t| self.labels().iter().find(|l| l.insn == t)) {
-                    let _ = write!(out, " <{}>", label.name);
+                if let Some(label) = insn_at(target).and_then(|t| labels.get(&t)).and_then(|names| names.first()) {
+                    let _ = write!(out, " <{label}>");
                 }
             }
             if let Some(off) = insn.func_offset() {
                 let target = slot as i64 + 1 + i64::from(off);
-                let target_insn = starts.iter().position(|&s| s as i64 == target);
-                if let Some(function) = target_insn.and_then(|t| self.functions().iter().find(|f| f.insn == t)) {
-                    let _ = write!(out, " <{}>", function.name);
+                if let Some(function) = insn_at(target).and_then(|t| functions.get(&t)) {
+                    let _ = write!(out, " <{function}>");
                 }
             }
             let mut trailing: Vec<&str> = Vec::new();
@@ -101,34 +126,15 @@ impl Program {
             if let Some(automatic) = &automatic {
                 trailing.push(automatic);
             }
-            trailing.extend(
-                self.comments()
-                    .iter()
-                    .filter(|c| c.insn == index && c.placement == Placement::Trailing)
-                    .map(|c| c.text.as_str()),
-            );
+            trailing.extend(trailing_notes.get(&index).into_iter().flatten().copied());
             if !trailing.is_empty() {
                 let _ = write!(out, "\t; {}", trailing.join("; "));
             }
             out.push('\n');
         }
         // Labels and notes after the last instruction.
-        self.write_heading(&mut out, self.insns().len());
+        heading(&mut out, self.insns().len());
         out
-    }
-
-    /// Notes, then labels, that precede instruction `index`.
-    fn write_heading(&self, out: &mut String, index: usize) {
-        for comment in self.comments() {
-            if comment.insn == index && comment.placement == Placement::Before {
-                let _ = writeln!(out, "; {}", comment.text);
-            }
-        }
-        for label in self.labels() {
-            if label.insn == index {
-                let _ = writeln!(out, "{}:", label.name);
-            }
-        }
     }
 }
 

@@ -17,6 +17,9 @@ pub const VERIFIER_BUDGET: usize = 1_000_000;
 /// Processed instructions per generated instruction, an upper bound with
 /// margin over what 6.18 measured (4.8–5.6: docs/program.md, "Figures").
 pub const PROCESSED_PER_INSTRUCTION: usize = 8;
+/// A lower bound: below every program measured. A program whose size
+/// times this is past the budget is refused for certain.
+pub const PROCESSED_PER_INSTRUCTION_AT_LEAST: usize = 4;
 
 /// The generated code's refusals and predicted budget overruns, as
 /// diagnostics on the policies they concern (empty: the back end takes
@@ -27,17 +30,22 @@ pub fn deployment_diagnostics(checked: &Checked) -> Vec<Diagnostic> {
     let named = |name: &str| policies.iter().find(|p| p.name == name).unwrap_or(last);
     let diagnostic = match compile(checked, &Options::default()) {
         Ok(compiled) => {
-            let estimate = compiled.report.instructions * PROCESSED_PER_INSTRUCTION;
-            if estimate <= VERIFIER_BUDGET {
+            let instructions = compiled.report.instructions;
+            let (least, most) = (instructions * PROCESSED_PER_INSTRUCTION_AT_LEAST, instructions * PROCESSED_PER_INSTRUCTION);
+            if most <= VERIFIER_BUDGET {
                 return Vec::new();
             }
-            Diagnostic::warning(
+            let (severity, need) = if least > VERIFIER_BUDGET {
+                (Diagnostic::error as fn(&'static str, _, String) -> Diagnostic, format!("at least {least}"))
+            } else {
+                (Diagnostic::warning as fn(&'static str, _, String) -> Diagnostic, format!("up to {most}"))
+            };
+            severity(
                 "l7::codegen::verifier-budget",
                 last.span,
                 format!(
-                    "the program for these {} policies has {} instructions; the verifier may need up to {estimate} steps, past its budget of {VERIFIER_BUDGET}",
+                    "the program for these {} policies has {instructions} instructions; the verifier would need {need} steps, past its budget of {VERIFIER_BUDGET}",
                     policies.len(),
-                    compiled.report.instructions
                 ),
             )
             .with_label("the policies up to here make one program")

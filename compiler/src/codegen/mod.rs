@@ -19,7 +19,7 @@ mod callbacks;
 mod deploy;
 mod frame;
 pub mod layout;
-pub use deploy::{deployment_diagnostics, PROCESSED_PER_INSTRUCTION, VERIFIER_BUDGET};
+pub use deploy::{deployment_diagnostics, PROCESSED_PER_INSTRUCTION, PROCESSED_PER_INSTRUCTION_AT_LEAST, VERIFIER_BUDGET};
 mod program;
 mod tables;
 
