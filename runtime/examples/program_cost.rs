@@ -34,6 +34,38 @@ fn head(rule: usize, size: usize) -> Vec<u8> {
     format!("{base}X-Pad: {}\r\n\r\n", "a".repeat(pad)).into_bytes()
 }
 
+/// What a browser sends (about 700 bytes: user agent, accept-*, a
+/// session cookie, sec-fetch-*), for the service of rule `rule`.
+fn browser_head(rule: usize) -> Vec<u8> {
+    format!(
+        "GET /svc{rule}/v1/items/42?page=2&sort=name HTTP/1.1\r\n\
+         Host: shop.example.com\r\n\
+         User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n\
+         Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n\
+         Accept-Language: en-GB,en;q=0.9,de;q=0.8\r\n\
+         Accept-Encoding: gzip, deflate, br, zstd\r\n\
+         Referer: https://shop.example.com/svc{rule}/v1/items?page=1\r\n\
+         Cookie: session=9f8e7d6c5b4a39281706f5e4d3c2b1a0; prefs=lang%3Den%26theme%3Ddark; _ga=GA1.2.1234567890.1700000000; cart=5b1f2e\r\n\
+         Sec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Site: same-origin\r\nSec-Fetch-User: ?1\r\n\
+         Upgrade-Insecure-Requests: 1\r\nConnection: keep-alive\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// An API client's request with a 1 KiB bearer token (a JWT's shape:
+/// three base64url parts).
+fn api_head(rule: usize) -> Vec<u8> {
+    let part = |n: usize| "eyJzdWIiOiIxMjM0NTY3ODkwIiwicm9sZXMiOlsiYWRtaW4iXX0".chars().cycle().take(n).collect::<String>();
+    format!(
+        "GET /svc{rule}/v1/items/42 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: python-requests/2.32.3\r\n\
+         Accept: application/json\r\nAuthorization: Bearer {}.{}.{}\r\nX-Request-Id: 4f9c2a1e-8b7d-4c3e-9a6f-1e2d3c4b5a69\r\n\r\n",
+        part(36),
+        part(900),
+        part(86)
+    )
+    .into_bytes()
+}
+
 fn stats(id: u32) -> Option<(u64, u64)> {
     let out = std::process::Command::new("bpftool").args(["prog", "show", "id", &id.to_string(), "--json"]).output().ok()?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -54,7 +86,10 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|");
     let connections = 20;
     let per_connection = 50;
-    for (rules, size) in [(10, 100), (100, 100), (1_000, 100), (10_000, 100), (10, 1024), (10, 8192), (10, 16_000)] {
+    // Head sizes in bytes; 0 is the browser-like head, 1 the API head.
+    const BROWSER: usize = 0;
+    const API: usize = 1;
+    for (rules, size) in [(10, 100), (100, 100), (1_000, 100), (10_000, 100), (10, BROWSER), (10, API), (10, 1024), (10, 8192), (10, 16_000)] {
         let source = policy(rules);
         let started = Instant::now();
         let compilation = compile_text("bench.l7", &source, None);
@@ -79,7 +114,12 @@ fn main() {
         };
         let Some(id) = engine.program().program_id() else { return };
         // The matching rule: the middle one.
-        let one = head(rules / 2 - (rules / 2) % 4, size);
+        let rule = rules / 2 - (rules / 2) % 4;
+        let one = match size {
+            BROWSER => browser_head(rule),
+            API => api_head(rule),
+            _ => head(rule, size),
+        };
         let input: Vec<u8> = one.iter().copied().cycle().take(one.len() * per_connection).collect();
         let split: Vec<usize> = vec![one.len(); per_connection - 1];
         let before = stats(id).unwrap_or((0, 0));
@@ -99,8 +139,13 @@ fn main() {
         }
         let after = stats(id).unwrap_or((0, 0));
         let (ns, runs) = (after.0 - before.0, after.1 - before.1);
+        let shape = match size {
+            BROWSER => " (browser)",
+            API => " (API, bearer token)",
+            _ => "",
+        };
         println!(
-            "| {rules} | {} | {:.0} ms | {requests} | {:.2} | {} |",
+            "| {rules} | {}{shape} | {:.0} ms | {requests} | {:.2} | {} |",
             one.len(),
             compile.as_secs_f64() * 1e3,
             runs as f64 / requests.max(1) as f64,
