@@ -35,21 +35,19 @@ pub fn deployment_diagnostics(checked: &Checked) -> Vec<Diagnostic> {
             if most <= VERIFIER_BUDGET {
                 return Vec::new();
             }
-            let (severity, need) = if least > VERIFIER_BUDGET {
-                (Diagnostic::error as fn(&'static str, _, String) -> Diagnostic, format!("at least {least}"))
+            let certain = least > VERIFIER_BUDGET;
+            let need = if certain { format!("at least {least}") } else { format!("up to {most}") };
+            let message = format!(
+                "the program for these {} policies has {instructions} instructions; the verifier would need {need} steps, past its budget of {VERIFIER_BUDGET}",
+                policies.len(),
+            );
+            let code = "l7::codegen::verifier-budget";
+            let diagnostic = if certain {
+                Diagnostic::error(code, last.span, message)
             } else {
-                (Diagnostic::warning as fn(&'static str, _, String) -> Diagnostic, format!("up to {most}"))
+                Diagnostic::warning(code, last.span, message)
             };
-            severity(
-                "l7::codegen::verifier-budget",
-                last.span,
-                format!(
-                    "the program for these {} policies has {instructions} instructions; the verifier would need {need} steps, past its budget of {VERIFIER_BUDGET}",
-                    policies.len(),
-                ),
-            )
-            .with_label("the policies up to here make one program")
-            .with_help(SPLIT_HELP)
+            diagnostic.with_label("the policies up to here make one program").with_help(SPLIT_HELP)
         }
         Err(CodegenError::Assemble(AsmError::JumpOutOfRange { offset, .. })) => Diagnostic::error(
             "l7::codegen::too-large",
