@@ -44,6 +44,72 @@ pub mod maps {
     /// select (bit `port % 32` of word `port / 32`), unless the gate's
     /// `all_ports` says every port.
     pub const GATE_PORTS: &str = "l7_gate_ports";
+    /// HASH from [`super::sock_key`] to one [`super::peer`] record: what
+    /// the two directions of an enrolled connection tell each other (the
+    /// requests the server was sent, the answers it gave).
+    pub const PEERS: &str = "l7_peer";
+}
+
+/// The record both programs of an enrolled connection share in
+/// `maps::PEERS`, under the connection's [`sock_key`] (language.md §6:
+/// deny answers and a switch's consent; issue 13).
+///
+/// The `sk_msg` program (the client's sends) counts the requests it
+/// forwards to the server and notes each one's kind; the receive-side
+/// `sk_skb` program (the server's bytes, `receive.rs`) frames the server's
+/// responses and counts the final ones that ended. Neither can reach the
+/// other's state otherwise: `sk_skb` has no `sk_storage_get`
+/// (docs/receive-side-research.md, A1). The two never run at once on one
+/// socket (A3).
+///
+/// The record is created zeroed when the connection is enrolled (the
+/// `sock_ops` program, or the kernel engine's harness) and deleted when it
+/// closes. A connection without its record is treated as [`LOST`]: no deny
+/// after its first request is answered and no switch is opened (both fail
+/// closed).
+///
+/// ```text
+/// struct l7_peer {              // 64 bytes
+///     __u32 forwarded;          //  0  sk_msg: requests sent on to the server
+///     __u32 answered;           //  4  sk_skb: final responses that ended
+///     __u32 flags;              //  8  LOST | SWITCH_ACCEPTED | SWITCH_REFUSED
+///     __u32 rx[9];              // 12  sk_skb's private parser state
+///     __u8  kinds[16];          // 48  sk_msg: kind of request i at [i % 16]
+/// };
+/// ```
+pub mod peer {
+    /// Offsets in the record.
+    pub const FORWARDED: i16 = 0;
+    pub const ANSWERED: i16 = 4;
+    pub const FLAGS: i16 = 8;
+    /// The receive parser's own words (`receive.rs` documents them).
+    pub const RX: i16 = 12;
+    pub const RX_BYTES: usize = 36;
+    pub const KINDS: i16 = 48;
+    /// Entries of the `kinds` ring: at most this many requests may be
+    /// owed an answer at once; one more sets [`LOST`].
+    pub const RING: u32 = 16;
+    pub const SIZE: u32 = 64;
+
+    /// `flags`: the framing of the server's bytes is lost (bytes nobody
+    /// asked for, a malformed or unframed response, a full ring, no
+    /// record). One-way.
+    pub const LOST: u32 = 1 << 0;
+    /// `flags`: the server agreed to the switch request it was answering
+    /// (101 to an Upgrade, 2xx to CONNECT); the receive side parses no more.
+    pub const SWITCH_ACCEPTED: u32 = 1 << 1;
+    /// `flags`: the server's final status to a switch request was not
+    /// consent; `sk_msg` clears it when the connection goes back to HTTP.
+    pub const SWITCH_REFUSED: u32 = 1 << 2;
+
+    /// `kinds[i % RING]`: what the response to request i may look like.
+    pub const KIND_PLAIN: u8 = 0;
+    /// A HEAD request: its response has no body.
+    pub const KIND_HEAD: u8 = 1;
+    /// A request with an `Upgrade` field: 101 is consent.
+    pub const KIND_UPGRADE: u8 = 2;
+    /// A CONNECT request: any 2xx is consent (and has no body).
+    pub const KIND_CONNECT: u8 = 3;
 }
 
 /// The key of the enrollment socket hash (`maps::SOCKETS`): a

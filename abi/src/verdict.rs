@@ -125,6 +125,189 @@ pub struct Verdict {
     /// The rule that decided, whenever one did (also for `deny tunnel` and
     /// `deny redirect-unbound`).
     pub rule: Option<String>,
+    /// How a deny in enforce mode was answered (language.md §6); `None`
+    /// for every other verdict (audit-mode denies included: nothing is
+    /// answered in a dry run).
+    pub answer: Option<Answer>,
+}
+
+/// How a deny was answered to the client (language.md §6, `deny_with`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The client reads an HTTP response made by the engine: this status,
+    /// `bytes` long in all ([`answer_bytes`]).
+    Status { status: u16, bytes: u64 },
+    /// No answer: the client's `send()` fails with `EACCES` (`deny_with
+    /// reset`, reasons that are never answered, or a deny the engine could
+    /// not answer without overtaking the server's answer).
+    Reset,
+}
+
+/// A policy's `deny_with` setting (language.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyWith {
+    /// Answer rule, default and tunnel denies with this 4xx or 5xx status.
+    Status(u16),
+    /// Answer nothing.
+    Reset,
+}
+
+impl Default for DenyWith {
+    fn default() -> Self {
+        DenyWith::Status(403)
+    }
+}
+
+/// The status a deny with `reason` is answered with under `deny_with`, or
+/// `None` when it is never answered (language.md §6): rule, default and
+/// tunnel denies take `deny_with`'s status, `malformed:*` 400 (but
+/// `malformed:chunk` none: the server has the head), `limit:*` 431,
+/// `redirect-unbound` 503, `opaque` and `http2` none; `deny_with reset`
+/// answers nothing.
+pub fn answer_status(reason: Reason, deny_with: DenyWith) -> Option<u16> {
+    let DenyWith::Status(status) = deny_with else { return None };
+    match reason {
+        Reason::Rule | Reason::Default | Reason::Tunnel => Some(status),
+        Reason::Malformed(MalformedKind::Chunk) => None,
+        Reason::Malformed(_) => Some(400),
+        Reason::Limit(_) => Some(431),
+        Reason::RedirectUnbound => Some(503),
+        Reason::Opaque | Reason::Http2 => None,
+    }
+}
+
+/// The value of the answer's `L7c-Deny` field (and its body line): the
+/// verdict's reason, a rule's as `rule="NAME"`. A byte of the name that
+/// is not visible ASCII or space, and `"`, `\` and `%`, are written
+/// `%XX`, so no name can end the field or add one.
+pub fn answer_reason(reason: Reason, rule: Option<&str>) -> String {
+    match (reason, rule) {
+        (Reason::Rule, Some(name)) => {
+            let mut out = String::from("rule=\"");
+            for &byte in name.as_bytes() {
+                match byte {
+                    b'"' | b'\\' | b'%' => out.push_str(&format!("%{byte:02X}")),
+                    0x20..=0x7e => out.push(char::from(byte)),
+                    _ => out.push_str(&format!("%{byte:02X}")),
+                }
+            }
+            out.push('"');
+            out
+        }
+        _ => reason.name(),
+    }
+}
+
+/// The response a denied client reads (language.md §6): the status line,
+/// `Content-Type: text/plain`, `Content-Length`, `Connection: close`,
+/// `L7c-Deny: REASON`, a blank line, then the body: the same
+/// `L7c-Deny: REASON` line, CRLF-ended.
+pub fn answer_bytes(status: u16, reason: Reason, rule: Option<&str>) -> Vec<u8> {
+    let line = format!("L7c-Deny: {}", answer_reason(reason, rule));
+    let body = format!("{line}\r\n");
+    format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n{line}\r\n\r\n{body}",
+        reason_phrase(status),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The reason phrase of an answer's status line: the RFC 9110 phrase of a
+/// registered 4xx or 5xx status, empty for others (which RFC 9112 allows).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        510 => "Not Extended",
+        511 => "Network Authentication Required",
+        _ => "",
+    }
+}
+
+/// The server's answers to the requests it receives (cli.md `--answers`,
+/// language.md §6): they decide switches and whether a deny can be
+/// answered. Request `k` is the k-th request delivered to the server
+/// (0-based; a redirected request goes elsewhere and is not counted). Its
+/// answer arrives after the `send()` that carries its last byte, and the
+/// client reads it before its next `send()`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ServerAnswers {
+    /// No list given: every request is answered `200`, every switch is
+    /// agreed to (`101`; `200` for CONNECT).
+    #[default]
+    Agreeing,
+    /// The status of each request in order; a request beyond the list is
+    /// never answered.
+    Listed(Vec<u16>),
+}
+
+/// What kind of request an answer is for: it decides what consent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Plain,
+    /// A request with an `Upgrade` field: `101` is consent.
+    Upgrade,
+    /// A CONNECT request: any `2xx` is consent.
+    Connect,
+}
+
+impl ServerAnswers {
+    /// The server's status for request `k` of `kind`, or `None` if it never
+    /// answers it.
+    pub fn status(&self, k: usize, kind: RequestKind) -> Option<u16> {
+        match self {
+            ServerAnswers::Agreeing => Some(match kind {
+                RequestKind::Upgrade => 101,
+                RequestKind::Plain | RequestKind::Connect => 200,
+            }),
+            ServerAnswers::Listed(list) => list.get(k).copied(),
+        }
+    }
+
+    /// Whether `status` to a request of `kind` agrees to the switch.
+    pub fn consents(kind: RequestKind, status: u16) -> bool {
+        match kind {
+            RequestKind::Upgrade => status == 101,
+            RequestKind::Connect => (200..300).contains(&status),
+            RequestKind::Plain => false,
+        }
+    }
 }
 
 /// What one connection came to once its input ended.
@@ -154,6 +337,19 @@ pub struct VerdictJson {
     pub action: &'static str,
     pub reason: String,
     pub rule: Option<String>,
+    /// cli.md: `{"status":403,"bytes":N}` for an answered deny, `null` for
+    /// one that fell back to `reset`; absent for other verdicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Option<AnswerJson>>,
+    /// `"reset"` when `answer` is `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AnswerJson {
+    pub status: u16,
+    pub bytes: u64,
 }
 
 impl Outcome {
@@ -170,6 +366,11 @@ impl Outcome {
                     action: v.action.name(),
                     reason: v.reason.name(),
                     rule: v.rule.clone(),
+                    answer: v.answer.map(|answer| match answer {
+                        Answer::Status { status, bytes } => Some(AnswerJson { status, bytes }),
+                        Answer::Reset => None,
+                    }),
+                    fallback: matches!(v.answer, Some(Answer::Reset)).then_some("reset"),
                 })
                 .collect(),
             delivered: self.delivered,

@@ -100,6 +100,7 @@ fn api30() -> Program {
         mode: Mode::Enforce,
         opaque: OpaqueVerdict::Deny,
         get_body: l7c_compiler::model::GetBodyVerdict::Deny,
+        deny_with: l7c_compiler::model::DenyWith::default(),
         limits: Limits::default(),
         rules,
     };

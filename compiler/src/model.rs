@@ -36,6 +36,8 @@ pub struct Policy {
     pub opaque: OpaqueVerdict,
     /// `get_body`: whether a GET or HEAD request may carry a body.
     pub get_body: GetBodyVerdict,
+    /// `deny_with`: how a deny is answered (language.md §6).
+    pub deny_with: DenyWith,
     pub limits: Limits,
     pub rules: Vec<Rule>,
 }
@@ -150,7 +152,7 @@ impl Scope {
 }
 
 /// A connection's addresses: shared vocabulary (`l7c_abi::verdict`).
-pub use crate::verdict::ConnectionInfo;
+pub use crate::verdict::{ConnectionInfo, DenyWith};
 
 /// An address block. An IPv4 block also matches IPv4-mapped IPv6 addresses
 /// (`::ffff:a.b.c.d`) of dual-stack sockets (language.md §4).

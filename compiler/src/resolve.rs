@@ -373,6 +373,7 @@ impl Resolver<'_> {
             mode: model::Mode::default(),
             opaque: model::OpaqueVerdict::default(),
             get_body: model::GetBodyVerdict::default(),
+            deny_with: model::DenyWith::default(),
             limits: Limits::default(),
             rules: Vec::new(),
         };

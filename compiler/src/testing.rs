@@ -123,7 +123,7 @@ mod tests {
     use crate::model::VerdictAction;
 
     fn verdict(action: VerdictAction, reason: Reason, rule: Option<&str>) -> Verdict {
-        Verdict { index: 0, start: 0, end: 1, action, reason, rule: rule.map(String::from) }
+        Verdict { index: 0, start: 0, end: 1, action, reason, rule: rule.map(String::from), answer: None }
     }
 
     #[test]

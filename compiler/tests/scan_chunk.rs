@@ -29,6 +29,7 @@ fn allow_all(limits: Limits) -> Program {
         mode: Mode::Enforce,
         opaque: OpaqueVerdict::Deny,
         get_body: l7c_compiler::model::GetBodyVerdict::Deny,
+        deny_with: l7c_compiler::model::DenyWith::default(),
         limits,
         rules: Vec::new(),
     };

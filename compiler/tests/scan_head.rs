@@ -639,6 +639,7 @@ fn scan_duplicate_headers_agree_with_the_evaluator() {
         mode: Mode::Enforce,
         opaque: OpaqueVerdict::Deny,
         get_body: l7c_compiler::model::GetBodyVerdict::Deny,
+        deny_with: l7c_compiler::model::DenyWith::default(),
         limits: Limits::default(),
         rules: matched.iter().map(|name| header_rule(name)).collect(),
     };

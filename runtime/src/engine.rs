@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use l7c_abi::{self as abi, event_flags, record, Event, Meta};
 use l7c_abi::verdict::{Outcome, Reason, Verdict};
-use l7c_abi::verdict::{ConnectionInfo, VerdictAction};
+use l7c_abi::verdict::{ConnectionInfo, ServerAnswers, VerdictAction};
 
 use crate::errno::Errno;
 use crate::error::KernelError;
@@ -54,6 +54,8 @@ pub struct KernelEngine {
     program: KernelProgram,
     meta: Meta,
     timeout: Duration,
+    /// What the loopback server answers (cli.md `--answers`).
+    answers: ServerAnswers,
 }
 
 impl KernelEngine {
@@ -81,12 +83,20 @@ impl KernelEngine {
             program,
             meta: meta.clone(),
             timeout: DEFAULT_TIMEOUT,
+            answers: ServerAnswers::default(),
         })
     }
 
     /// The bound on each wait of a run (default [`DEFAULT_TIMEOUT`]).
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
+    }
+
+    /// What the loopback server answers to the requests of later runs
+    /// (cli.md `--answers`; default: every request 200, every switch
+    /// agreed to).
+    pub fn set_answers(&mut self, answers: ServerAnswers) {
+        self.answers = answers;
     }
 
     /// The verifier's processed-instruction count, if the kernel says.
@@ -348,6 +358,7 @@ fn verdict_of(event: &Event, index: usize, meta: &Meta) -> Result<Verdict, Strin
         action,
         reason,
         rule,
+        answer: None,
     })
 }
 
@@ -484,8 +495,8 @@ mod tests {
 
     #[test]
     fn a_held_tail_cut_is_recognised_only_in_its_documented_shape() {
-        let redirect = |end| Verdict { index: 0, start: 0, end, action: VerdictAction::Redirect, reason: Reason::Rule, rule: Some("grpc".into()) };
-        let deny = Verdict { index: 1, start: 40, end: 90, action: VerdictAction::Deny, reason: Reason::Default, rule: None };
+        let redirect = |end| Verdict { index: 0, start: 0, end, action: VerdictAction::Redirect, reason: Reason::Rule, rule: Some("grpc".into()), answer: None };
+        let deny = Verdict { index: 1, start: 40, end: 90, action: VerdictAction::Deny, reason: Reason::Default, rule: None, answer: None };
         let reference = Outcome { verdicts: vec![redirect(40), deny.clone()], delivered: 0, pending: 0 };
         let cut = |verdicts: Vec<Verdict>, held_tail| KernelReport { outcome: Outcome { verdicts, delivered: 0, pending: 9 }, held_tail };
         assert!(cut(vec![redirect(40)], Some(0)).is_documented_held_tail(&reference));
@@ -503,7 +514,7 @@ mod tests {
     }
 
     fn verdict(index: usize, start: u64, end: u64, action: VerdictAction, reason: Reason, rule: Option<&str>) -> Verdict {
-        Verdict { index, start, end, action, reason, rule: rule.map(String::from) }
+        Verdict { index, start, end, action, reason, rule: rule.map(String::from), answer: None }
     }
 
     #[test]

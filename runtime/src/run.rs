@@ -279,6 +279,7 @@ impl Generation {
             },
             &[
                 (abi::maps::SOCKETS, socket_map_entries(config.capacity)),
+                (abi::maps::PEERS, socket_map_entries(config.capacity)),
                 (abi::maps::EVENTS, config.events_buffer),
             ],
         )?;

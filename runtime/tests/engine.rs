@@ -106,6 +106,7 @@ fn the_engine_runs_the_connection_at_the_ports_asked_for_and_reads_its_events() 
                     action: VerdictAction::Allow,
                     reason: Reason::Default,
                     rule: None,
+                    answer: None,
                 }],
                 delivered: input.len() as u64,
                 pending: 0,

@@ -220,6 +220,12 @@ fn maps(meta: &Meta, state_bytes: u32) -> Vec<MapDef> {
     vec![
         MapDef::sk_storage(abi::maps::CONNECTIONS, layout::state_type(state_bytes)),
         MapDef::sock_hash(abi::maps::SOCKETS, layout::SOCK_KEY_BYTES, 65_536),
+        MapDef::hash(
+            abi::maps::PEERS,
+            crate::elf::DataType::Bytes(layout::SOCK_KEY_BYTES),
+            crate::elf::DataType::Bytes(abi::peer::SIZE),
+            65_536,
+        ),
         MapDef::sock_map(abi::maps::REDIRECTS, (meta.redirect_slots.len() as u32).max(1)),
         MapDef::percpu_array(abi::maps::COUNTERS, crate::elf::DataType::U64, counters as u32),
         MapDef::ring_buf(abi::maps::EVENTS, 256 * 1024),

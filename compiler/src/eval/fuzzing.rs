@@ -145,6 +145,7 @@ fn fixed_program(mode: Mode) -> Program {
         mode,
         opaque: OpaqueVerdict::Deny,
         get_body: crate::model::GetBodyVerdict::Deny,
+        deny_with: crate::model::DenyWith::default(),
         limits: Limits { header_bytes: 512, headers: 8 },
         rules,
     };

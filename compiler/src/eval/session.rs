@@ -410,7 +410,7 @@ impl<'p> Session<'p> {
 
     fn push_verdict(&mut self, action: VerdictAction, reason: Reason, rule: Option<&str>, start: u64, end: u64) -> usize {
         let index = self.verdicts.len();
-        self.verdicts.push(Verdict { index, start, end, action, reason, rule: rule.map(str::to_owned) });
+        self.verdicts.push(Verdict { index, start, end, action, reason, rule: rule.map(str::to_owned), answer: None });
         index
     }
 }

@@ -66,6 +66,7 @@ pub fn policy(name: &str, default: DefaultVerdict, rules: Vec<Rule>) -> Policy {
         mode: Mode::Enforce,
         opaque: OpaqueVerdict::Deny,
         get_body: l7c_compiler::model::GetBodyVerdict::Deny,
+        deny_with: l7c_compiler::model::DenyWith::default(),
         limits: Limits::default(),
         rules,
     }
