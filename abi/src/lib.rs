@@ -508,6 +508,13 @@ pub mod event_flags {
     /// held message, so the connection is closed after this verdict
     /// (docs/kernel-mechanics.md, "Redirects and held messages").
     pub const HELD_TAIL: u8 = 1 << 3;
+    /// A deny the program answered over HTTP (language.md §6): the client
+    /// reads the answer `verdict::answer_bytes` makes.
+    pub const ANSWERED: u8 = 1 << 4;
+    /// A deny whose reason is answered but which the program could not
+    /// answer without overtaking the server's answer (or the connection's
+    /// record was missing or lost): it fell back to `reset`.
+    pub const FALLBACK_RESET: u8 = 1 << 5;
 }
 
 /// Kinds of ring buffer records.
