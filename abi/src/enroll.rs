@@ -22,6 +22,16 @@
 //! self) and user space (`l7c_runtime::SockKey`) build the same bytes.
 //! Unused address words are zero (the key is zeroed first).
 //!
+//! ## The connection's record
+//!
+//! Right after a successful enrollment the program creates the
+//! connection's record in `l7_peer` ([`abi::peer`], under the same key),
+//! zeroed, and asks for state callbacks; on `STATE_CB` into `TCP_CLOSE`
+//! it deletes the record (a socket without one changes nothing). The
+//! `sk_msg` program and the receive verdict ([`crate::receive`]) share it.
+//! A stale record of an earlier connection with the same 4-tuple is
+//! replaced at enrollment (`BPF_ANY`).
+//!
 //! The program always returns 1: a `sock_ops` program's return value only
 //! matters for the callbacks that ask for a reply, none of which it handles.
 //!
@@ -133,6 +143,9 @@ const STATE_CB_FLAG: i32 = 1 << 2;
 const TCP_CLOSE: i32 = 7;
 /// Where governed-port lookups keep their u32 key: below the socket key.
 const LOOKUP_KEY_AT: i16 = KEY_AT - 8;
+/// Where the zeroed `l7_peer` record is built: below the lookup key.
+const PEER_AT: i16 = LOOKUP_KEY_AT - abi::peer::SIZE as i16;
+const PEER_SLOTS: i16 = abi::peer::SIZE as i16 / 8;
 
 /// The enrollment gate's maps (module docs, "Capacity"), in every object
 /// the code generator writes and in `l7c probe`'s.
@@ -201,6 +214,52 @@ fn remote_port(a: &mut Asm) {
     a.rsh64(R7, 16).be16(R7).comment("host order");
 }
 
+/// The connection's `l7_sock_key` at `r10 + KEY_AT`, zeroed first, from
+/// the context in r6 (an IPv4 or IPv6 socket). Clobbers r1.
+fn build_key(a: &mut Asm) {
+    let ipv6 = a.fresh_label("key_ipv6");
+    let ports = a.fresh_label("key_ports");
+    a.note("the key at r10 - 48, zeroed: unused address words stay 0");
+    for slot in 0..KEY_SLOTS {
+        a.stdw(R10, KEY_AT + slot * 8, 0);
+    }
+    a.ldxw(R1, R6, sock_ops::FAMILY).comment("ops->family");
+    a.stxw(R10, KEY_AT + key::FAMILY, R1);
+    a.jeq(R1, family::INET6, ipv6.clone());
+
+    a.note("IPv4: [remote_ip4, 0, 0, 0] and [local_ip4, 0, 0, 0]");
+    a.ldxw(R1, R6, sock_ops::REMOTE_IP4).comment("ops->remote_ip4");
+    a.stxw(R10, KEY_AT + key::REMOTE_IP, R1);
+    a.ldxw(R1, R6, sock_ops::LOCAL_IP4).comment("ops->local_ip4");
+    a.stxw(R10, KEY_AT + key::LOCAL_IP, R1);
+    a.ja(ports.clone());
+
+    a.label(ipv6);
+    for word in 0..4i16 {
+        a.ldxw(R1, R6, sock_ops::REMOTE_IP6 + 4 * word).comment(format!("ops->remote_ip6[{word}]"));
+        a.stxw(R10, KEY_AT + key::REMOTE_IP + 4 * word, R1);
+    }
+    for word in 0..4i16 {
+        a.ldxw(R1, R6, sock_ops::LOCAL_IP6 + 4 * word).comment(format!("ops->local_ip6[{word}]"));
+        a.stxw(R10, KEY_AT + key::LOCAL_IP + 4 * word, R1);
+    }
+
+    a.label(ports);
+    a.ldxw(R1, R6, sock_ops::REMOTE_PORT).comment("ops->remote_port, copied verbatim");
+    a.stxw(R10, KEY_AT + key::REMOTE_PORT, R1);
+    a.ldxw(R1, R6, sock_ops::LOCAL_PORT).comment("ops->local_port, copied verbatim");
+    a.stxw(R10, KEY_AT + key::LOCAL_PORT, R1);
+}
+
+/// `bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags |
+/// STATE_CB_FLAG)`: the program runs again when the socket closes.
+fn ask_for_state_callbacks(a: &mut Asm, why: &str) {
+    a.ldxw(R2, R6, sock_ops::CB_FLAGS).comment("ops->bpf_sock_ops_cb_flags");
+    a.or64(R2, STATE_CB_FLAG);
+    a.mov64(R1, R6);
+    a.call(Helper::SockOpsCbFlagsSet).comment(why);
+}
+
 fn build() -> Result<Program, AsmError> {
     let mut a = Asm::new();
     a.note("l7c sock_ops enrollment program (abi/src/enroll.rs)");
@@ -219,37 +278,7 @@ fn build() -> Result<Program, AsmError> {
     governed(&mut a, R7, "enroll", "done");
 
     a.label("enroll");
-    a.note("the key at r10 - 48, zeroed: unused address words stay 0");
-    for slot in 0..KEY_SLOTS {
-        a.stdw(R10, KEY_AT + slot * 8, 0);
-    }
-    a.ldxw(R1, R6, sock_ops::FAMILY).comment("ops->family");
-    a.stxw(R10, KEY_AT + key::FAMILY, R1);
-    a.jeq(R1, family::INET6, "ipv6");
-
-    a.note("IPv4: [remote_ip4, 0, 0, 0] and [local_ip4, 0, 0, 0]");
-    a.ldxw(R1, R6, sock_ops::REMOTE_IP4).comment("ops->remote_ip4");
-    a.stxw(R10, KEY_AT + key::REMOTE_IP, R1);
-    a.ldxw(R1, R6, sock_ops::LOCAL_IP4).comment("ops->local_ip4");
-    a.stxw(R10, KEY_AT + key::LOCAL_IP, R1);
-    a.ja("ports");
-
-    a.label("ipv6");
-    for word in 0..4i16 {
-        a.ldxw(R1, R6, sock_ops::REMOTE_IP6 + 4 * word).comment(format!("ops->remote_ip6[{word}]"));
-        a.stxw(R10, KEY_AT + key::REMOTE_IP + 4 * word, R1);
-    }
-    for word in 0..4i16 {
-        a.ldxw(R1, R6, sock_ops::LOCAL_IP6 + 4 * word).comment(format!("ops->local_ip6[{word}]"));
-        a.stxw(R10, KEY_AT + key::LOCAL_IP + 4 * word, R1);
-    }
-
-    a.label("ports");
-    a.ldxw(R1, R6, sock_ops::REMOTE_PORT).comment("ops->remote_port, copied verbatim");
-    a.stxw(R10, KEY_AT + key::REMOTE_PORT, R1);
-    a.ldxw(R1, R6, sock_ops::LOCAL_PORT).comment("ops->local_port, copied verbatim");
-    a.stxw(R10, KEY_AT + key::LOCAL_PORT, R1);
-
+    build_key(&mut a);
     a.note("sock_hash_update(ops, &l7_sockets, &key, BPF_ANY)");
     a.mov64(R1, R6);
     a.ld_map(R2, abi::maps::SOCKETS);
@@ -257,9 +286,23 @@ fn build() -> Result<Program, AsmError> {
     a.add64(R3, i32::from(KEY_AT));
     a.mov64(R4, BPF_ANY);
     a.call(Helper::SockHashUpdate);
-    a.jeq(R0, 0, "done");
+    a.jeq(R0, 0, "enrolled");
     a.note("not enrolled (the map is full despite the gate): count it, the runtime reports it");
     gate_add(&mut a, abi::gate::UNENROLLED, 1);
+    a.ja("done");
+
+    a.label("enrolled");
+    a.note("the record both directions share (abi::peer), zeroed: map_update_elem(&l7_peer, &key, &zeros, BPF_ANY)");
+    a.note("(a record that cannot be made is a missing one, which the sk_msg program treats as lost)");
+    for slot in 0..PEER_SLOTS {
+        a.stdw(R10, PEER_AT + slot * 8, 0);
+    }
+    a.ld_map(R1, abi::maps::PEERS);
+    a.mov64(R2, R10).add64(R2, i32::from(KEY_AT));
+    a.mov64(R3, R10).add64(R3, i32::from(PEER_AT));
+    a.mov64(R4, BPF_ANY);
+    a.call(Helper::MapUpdateElem);
+    ask_for_state_callbacks(&mut a, "STATE_CB: the close deletes the record");
     a.ja("done");
 
     a.label("reserve");
@@ -282,16 +325,24 @@ fn build() -> Result<Program, AsmError> {
     a.jne(R1, 0, "done").comment("already holds a unit");
     a.stw(R0, 0, 1);
     gate_add(&mut a, abi::gate::USED, 1);
-    a.ldxw(R2, R6, sock_ops::CB_FLAGS).comment("ops->bpf_sock_ops_cb_flags");
-    a.or64(R2, STATE_CB_FLAG);
-    a.mov64(R1, R6);
-    a.call(Helper::SockOpsCbFlagsSet).comment("STATE_CB: the close gives the unit back");
+    ask_for_state_callbacks(&mut a, "STATE_CB: the close gives the unit back");
     a.ja("done");
 
     a.label("state");
-    a.note("STATE_CB into TCP_CLOSE: a marked socket gives its unit back");
     a.ldxw(R1, R6, sock_ops::ARG1).comment("ops->args[1]: the new state");
     a.jne(R1, TCP_CLOSE, "done");
+    a.note("STATE_CB into TCP_CLOSE: the connection's l7_peer record goes (none: nothing happens)");
+    a.ldxw(R1, R6, sock_ops::FAMILY);
+    a.jeq(R1, family::INET6, "close_inet");
+    a.jne(R1, family::INET, "release");
+    a.label("close_inet");
+    build_key(&mut a);
+    a.ld_map(R1, abi::maps::PEERS);
+    a.mov64(R2, R10).add64(R2, i32::from(KEY_AT));
+    a.call(Helper::MapDeleteElem);
+
+    a.label("release");
+    a.note("and a marked socket gives its unit of capacity back");
     a.ldxdw(R1, R6, sock_ops::SK).comment("ops->sk");
     a.jeq(R1, 0, "done");
     a.mov64(R2, R1);
@@ -425,38 +476,6 @@ pub mod gate {
 /// guard the library's kTLS attempt fails at `TCP_ULP`, it stays in user
 /// space, and the policy judges its records (`opaque`). `l7c run` attaches
 /// it next to the enrollment program (docs/runtime.md, "kTLS").
-/// The receive side's verdict (`sk_skb`, attached to `l7_sockets` as
-/// `BPF_SK_SKB_VERDICT`): every byte the server sends is passed, in
-/// order, to the enrolled socket's receive queue.
-///
-/// Why a program that changes nothing: kernels with upstream 929e30f93125
-/// (6.6.128+, 6.12.75+, 6.18.14+) make `ioctl(FIONREAD)` answer 0 for a
-/// socket in a socket map that has no receive-side verdict, however many
-/// bytes are queued; applications that size their reads by it (Java's
-/// `available()`, event loops) stall. With a verdict the bytes go through
-/// the psock's queue, which FIONREAD counts. It never drops: `SK_DROP` on
-/// receive would discard bytes TCP has already acknowledged.
-pub mod receive {
-    use l7c_bpf::bpf::{verdict, Asm, AsmError, Program, R0};
-
-    pub const SECTION: &str = "sk_skb/verdict";
-    pub const PROGRAM_NAME: &str = "l7c_receive";
-
-    pub fn program() -> Program {
-        // Cannot fail: two instructions, no labels (tested).
-        #[allow(clippy::expect_used)]
-        build().expect("the fixed receive verdict assembles")
-    }
-
-    fn build() -> Result<Program, AsmError> {
-        let mut a = Asm::new();
-        a.note("l7c receive verdict (abi/src/enroll.rs): pass every byte the server sends (SK_PASS)");
-        a.mov64(R0, verdict::PASS);
-        a.exit();
-        a.finish()
-    }
-}
-
 pub mod ulp_guard {
     use l7c_bpf::bpf::{Asm, AsmError, Program, R0, R1, R2};
 
@@ -502,7 +521,10 @@ mod tests {
         let mut maps = program.maps();
         maps.sort_unstable();
         maps.dedup();
-        assert_eq!(maps, vec![abi::maps::GATE, abi::maps::GATE_MARKS, abi::maps::GATE_PORTS, abi::maps::SOCKETS]);
+        assert_eq!(
+            maps,
+            vec![abi::maps::GATE, abi::maps::GATE_MARKS, abi::maps::GATE_PORTS, abi::maps::PEERS, abi::maps::SOCKETS]
+        );
         assert_eq!(program, super::program());
         // Ends with `r0 = 1; exit`: every path returns 1.
         let insns = program.insns();
@@ -510,12 +532,32 @@ mod tests {
     }
 
     #[test]
-    fn the_receive_verdict_passes_everything_and_nothing_else() {
-        let program = receive::program();
-        assert_eq!(program.insns().len(), 2);
-        assert!(program.relocations().is_empty(), "it reads no map");
+    fn the_record_is_made_after_enrollment_and_deleted_at_close() {
+        let program = program();
+        let insns = program.insns();
+        let calls: Vec<(usize, Helper)> = insns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, insn)| match insn {
+                Insn::Call { helper } => Some((i, *helper)),
+                _ => None,
+            })
+            .collect();
+        let at = |helper: Helper| calls.iter().filter(|(_, h)| *h == helper).map(|(i, _)| *i).collect::<Vec<_>>();
+        let (enroll, update, delete) = (at(Helper::SockHashUpdate), at(Helper::MapUpdateElem), at(Helper::MapDeleteElem));
+        assert_eq!((enroll.len(), update.len(), delete.len()), (1, 1, 1), "{}", program.listing());
+        assert!(enroll[0] < update[0], "the record comes after the enrollment");
+        // The update's value is 64 zeroed bytes at PEER_AT, below every
+        // other stack use.
+        const { assert!(PEER_AT + abi::peer::SIZE as i16 <= LOOKUP_KEY_AT && PEER_AT % 8 == 0) };
         let listing = program.listing();
-        assert!(listing.contains("r0 = 1") && listing.contains("exit"), "{listing}");
+        assert_eq!(listing.matches("STATE_CB:").count(), 2, "both the reservation and the enrollment ask for STATE_CB: {listing}");
+        // The deletion is on the close path, past the TCP_CLOSE test.
+        let close_test = insns
+            .iter()
+            .position(|insn| matches!(insn, Insn::Jmp { src: l7c_bpf::bpf::Operand::Imm(imm), .. } if *imm == TCP_CLOSE))
+            .expect("the close test");
+        assert!(close_test < delete[0]);
     }
 
     #[test]
@@ -528,7 +570,7 @@ mod tests {
     #[test]
     fn the_key_fits_the_zeroed_stack_slots() {
         // Every field written lies inside the 48 zeroed bytes at KEY_AT.
-        assert!(key::SIZE <= KEY_SLOTS * 8);
+        const { assert!(key::SIZE <= KEY_SLOTS * 8) };
         assert_eq!(key::LOCAL_PORT + 4, key::SIZE);
         assert_eq!(key::SIZE as usize, crate::sock_key::SIZE);
         // The IPv6 words fill exactly the address fields.

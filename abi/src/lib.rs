@@ -15,6 +15,7 @@
 
 pub mod enroll;
 pub mod http;
+pub mod receive;
 pub mod verdict;
 
 use crate::http::{LimitKind, MalformedKind};
@@ -110,6 +111,102 @@ pub mod peer {
     pub const KIND_UPGRADE: u8 = 2;
     /// A CONNECT request: any 2xx is consent (and has no body).
     pub const KIND_CONNECT: u8 = 3;
+
+    /// The record's fields, decoded (user space's side of the layout):
+    /// what `l7c_runtime::peer` reads and writes. Little-endian words at
+    /// the offsets above.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Peer {
+        pub forwarded: u32,
+        pub answered: u32,
+        pub flags: u32,
+        /// The receive parser's words, opaque here (`receive.rs`).
+        pub rx: [u8; RX_BYTES],
+        pub kinds: [u8; RING as usize],
+    }
+
+    impl Default for Peer {
+        /// A new connection's record: all zero.
+        fn default() -> Peer {
+            Peer { forwarded: 0, answered: 0, flags: 0, rx: [0; RX_BYTES], kinds: [0; RING as usize] }
+        }
+    }
+
+    impl Peer {
+        pub fn to_bytes(&self) -> [u8; SIZE as usize] {
+            let mut out = [0u8; SIZE as usize];
+            let mut put = |at: i16, bytes: &[u8]| {
+                // The offsets are constants inside the 64-byte record
+                // (`the_layout_fills_the_record` checks them).
+                let at = at as usize;
+                out[at..at + bytes.len()].copy_from_slice(bytes);
+            };
+            put(FORWARDED, &self.forwarded.to_le_bytes());
+            put(ANSWERED, &self.answered.to_le_bytes());
+            put(FLAGS, &self.flags.to_le_bytes());
+            put(RX, &self.rx);
+            put(KINDS, &self.kinds);
+            out
+        }
+
+        /// Reads a record; `None` when `bytes` is shorter than [`SIZE`].
+        pub fn from_bytes(bytes: &[u8]) -> Option<Peer> {
+            let field = |at: i16, len: usize| bytes.get(usize::try_from(at).ok()?..).and_then(|rest| rest.get(..len));
+            let word = |at: i16| Some(u32::from_le_bytes(field(at, 4)?.try_into().ok()?));
+            Some(Peer {
+                forwarded: word(FORWARDED)?,
+                answered: word(ANSWERED)?,
+                flags: word(FLAGS)?,
+                rx: field(RX, RX_BYTES)?.try_into().ok()?,
+                kinds: field(KINDS, RING as usize)?.try_into().ok()?,
+            })
+        }
+
+        /// Whether the receive side gave up framing ([`LOST`]).
+        pub fn lost(&self) -> bool {
+            self.flags & LOST != 0
+        }
+
+        /// Notes request `kind` as forwarded, as the `sk_msg` program
+        /// does: `kinds[forwarded % RING] = kind; forwarded += 1`.
+        pub fn forward(&mut self, kind: u8) {
+            // `% RING` is below the array's length.
+            self.kinds[(self.forwarded % RING) as usize] = kind;
+            self.forwarded = self.forwarded.wrapping_add(1);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_layout_fills_the_record() {
+            assert_eq!(FORWARDED + 4, ANSWERED);
+            assert_eq!(ANSWERED + 4, FLAGS);
+            assert_eq!(FLAGS + 4, RX);
+            assert_eq!(RX as usize + RX_BYTES, KINDS as usize);
+            assert_eq!(KINDS as u32 + RING, SIZE);
+            assert!(RING.is_power_of_two(), "the programs index the ring with `& (RING - 1)`");
+        }
+
+        #[test]
+        fn records_round_trip() {
+            let mut peer = Peer { answered: 3, flags: SWITCH_REFUSED, ..Peer::default() };
+            for (i, kind) in [KIND_PLAIN, KIND_HEAD, KIND_UPGRADE, KIND_CONNECT].iter().cycle().take(19).enumerate() {
+                peer.forward(*kind);
+                peer.rx[i % RX_BYTES] = i as u8;
+            }
+            assert_eq!(peer.forwarded, 19);
+            assert_eq!(peer.kinds[2], KIND_UPGRADE, "request 18 (an upgrade) overwrote slot 2");
+            let bytes = peer.to_bytes();
+            assert_eq!(bytes.len(), SIZE as usize);
+            assert_eq!(bytes[ANSWERED as usize], 3);
+            assert_eq!(Peer::from_bytes(&bytes), Some(peer));
+            assert_eq!(Peer::from_bytes(&bytes[..63]), None);
+            assert!(!peer.lost());
+        }
+    }
 }
 
 /// The key of the enrollment socket hash (`maps::SOCKETS`): a

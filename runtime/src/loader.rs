@@ -166,14 +166,14 @@ impl KernelProgram {
         Ok(())
     }
 
-    /// Loads the receive-side verdict (`l7c_abi::enroll::receive`: pass
-    /// every byte) and attaches it to the socket map the `sk_msg` program
+    /// Loads the receive-side verdict (`l7c_abi::receive`: frames the
+    /// server's responses into `l7_peer`, passes every byte) and attaches it to the socket map the `sk_msg` program
     /// is attached to, so sockets enrolled from now on get a receive path
     /// through their psock (what keeps `ioctl(FIONREAD)` true on kernels
     /// with upstream 929e30f93125). The map holds the program from then on,
     /// pinned or not.
     pub fn attach_receive_verdict(&self) -> Result<(), KernelError> {
-        use l7c_abi::enroll::receive;
+        use l7c_abi::receive;
         let program = self.load_companion(
             receive::PROGRAM_NAME,
             sys::BPF_PROG_TYPE_SK_SKB,
@@ -472,6 +472,33 @@ impl KernelProgram {
         })
     }
 
+    /// Writes `value` under `key` in map `map` (`BPF_MAP_UPDATE_ELEM`,
+    /// `BPF_ANY`: created or replaced), e.g. a record of a `HASH` map;
+    /// both must have the map's sizes.
+    pub fn update(&self, map: &str, key: &[u8], value: &[u8]) -> Result<(), KernelError> {
+        let shape = self.shape(map)?;
+        if key.len() != shape.key_size as usize || value.len() != shape.value_size as usize {
+            return Err(KernelError::MapShape {
+                name: map.to_owned(),
+                purpose: "with this element".to_owned(),
+                problem: format!(
+                    "keys have {} bytes and values {} (given {} and {})",
+                    shape.key_size,
+                    shape.value_size,
+                    key.len(),
+                    value.len()
+                ),
+            });
+        }
+        sys::map_update(self.map_fd(map)?, key, value, sys::BPF_ANY).map_err(|errno| {
+            KernelError::syscall(
+                format!("BPF_MAP_UPDATE_ELEM in map `{map}`"),
+                errno,
+                "a hash map refuses a new element when it is full (E2BIG)",
+            )
+        })
+    }
+
     /// Reads the value at `key` of map `map` (not a per-CPU map: see
     /// [`KernelProgram::counters`]); `None` if there is no such element.
     pub fn lookup(&self, map: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KernelError> {
@@ -648,8 +675,9 @@ impl KernelProgram {
     /// Loads `program` (not part of the object) as a program of type
     /// `prog_type` (and `expected_attach_type`, 0 where the type has
     /// none), its map loads resolved to this object's maps by name: how
-    /// the runtime adds the enrollment gate to an object. The caller owns
-    /// the returned fd.
+    /// the runtime adds the enrollment gate and the receive verdict to an
+    /// object. A program with functions (`bpf_loop` callbacks) is loaded
+    /// with their BTF and func_info. The caller owns the returned fd.
     pub fn load_companion(
         &self,
         name: &str,
@@ -675,7 +703,22 @@ impl KernelProgram {
                 *byte = (regs & 0x0f) | (l7c_bpf::bpf::BPF_PSEUDO_MAP_FD << 4);
             }
         }
-        sys::prog_load(prog_type, expected_attach_type, name, &code).map_err(|(errno, log)| {
+        let loaded = if program.functions().is_empty() {
+            sys::prog_load(prog_type, expected_attach_type, name, &code)
+        } else {
+            // Subprograms (`bpf_loop` callbacks) need their BTF types and
+            // func_info, as an object's `.BTF.ext` gives them to aya.
+            let (btf, func_info) = function_types(name, program);
+            let btf = sys::btf_load(&btf).map_err(|errno| {
+                KernelError::syscall(
+                    format!("BPF_BTF_LOAD of the function types of `{name}`"),
+                    errno,
+                    "the kernel must support BTF (CONFIG_DEBUG_INFO_BTF is not needed, BPF_BTF_LOAD is: Linux 4.18+)",
+                )
+            })?;
+            sys::prog_load_with_functions(prog_type, expected_attach_type, name, &code, btf.as_fd(), &func_info)
+        };
+        loaded.map_err(|(errno, log)| {
             if errno == Errno::EPERM && log.trim().is_empty() {
                 KernelError::NotPermitted {
                     step: format!("BPF_PROG_LOAD of `{name}`"),
@@ -742,6 +785,23 @@ impl Drop for KernelProgram {
         }
         // `rings` and `ebpf` drop next, closing every map and program fd.
     }
+}
+
+/// The BTF a program with subprograms is loaded with: a `FUNC` per
+/// function (main first, global; the callbacks static, as
+/// `l7c_bpf::elf` declares them in objects) and the func_info records
+/// `[instruction offset, FUNC id]` the kernel wants for each.
+fn function_types(name: &str, program: &l7c_bpf::bpf::Program) -> (Vec<u8>, Vec<[u32; 2]>) {
+    let mut btf = l7c_bpf::elf::btf::BtfBuilder::new();
+    let slots = program.slot_of_each();
+    let mut func_info = vec![[0, btf.function(name, true)]];
+    for function in program.functions() {
+        // A function starts at one of the program's instructions; programs
+        // are far below 4G slots.
+        let slot = slots.get(function.insn).copied().unwrap_or(0) as u32;
+        func_info.push([slot, btf.function(function.name.as_str(), false)]);
+    }
+    (btf.finish(), func_info)
 }
 
 /// The file name a map is pinned under: bpffs refuses names with a dot

@@ -142,6 +142,8 @@ fn object(program: Program, extra: Vec<MapDef>) -> Result<Vec<u8>, String> {
     let mut object = ObjectBuilder::new();
     object.program("sk_msg", "l7c_probe", program);
     object.map(MapDef::sock_hash("l7c_probe_socks", SOCK_KEY_SIZE as u32, 4));
+    // The receive verdict reads the connections' records.
+    object.map(l7c_abi::receive::peer_map());
     for map in extra {
         object.map(map);
     }
@@ -311,6 +313,8 @@ fn try_sock_ops() -> Result<String, String> {
     for map in l7c_abi::enroll::gate_maps() {
         object.map(map);
     }
+    // It creates and deletes the connections' records.
+    object.map(l7c_abi::receive::peer_map());
     let bytes = object.write().map_err(|e| e.to_string())?;
     let program = KernelProgram::load(&bytes, &LoadOptions::default()).map_err(|e| describe(&e))?;
     program

@@ -276,6 +276,114 @@ pub fn prog_load(
     })
 }
 
+const BPF_BTF_LOAD: libc::c_long = 18;
+
+/// `union bpf_attr` as `BPF_BTF_LOAD` reads it.
+#[repr(C)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+}
+
+/// `BPF_BTF_LOAD` of a BTF blob (types and strings, no log).
+pub fn btf_load(btf: &[u8]) -> Result<std::os::fd::OwnedFd, Errno> {
+    let mut attr = BtfLoadAttr {
+        btf: btf.as_ptr() as u64,
+        btf_log_buf: 0,
+        btf_size: u32::try_from(btf.len()).map_err(|_| Errno::E2BIG)?,
+        btf_log_size: 0,
+        btf_log_level: 0,
+    };
+    bpf_fd(BPF_BTF_LOAD, &mut attr)
+}
+
+/// `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to `attach_btf_id`:
+/// the program's BTF and its func_info (one `[insn_off, type_id]` record
+/// per function).
+#[repr(C)]
+struct ProgLoadFuncAttr {
+    base: ProgLoadAttr,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+}
+
+/// The verifier log kept when a program with functions is refused: its
+/// log lists every instruction verified, so the refusal at its end needs
+/// room (the kernel returns `ENOSPC` instead of the refusal when the log
+/// does not fit, so a load that succeeds is tried without a log first).
+const FUNCTIONS_LOG_BYTES: usize = 16 << 20;
+
+/// `BPF_PROG_LOAD` of a program with subprograms (`bpf_loop` callbacks):
+/// as [`prog_load`], with the BTF `btf` and one func_info record
+/// `[instruction offset, FUNC type id]` per function, main first. Loaded
+/// without a log; on a refusal, loaded again with one to report why.
+pub fn prog_load_with_functions(
+    prog_type: u32,
+    expected_attach_type: u32,
+    name: &str,
+    code: &[u8],
+    btf: BorrowedFd<'_>,
+    func_info: &[[u32; 2]],
+) -> Result<std::os::fd::OwnedFd, (Errno, String)> {
+    let license = b"GPL\0";
+    let mut prog_name = [0u8; 16];
+    // At most 15 bytes: the kernel wants a NUL-terminated name.
+    for (slot, byte) in prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *slot = byte;
+    }
+    let attempt = |log: Option<&mut Vec<u8>>| {
+        let (log_level, log_size, log_buf) = match log {
+            Some(log) => (1, u32::try_from(log.len()).unwrap_or(0), log.as_mut_ptr() as u64),
+            None => (0, 0, 0),
+        };
+        let mut attr = ProgLoadFuncAttr {
+            base: ProgLoadAttr {
+                prog_type,
+                insn_cnt: u32::try_from(code.len() / 8).unwrap_or(u32::MAX),
+                insns: code.as_ptr() as u64,
+                license: license.as_ptr() as u64,
+                log_level,
+                log_size,
+                log_buf,
+                kern_version: 0,
+                prog_flags: 0,
+                prog_name,
+                prog_ifindex: 0,
+                expected_attach_type,
+            },
+            prog_btf_fd: fd_u32(btf),
+            func_info_rec_size: 8,
+            func_info: func_info.as_ptr() as u64,
+            func_info_cnt: u32::try_from(func_info.len()).unwrap_or(0),
+            line_info_rec_size: 0,
+            line_info: 0,
+            line_info_cnt: 0,
+            attach_btf_id: 0,
+        };
+        bpf_fd(BPF_PROG_LOAD, &mut attr)
+    };
+    attempt(None).or_else(|errno| {
+        let mut log = vec![0u8; FUNCTIONS_LOG_BYTES];
+        let again = attempt(Some(&mut log));
+        let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+        let text = String::from_utf8_lossy(log.get(..end).unwrap_or(&[])).into_owned();
+        match again {
+            // Loaded the second time (a transient failure): keep it.
+            Ok(fd) => Ok(fd),
+            Err(_) => Err((errno, text)),
+        }
+    })
+}
+
 /// `union bpf_attr` as `BPF_LINK_CREATE` reads it for cgroup targets.
 #[repr(C)]
 struct LinkCreateAttr {

@@ -242,15 +242,17 @@ macro_rules! helper_table {
     };
 }
 
-// `msg_push_data` (90) and `msg_pop_data` (91) are left out on purpose: a
-// policy never rewrites bytes, and their history is a list of memory-safety
-// fixes.
+// `msg_push_data` (90) and `msg_pop_data` (91) are used only to make a
+// denied message into its answer (language.md §6), at offsets that never
+// split an element (codegen/answer.rs); their history is a list of
+// memory-safety fixes (shared/spec/kernel.md).
 helper_table! {
     MapLookupElem = 1, "bpf_map_lookup_elem", 2;
     MapUpdateElem = 2, "bpf_map_update_elem", 4;
     MapDeleteElem = 3, "bpf_map_delete_elem", 2;
     KtimeGetNs = 5, "bpf_ktime_get_ns", 0;
     GetCurrentPidTgid = 14, "bpf_get_current_pid_tgid", 0;
+    SkbLoadBytes = 26, "bpf_skb_load_bytes", 4;
     SockMapUpdate = 53, "bpf_sock_map_update", 4;
     SockOpsCbFlagsSet = 59, "bpf_sock_ops_cb_flags_set", 2;
     MsgRedirectMap = 60, "bpf_msg_redirect_map", 4;
@@ -260,6 +262,8 @@ helper_table! {
     SockHashUpdate = 70, "bpf_sock_hash_update", 4;
     MsgRedirectHash = 71, "bpf_msg_redirect_hash", 4;
     GetCurrentCgroupId = 80, "bpf_get_current_cgroup_id", 0;
+    MsgPushData = 90, "bpf_msg_push_data", 4;
+    MsgPopData = 91, "bpf_msg_pop_data", 4;
     SkStorageGet = 107, "bpf_sk_storage_get", 4;
     SkStorageDelete = 108, "bpf_sk_storage_delete", 2;
     RingbufOutput = 130, "bpf_ringbuf_output", 4;
