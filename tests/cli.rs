@@ -68,12 +68,76 @@ fn eval_prints_the_json_of_cli_md() {
             "engine": "ref",
             "verdicts": [
                 {"index": 0, "start": 0, "end": 28, "action": "allow", "reason": "rule", "rule": "read"},
-                {"index": 1, "start": 28, "end": 59, "action": "deny", "reason": "default", "rule": null}
+                {"index": 1, "start": 28, "end": 59, "action": "deny", "reason": "default", "rule": null,
+                 "answer": null, "fallback": "reset"}
             ],
             "delivered": 28,
             "pending": 0
         })
     );
+}
+
+const SWITCHING: &str = r#"policy "p" {
+  default deny
+  rule "read" { method GET  path prefix "/pub"  allow }
+  rule "ws"   { path exact "/ws"  allow tunnel }
+}
+"#;
+
+/// `--answers` (cli.md): the server's status for each request decides
+/// switches and whether a deny is answered over HTTP.
+#[test]
+fn eval_takes_the_servers_answers() {
+    let policy = temp_policy("eval-answers", SWITCHING);
+    let policy = policy.to_str().unwrap();
+    let eval = |args: &[&str], input: &[u8]| -> serde_json::Value {
+        let mut all = vec!["eval", policy];
+        all.extend_from_slice(args);
+        let output = l7c(&all, Some(input));
+        assert!(output.status.success(), "{}", stderr(&output));
+        serde_json::from_str(&stdout(&output)).expect("JSON")
+    };
+    let verdicts = |json: &serde_json::Value| -> Vec<String> {
+        json["verdicts"].as_array().unwrap().iter().map(|v| format!("{} {}", v["action"], v["rule"])).collect()
+    };
+    let upgrade = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"; // 49 bytes
+    let mut input = upgrade.to_vec();
+    input.extend_from_slice(b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n");
+
+    // Agreed to (the default, or 101): the rest passes.
+    for args in [&["--split", "49"][..], &["--split", "49", "--answers", "101"]] {
+        let json = eval(args, &input);
+        assert_eq!(verdicts(&json), ["\"tunnel\" \"ws\""]);
+        assert_eq!((json["verdicts"][0]["end"].as_u64(), json["delivered"].as_u64()), (Some(81), Some(81)));
+        assert_eq!(json["verdicts"][0].get("answer"), None, "only denies carry an answer");
+    }
+    // Refused: the next request is judged, and its deny is answered (the
+    // server answered before it was sent).
+    let json = eval(&["--split", "49", "--answers", "404"], &input);
+    assert_eq!(verdicts(&json), ["\"tunnel\" \"ws\"", "\"deny\" null"]);
+    assert_eq!(json["verdicts"][0]["end"], 49);
+    let deny = &json["verdicts"][1];
+    assert_eq!((deny["reason"].as_str(), deny["answer"]["status"].as_u64()), (Some("default"), Some(403)));
+    assert!(deny["answer"]["bytes"].as_u64().is_some_and(|bytes| bytes > 100), "{deny}");
+    assert_eq!(deny.get("fallback"), None);
+    // Sent before the answer: early bytes, `deny tunnel` with no rule, never
+    // answered over HTTP.
+    let json = eval(&["--answers", "101"], &input);
+    assert_eq!(verdicts(&json), ["\"tunnel\" \"ws\"", "\"deny\" null"]);
+    let early = &json["verdicts"][1];
+    assert_eq!((early["reason"].as_str(), early["start"].as_u64()), (Some("tunnel"), Some(49)));
+    assert_eq!((&early["answer"], &early["fallback"]), (&serde_json::Value::Null, &serde_json::json!("reset")));
+    assert!(early.as_object().unwrap().contains_key("answer"), "`answer` is present, and null: {early}");
+    // A request past the list is never answered: the switch never opens.
+    let json = eval(&["--split", "49", "--answers", ""], &input);
+    assert_eq!(verdicts(&json), ["\"tunnel\" \"ws\"", "\"deny\" null"]);
+
+    // Bad values are usage errors, with a message.
+    for bad in ["2000", "99", "600", "abc", "200,,404", "+200", "200 "] {
+        let output = l7c(&["eval", policy, "--answers", bad], Some(b""));
+        assert_eq!(output.status.code(), Some(2), "--answers {bad:?}");
+        assert!(stderr(&output).contains("`--answers`"), "{}", stderr(&output));
+    }
 }
 
 #[test]
@@ -218,6 +282,9 @@ fn explain_shows_the_canonical_path_and_the_verdict() {
     assert!(out.contains("admin"), "{out}");
     let output = l7c(&["explain", "examples/admin-lockdown.l7", "--request", r"\q"], None);
     assert_eq!(output.status.code(), Some(2));
+    // A deny says how it is answered.
+    let output = l7c(&["explain", "examples/admin-lockdown.l7", "--request", r"DELETE /admin HTTP/1.1\r\nHost: svc\r\n\r\n"], None);
+    assert!(stdout(&output).contains("answered 403"), "{}", stdout(&output));
 }
 
 /// The README's example policy is real: it checks clean, passes its own

@@ -1,7 +1,11 @@
 //! The shared conformance cases (tests/conformance/*.toml, copied from
 //! shared/conformance/) run through the `l7c eval` binary: each case with its
 //! stated split, then under 20 random splits that must print the very same
-//! JSON. The reference engine runs them everywhere; the kernel engine runs
+//! JSON. The server's answers (`answers`, `l7c eval --answers`) make a
+//! switch and the answer to a deny depend on when they arrive, so the
+//! random splits keep the stated split's boundaries where that matters and
+//! add none there (`testing::Timing`, from the reference engine's JSON of
+//! the stated split; cli.md). The reference engine runs them everywhere; the kernel engine runs
 //! them as root (each case, stated split and 20 random splits, must print
 //! exactly the reference engine's JSON), and reports `SKIPPED` with the
 //! reason when it cannot: not root, or a policy the code generator refuses
@@ -128,9 +132,6 @@ fn eval_on(engine: &str, policy: &Path, case: &Case, input: &[u8], split: &[usiz
     for name in &case.bind {
         command.arg("--bind").arg(name);
     }
-    // cli.md: with answers, extra splits must keep a send() boundary at the
-    // end of each answered request; `random_splits` does not yet (issue 13,
-    // which also brings `--answers` to this binary).
     if let Some(answers) = &case.answers {
         let statuses: Vec<String> = answers.iter().map(u16::to_string).collect();
         command.arg("--answers").arg(statuses.join(","));
@@ -203,7 +204,12 @@ fn meets_expectations(case: &Case, json: &serde_json::Value) -> Result<(), Strin
     Ok(())
 }
 
-fn random_splits(len: usize, seed: u64, count: usize) -> Vec<Vec<usize>> {
+/// `count` random splits of `input`, each keeping the stated split's
+/// boundaries where the timing of the server's answers matters (from
+/// `reference`, the reference engine's JSON of the stated split).
+fn random_splits(input: &[u8], stated: &[usize], reference: &serde_json::Value, seed: u64, count: usize) -> Vec<Vec<usize>> {
+    let len = input.len();
+    let timing = timing_of(input, reference);
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..count)
         .map(|_| {
@@ -215,9 +221,39 @@ fn random_splits(len: usize, seed: u64, count: usize) -> Vec<Vec<usize>> {
                 sizes.push(size);
                 used += size;
             }
-            sizes
+            timing.keep(stated, &sizes, len)
         })
         .collect()
+}
+
+/// Where the answers' timing matters, from eval's JSON.
+fn timing_of(input: &[u8], json: &serde_json::Value) -> l7c_compiler::testing::Timing {
+    use l7c_compiler::model::VerdictAction;
+    let verdicts = json["verdicts"].as_array().map(Vec::as_slice).unwrap_or_default();
+    l7c_compiler::testing::Timing::from_verdicts(
+        input,
+        verdicts.iter().map(|v| l7c_compiler::testing::TimedVerdict {
+            start: v["start"].as_u64().expect("start"),
+            end: v["end"].as_u64().expect("end"),
+            action: match v["action"].as_str() {
+                Some("allow") => VerdictAction::Allow,
+                Some("deny") => VerdictAction::Deny,
+                Some("redirect") => VerdictAction::Redirect,
+                Some("tunnel") => VerdictAction::Tunnel,
+                other => panic!("an unknown action {other:?}"),
+            },
+            opaque: v["reason"] == "opaque",
+            answered: v.get("answer").is_some(),
+        }),
+    )
+}
+
+/// What the loopback server answers for this case.
+fn answers_of(case: &Case) -> l7c_compiler::verdict::ServerAnswers {
+    match &case.answers {
+        Some(answers) => l7c_compiler::verdict::ServerAnswers::Listed(answers.clone()),
+        None => l7c_compiler::verdict::ServerAnswers::Agreeing,
+    }
 }
 
 /// One case on the reference engine: its stated split meets the
@@ -228,7 +264,7 @@ fn reference_case(policy: &Path, case: &Case, seed: u64, runs: &mut usize) -> Re
     let json = run("ref", policy, case, &input, &stated)?;
     *runs += 1;
     meets_expectations(case, &json)?;
-    for split in random_splits(input.len(), seed, RANDOM_SPLITS) {
+    for split in random_splits(&input, &stated, &json, seed, RANDOM_SPLITS) {
         let other = run("ref", policy, case, &input, &split)?;
         *runs += 1;
         if other != json {
@@ -326,9 +362,10 @@ fn without_engine(mut json: serde_json::Value) -> serde_json::Value {
 
 /// One case on the kernel engine: its stated split (through `l7c eval
 /// --engine kernel`) meets the expectations, and it and 20 random splits
-/// print exactly the reference engine's JSON of the stated split (the
-/// kernel runs first, so a failure is the kernel's own). The
-/// random splits run on `loaded` when given (the policy loaded once).
+/// print exactly the reference engine's JSON of the stated split (which
+/// also says where the random splits keep the stated boundaries). The
+/// random splits run on `loaded` when given (the policy loaded once, told
+/// the case's answers).
 fn kernel_case(
     policy: &Path,
     loaded: Option<&mut l7c_runtime::engine::KernelEngine>,
@@ -338,10 +375,14 @@ fn kernel_case(
 ) -> Result<(), String> {
     let input = case.bytes();
     let stated = case.split.clone().unwrap_or_default();
+    let reference = run("ref", policy, case, &input, &stated)?;
     let mut splits = vec![stated.clone()];
-    splits.extend(random_splits(input.len(), seed, RANDOM_SPLITS));
+    splits.extend(random_splits(&input, &stated, &reference, seed, RANDOM_SPLITS));
+    let reference = without_engine(reference);
     let mut loaded = loaded;
-    let mut reference = None;
+    if let Some(engine) = loaded.as_deref_mut() {
+        engine.set_answers(answers_of(case));
+    }
     for (attempt, split) in splits.into_iter().enumerate() {
         // The stated split goes through `l7c eval --engine kernel`; the
         // random ones through the same engine loaded once (a load per run
@@ -361,11 +402,7 @@ fn kernel_case(
         if attempt == 0 {
             meets_expectations(case, &kernel).map_err(|failure| format!("the kernel engine: {failure}"))?;
         }
-        let reference = match &reference {
-            Some(reference) => reference,
-            None => reference.insert(without_engine(run("ref", policy, case, &input, &stated)?)),
-        };
-        if kernel != *reference {
+        if kernel != reference {
             return Err(format!("split {split:?}: the kernel engine printed {kernel}, the reference engine {reference}"));
         }
     }

@@ -308,6 +308,7 @@ pub mod codes {
     pub const BAD_GLOB: &str = "l7::check::bad-glob";
     pub const BAD_METHOD: &str = "l7::check::bad-method";
     pub const LIMIT_RANGE: &str = "l7::check::limit-range";
+    pub const DENY_WITH_STATUS: &str = "l7::check::deny-with-status";
     pub const SHADOWED_RULE: &str = "l7::check::shadowed-rule";
     pub const PREFIX_BLEED: &str = "l7::check::prefix-bleed";
     pub const UNUSED_LET: &str = "l7::check::unused-let";
@@ -386,6 +387,7 @@ pub mod codes {
         BAD_GLOB,
         BAD_METHOD,
         LIMIT_RANGE,
+        DENY_WITH_STATUS,
         SHADOWED_RULE,
         PREFIX_BLEED,
         UNUSED_LET,

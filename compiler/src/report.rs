@@ -290,6 +290,7 @@ pub fn describe(code: &str) -> Option<(&'static str, &'static str)> {
         codes::BAD_GLOB => ("`**` inside a glob segment", "use `**` only as a whole segment"),
         codes::BAD_METHOD => ("a method that is not a token", "write the method as clients send it"),
         codes::LIMIT_RANGE => ("a limit outside its allowed range", "use a value in range"),
+        codes::DENY_WITH_STATUS => ("a `deny_with` status that is not 4xx or 5xx", "use a status from 400 to 599, or `reset`"),
         codes::SHADOWED_RULE => ("a rule that an earlier rule always decides before it", "reorder the rules, or remove the shadowed one"),
         codes::PREFIX_BLEED => ("a raw `starts_with` prefix that also matches sibling segments", "use `path prefix`, or end the pattern with `/`"),
         codes::UNUSED_LET => ("a `let` that nothing uses", "remove it, or use it"),

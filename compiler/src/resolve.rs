@@ -406,6 +406,12 @@ impl Resolver<'_> {
                     once(self, "get_body", s.span);
                     out.get_body = s.value;
                 }
+                ast::PolicyItem::DenyWith(s) => {
+                    once(self, "deny_with", s.span);
+                    if let Some(deny_with) = self.lower_deny_with(&s.value) {
+                        out.deny_with = deny_with;
+                    }
+                }
                 ast::PolicyItem::Limits(limits) => {
                     once(self, "limits", limits.span);
                     self.lower_limits(limits, &mut out.limits);
@@ -448,6 +454,28 @@ impl Resolver<'_> {
     /// them, the item has a gap.
     fn setbacks(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count() + self.unresolved
+    }
+
+    /// `deny_with`: a 4xx or 5xx status (language.md §6), or `reset`.
+    fn lower_deny_with(&mut self, value: &ast::DenyWith) -> Option<model::DenyWith> {
+        match value {
+            ast::DenyWith::Reset => Some(model::DenyWith::Reset),
+            ast::DenyWith::Status(number) => match u16::try_from(number.value) {
+                Ok(status @ 400..=599) => Some(model::DenyWith::Status(status)),
+                _ => {
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            codes::DENY_WITH_STATUS,
+                            number.span,
+                            format!("`deny_with` takes a 4xx or 5xx status, not {}", number.value),
+                        )
+                        .with_label("not a 4xx or 5xx status")
+                        .with_help("answer denies with a status from 400 to 599 (403 by default), or write `deny_with reset` to answer nothing"),
+                    );
+                    None
+                }
+            },
+        }
     }
 
     fn lower_limits(&mut self, limits: &ast::Limits, out: &mut Limits) {
@@ -1009,6 +1037,25 @@ mod tests {
                 default deny default allow limits { header_bytes 32KiB  colour 1 } }"#,
         )]);
         assert_eq!(codes_of(&r), vec![codes::DUPLICATE_SETTING, codes::LIMIT_RANGE, codes::BAD_SETTING]);
+    }
+
+    #[test]
+    fn deny_with_is_a_4xx_or_5xx_status_or_reset_given_once() {
+        let deny_with = |text: &str| {
+            let (r, _) = run(&[("/p/a.l7", text)]);
+            let program = r.program.as_ref().or(r.partial.as_ref().map(|(program, _)| program));
+            (codes_of(&r), program.and_then(|program| program.policies.first()).map(|policy| policy.deny_with))
+        };
+        assert_eq!(deny_with(r#"policy "p" { default deny }"#), (vec![], Some(model::DenyWith::Status(403))));
+        assert_eq!(deny_with(r#"policy "p" { default deny deny_with 451 }"#), (vec![], Some(model::DenyWith::Status(451))));
+        assert_eq!(deny_with(r#"policy "p" { default deny deny_with 599 }"#), (vec![], Some(model::DenyWith::Status(599))));
+        assert_eq!(deny_with(r#"policy "p" { default deny deny_with reset }"#), (vec![], Some(model::DenyWith::Reset)));
+        for status in ["200", "399", "600", "70000", "0"] {
+            let (codes, _) = deny_with(&format!(r#"policy "p" {{ default deny deny_with {status} }}"#));
+            assert_eq!(codes, vec![codes::DENY_WITH_STATUS], "deny_with {status}");
+        }
+        let (codes, _) = deny_with(r#"policy "p" { default deny deny_with 403 deny_with reset }"#);
+        assert_eq!(codes, vec![codes::DUPLICATE_SETTING]);
     }
 
     #[test]

@@ -36,6 +36,19 @@ case!(missing_default, codes::MISSING_DEFAULT, Error, r#"policy "p" {
 }
 "#);
 
+case!(deny_with_status_out_of_range, codes::DENY_WITH_STATUS, Error, r#"policy "p" {
+  default deny
+  deny_with 302
+}
+"#);
+
+case!(deny_with_twice, codes::DUPLICATE_SETTING, Error, r#"policy "p" {
+  default deny
+  deny_with 451
+  deny_with reset
+}
+"#);
+
 case!(duplicate_policy, codes::DUPLICATE_POLICY, Error, r#"policy "api" {
   scope remote port 80
   default deny

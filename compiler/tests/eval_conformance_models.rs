@@ -11,10 +11,12 @@ mod eval_common;
 mod pending;
 
 use eval_common::*;
-use l7c_compiler::eval::{evaluate, Outcome};
+use l7c_compiler::eval::{evaluate, evaluate_with_answers, Answer, Outcome, ServerAnswers};
 use l7c_compiler::model::{
-    Action, Cidr, ConnectionInfo, DefaultVerdict, HostOp, Limits, Mode, OpaqueVerdict, PathOp, Program, Scope, ValueOp,
+    Action, Cidr, ConnectionInfo, DefaultVerdict, DenyWith, HostOp, Limits, Mode, OpaqueVerdict, PathOp, Program, Scope,
+    ValueOp,
 };
+use l7c_compiler::testing::Timing;
 use std::net::IpAddr;
 
 fn basics() -> Program {
@@ -189,11 +191,34 @@ fn revision3() -> Program {
     program(policy)
 }
 
+fn answers() -> Program {
+    let scoped = |name: &str, port: u16| {
+        let mut policy = policy(
+            name,
+            DefaultVerdict::Deny,
+            vec![rule("pub", vec![method(&["GET"]), path(PathOp::Prefix, &["/pub"])], Action::Allow)],
+        );
+        policy.scope = Scope { remote_ports: Some(vec![port]), ..Scope::default() };
+        policy
+    };
+    let mut shop = scoped("shop", 8080);
+    shop.rules.push(rule("admin", vec![path(PathOp::Prefix, &["/admin"])], Action::Deny));
+    shop.limits = Limits { header_bytes: 1024, headers: Limits::DEFAULT_HEADERS };
+    let mut teapot = scoped("teapot", 8081);
+    teapot.deny_with = DenyWith::Status(451);
+    let mut quiet = scoped("quiet", 8082);
+    quiet.deny_with = DenyWith::Reset;
+    let mut dry = scoped("dry", 8083);
+    dry.mode = Mode::Audit;
+    Program { policies: vec![shop, teapot, quiet, dry], tests: Vec::new() }
+}
+
 /// The model of a case file; `None` for a file without one (a failure,
 /// unless its policy does not compile yet and PENDING.toml says so).
 fn model_for(file_stem: &str) -> Option<Program> {
     Some(match file_stem {
         "addresses" => addresses(),
+        "answers" => answers(),
         "audit" => audit(),
         "basics" => basics(),
         "canonical" => canonical(),
@@ -219,11 +244,9 @@ struct Case {
     expect: Vec<String>,
     delivered: Option<u64>,
     bind: Vec<String>,
-    /// The server's statuses (`answers = [101]`), which the evaluator does
-    /// not take yet (issue 13).
+    /// The server's statuses (`answers = [101]`).
     answers: Option<Vec<usize>>,
-    /// How the deny is answered (`answer = 403` or `"reset"`), which the
-    /// evaluator does not report yet (issue 13).
+    /// How the deny is answered (`answer = 403` or `"reset"`).
     answer: Option<String>,
 }
 
@@ -259,25 +282,31 @@ fn splits_of(len: usize) -> Vec<Vec<usize>> {
     splits
 }
 
+/// Every split of [`splits_of`], and the stated one, must meet the case;
+/// the splits keep the stated split's boundaries where the timing of the
+/// server's answers matters (`Timing`, cli.md), and then give the stated
+/// split's very outcome.
 fn check_case(program: &Program, case: &Case) -> Result<(), String> {
-    // The evaluator has no server side yet: a case that states the server's
-    // answers, or checks the answer to its deny, cannot pass here.
-    if let Some(answers) = &case.answers {
-        return Err(format!("{:?}: the evaluator takes no server answers (answers = {answers:?})", case.name));
-    }
+    let answers = match &case.answers {
+        Some(statuses) => ServerAnswers::Listed(
+            statuses.iter().map(|&status| u16::try_from(status).map_err(|e| format!("{:?}: {e}", case.name))).collect::<Result<_, _>>()?,
+        ),
+        None => ServerAnswers::Agreeing,
+    };
     let default = ConnectionInfo::default();
     let connection = ConnectionInfo {
         remote_port: case.remote_port.unwrap_or(default.remote_port),
         remote_addr: case.remote_addr.unwrap_or(default.remote_addr),
         ..default
     };
-    let mut splits = splits_of(case.input.len());
-    if let Some(split) = &case.split {
-        splits.insert(0, split.clone());
-    }
-    let reference = evaluate(program, connection, &case.bind, &case.input, &[]);
+    let stated = case.split.clone().unwrap_or_default();
+    let reference = evaluate_with_answers(program, connection, &case.bind, &case.input, &stated, &answers);
+    let timing = Timing::of(&case.input, &reference.verdicts);
+    let mut splits: Vec<Vec<usize>> =
+        splits_of(case.input.len()).iter().map(|split| timing.keep(&stated, split, case.input.len())).collect();
+    splits.insert(0, stated);
     for split in &splits {
-        let outcome = evaluate(program, connection, &case.bind, &case.input, split);
+        let outcome = evaluate_with_answers(program, connection, &case.bind, &case.input, split, &answers);
         let actual = spelled(&outcome);
         let matches = actual.len() == case.expect.len()
             && case.expect.iter().zip(&actual).all(|(expected, actual)| expectation_holds(expected, actual));
@@ -290,11 +319,19 @@ fn check_case(program: &Program, case: &Case) -> Result<(), String> {
             }
         }
         if outcome != reference {
-            return Err(format!("{:?}: split {split:?} gives {outcome:?}, one piece {reference:?}", case.name));
+            return Err(format!("{:?}: split {split:?} gives {outcome:?}, the stated split {reference:?}", case.name));
         }
     }
     if let Some(answer) = &case.answer {
-        return Err(format!("{:?}: the evaluator reports no answer to a deny (answer = {answer})", case.name));
+        let got = reference.verdicts.iter().rev().find(|v| v.action == l7c_compiler::model::VerdictAction::Deny).and_then(|v| v.answer);
+        let holds = match (answer.as_str(), got) {
+            ("reset", Some(Answer::Reset)) => true,
+            (status, Some(Answer::Status { status: got, .. })) => status == got.to_string(),
+            _ => false,
+        };
+        if !holds {
+            return Err(format!("{:?}: expected the deny answered {answer}, got {got:?}", case.name));
+        }
     }
     Ok(())
 }
@@ -636,19 +673,31 @@ fn limits_selection() {
             case("preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &["deny http2"], Some(0)),
             case("exact head", &exact, &["allow default"], Some(1024)),
             case("over head", &over, &["deny limit:header_bytes"], Some(0)),
+            Case {
+                split: Some(vec![70]),
+                ..case(
+                    "websocket",
+                    b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello",
+                    &["tunnel rule:ws"],
+                    Some(77),
+                )
+            },
             case(
-                "websocket",
+                "websocket frames before the answer",
                 b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello",
-                &["tunnel rule:ws"],
-                Some(77),
+                &["tunnel rule:ws", "deny tunnel"],
+                Some(70),
             ),
             case("h2c", b"GET /h2c HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", &["deny tunnel"], Some(0)),
-            case(
-                "connect",
-                b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n\x00\x01binary",
-                &["tunnel rule:connect"],
-                Some(69),
-            ),
+            Case {
+                split: Some(vec![61]),
+                ..case(
+                    "connect",
+                    b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n\x00\x01binary",
+                    &["tunnel rule:connect"],
+                    Some(69),
+                )
+            },
         ],
     );
 }
@@ -703,10 +752,16 @@ fn the_outcome_json_has_the_cli_shape() {
             "engine": "ref",
             "verdicts": [
                 {"index": 0, "start": 0, "end": 28, "action": "allow", "reason": "rule", "rule": "get"},
-                {"index": 1, "start": 28, "end": 59, "action": "deny", "reason": "default", "rule": null}
+                {"index": 1, "start": 28, "end": 59, "action": "deny", "reason": "default", "rule": null,
+                 "answer": null, "fallback": "reset"}
             ],
             "delivered": 28,
             "pending": 0
         })
     );
+    // Sent after the first request's answer arrived, the deny is answered.
+    let outcome = evaluate(&framing(), ConnectionInfo::default(), &[], b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nDELETE /a HTTP/1.1\r\nHost: a\r\n\r\n", &[28]);
+    let json = serde_json::to_value(outcome.to_json("ref")).expect("serializable");
+    assert_eq!(json["verdicts"][1]["answer"], serde_json::json!({"status": 403, "bytes": 129}));
+    assert_eq!(json["verdicts"][1].get("fallback"), None);
 }

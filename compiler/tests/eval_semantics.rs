@@ -158,12 +158,19 @@ fn tunnels() {
     ));
     let bound = ["t".to_string()];
     let upgrade = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\n\r\nGARBAGE\x00\x01");
-    let ws = evaluate(&program, ConnectionInfo::default(), &bound, upgrade("/ws").as_bytes(), &[]);
+    // Sent after the server agreed (the default answers, after the send
+    // that ends the request), the rest passes: a tunnel spans to the end
+    // of the input (what follows the switch is part of it).
+    let ws = evaluate(&program, ConnectionInfo::default(), &bound, upgrade("/ws").as_bytes(), &[41]);
     assert_eq!(only(&ws), "tunnel rule:ws");
-    // Revision 3: a tunnel spans to the end of the input (what follows the
-    // switch is part of it).
     assert_eq!((ws.verdicts[0].start, ws.verdicts[0].end), (0, 50));
     assert_eq!(ws.delivered, 50);
+    // Sent with the request, before the server's answer, the same bytes
+    // are early: denied with reason `tunnel` and no rule (revision 3).
+    let early = evaluate(&program, ConnectionInfo::default(), &bound, upgrade("/ws").as_bytes(), &[]);
+    assert_eq!(spelled(&early), ["tunnel rule:ws", "deny tunnel"]);
+    assert_eq!((early.verdicts[0].start, early.verdicts[0].end, early.verdicts[1].start, early.verdicts[1].end), (0, 41, 41, 50));
+    assert_eq!((early.verdicts[1].rule.as_deref(), early.delivered), (None, 41));
     let plain = evaluate(&program, ConnectionInfo::default(), &bound, upgrade("/plain").as_bytes(), &[]);
     assert_eq!(only(&plain), "deny tunnel");
     assert_eq!(plain.verdicts[0].rule.as_deref(), Some("plain"));
@@ -176,7 +183,7 @@ fn tunnels() {
     // After a tunnel nothing is parsed: a malformed request passes.
     let input = "CONNECT h:1 HTTP/1.1\r\nHost: h:1\r\n\r\nGE(T / HTTP/1.1\r\n\r\n";
     let connect = program_with_rule_tunnel();
-    let outcome = run(&connect, input.as_bytes());
+    let outcome = evaluate(&connect, ConnectionInfo::default(), &[], input.as_bytes(), &[35]);
     assert_eq!(only(&outcome), "tunnel rule:c");
     assert_eq!(outcome.delivered, input.len() as u64);
 }

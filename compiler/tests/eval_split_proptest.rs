@@ -1,11 +1,14 @@
 //! Split independence (language.md §1): for generated streams — valid
 //! requests with random methods, paths, headers and bodies, pipelined,
 //! chunked, then mutated and mixed with junk — every split into `send()`
-//! calls gives exactly the Outcome of the stream sent in one piece.
+//! calls gives exactly the Outcome of the stream sent in one piece, where
+//! the timing of the server's answers does not matter (language.md §6:
+//! the splits never cut where `testing::Timing` says it does).
 
 use l7c_compiler::eval::fuzzing::{audit_program, enforce_program, fuzz_evaluate, BOUND_TARGET};
 use l7c_compiler::eval::{evaluate, Outcome};
 use l7c_compiler::model::{ConnectionInfo, Program};
+use l7c_compiler::testing::Timing;
 use proptest::prelude::*;
 
 fn method() -> impl Strategy<Value = String> {
@@ -173,9 +176,11 @@ fn outcome(program: &Program, input: &[u8], split: &[usize]) -> Outcome {
 
 fn assert_split_independent(program: &Program, input: &[u8], split: &[usize]) -> Result<(), TestCaseError> {
     let whole = outcome(program, input, &[]);
-    let cut = outcome(program, input, split);
+    let timing = Timing::of(input, &whole.verdicts);
+    let split = timing.keep(&[], split, input.len());
+    let cut = outcome(program, input, &split);
     prop_assert_eq!(&whole, &cut, "split {:?} of {:?}", split, String::from_utf8_lossy(input));
-    let bytewise = outcome(program, input, &vec![1; input.len()]);
+    let bytewise = outcome(program, input, &timing.keep(&[], &vec![1; input.len()], input.len()));
     prop_assert_eq!(&whole, &bytewise, "byte by byte, {:?}", String::from_utf8_lossy(input));
     prop_assert!(whole.delivered + whole.pending <= input.len() as u64);
     Ok(())

@@ -92,6 +92,7 @@ policy "all" {
   default allow
   mode audit
   opaque allow
+  deny_with 451
   limits { header_bytes 16KiB headers 100 }
   limits {}
   rule "method-list" { method READS allow }
@@ -105,6 +106,7 @@ policy "all" {
   rule "nested-any" { any { any { method GET method HEAD } not header "x" present } deny }
 }
 policy "empty" {}
+policy "quiet" { deny_with   reset }
 test "all" {
   remote port 443
   remote addr 10.1.2.3

@@ -1,10 +1,11 @@
 //! `l7c eval FILE [--input PATH|-] [--engine ref|kernel] [--split N,N,...]
-//! [--remote-addr IP] [--remote-port P] [--local-port P] [--bind NAME]...`
+//! [--remote-addr IP] [--remote-port P] [--local-port P] [--bind NAME]...
+//! [--answers S,S,...]`
 
 use super::{compile_or_report, generate_or_report, has_kernel_privileges, kernel_engine_needs_root, kernel_failure, ConnectionArgs};
 use crate::{usage_error, Engine, Status};
-use l7c_compiler::eval;
-use l7c_runtime::engine;
+use l7c_compiler::eval::{self, ServerAnswers};
+use l7c_runtime::engine::KernelEngine;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -23,6 +24,11 @@ pub struct Args {
     split: Vec<usize>,
     #[command(flatten)]
     connection: ConnectionArgs,
+    /// The server's status for each request in order (`101`, `200`, `404`,
+    /// ...); a request past the list is never answered [default: every
+    /// request 200, every switch agreed to]
+    #[arg(long, value_name = "S,S,...")]
+    answers: Option<String>,
 }
 
 pub fn run(args: Args) -> Status {
@@ -35,6 +41,10 @@ pub fn run(args: Args) -> Status {
     if args.split.contains(&0) {
         return usage_error("`--split` sizes must be at least 1");
     }
+    let answers = match args.answers.as_deref().map(parse_answers).transpose() {
+        Ok(answers) => answers.unwrap_or_default(),
+        Err(message) => return usage_error(message),
+    };
     let input = match read_input(&args.input) {
         Ok(bytes) => bytes,
         Err(error) => return usage_error(format!("cannot read input `{}`: {error}", args.input)),
@@ -50,15 +60,12 @@ pub fn run(args: Args) -> Status {
                 Ok(compiled) => compiled,
                 Err(status) => return status,
             };
-            let outcome = engine::evaluate(
-                &compiled.object,
-                &compiled.meta,
-                connection,
-                &args.connection.bind,
-                &input,
-                &args.split,
-            );
-            match outcome {
+            let mut engine = match KernelEngine::load(&compiled.object, &compiled.meta) {
+                Ok(engine) => engine,
+                Err(error) => return kernel_failure(error),
+            };
+            engine.set_answers(answers);
+            match engine.run_report(connection, &args.connection.bind, &input, &args.split) {
                 Ok(report) => {
                     if let Some(note) = report.held_tail_note() {
                         eprintln!("note[l7::kernel::held-tail]: {note}");
@@ -69,7 +76,7 @@ pub fn run(args: Args) -> Status {
             }
         }
         Engine::Ref | Engine::All => (
-            eval::evaluate(checked.program(), connection, &args.connection.bind, &input, &args.split),
+            eval::evaluate_with_answers(checked.program(), connection, &args.connection.bind, &input, &args.split, &answers),
             "ref",
         ),
     };
@@ -80,6 +87,22 @@ pub fn run(args: Args) -> Status {
         }
         Err(error) => usage_error(format!("cannot write JSON: {error}")),
     }
+}
+
+/// `--answers 101,200,404`: each a three-digit status from 100 to 599; an
+/// empty list (`--answers ''`) means the server answers nothing.
+fn parse_answers(text: &str) -> Result<ServerAnswers, String> {
+    if text.is_empty() {
+        return Ok(ServerAnswers::Listed(Vec::new()));
+    }
+    let statuses = text
+        .split(',')
+        .map(|status| match status.parse::<u16>() {
+            Ok(value @ 100..=599) if status.len() == 3 && status.bytes().all(|b| b.is_ascii_digit()) => Ok(value),
+            _ => Err(format!("`--answers`: `{status}` is not an HTTP status (three digits, 100 to 599)")),
+        })
+        .collect::<Result<Vec<u16>, String>>()?;
+    Ok(ServerAnswers::Listed(statuses))
 }
 
 fn read_input(input: &str) -> std::io::Result<Vec<u8>> {

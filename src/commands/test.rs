@@ -4,7 +4,10 @@
 //! everything its file compiles to). Each `send` is one case: a fresh
 //! connection judged against its expectation. A `send` without `split`
 //! also runs one byte per send and under random splits, and must give the
-//! same outcome every time. One line per case, then `N passed, N failed`.
+//! same outcome every time; those splits never cut where the timing of the
+//! server's answers matters (`testing::Timing`: the server answers every
+//! request and agrees to every switch, cli.md). One line per case, then
+//! `N passed, N failed`.
 //!
 //! `--engine kernel` compiles each file to BPF, loads it once and runs
 //! every case over real loopback connections (needs root); `--engine all`
@@ -143,7 +146,11 @@ fn run_send(program: &Program, send: &TestSend, engines: &mut Engines) -> Result
     if send.split.is_some() {
         return Ok(());
     }
-    for split in testing::extra_splits(&send.input, RANDOM_SPLITS) {
+    // Where answers arrive is a property of the stream, whatever engine
+    // runs it: the reference evaluator says where (cli.md `--answers`).
+    let one_piece = eval::evaluate(program, send.connection, &send.bound, &send.input, &[]);
+    let timing = testing::Timing::of(&send.input, &one_piece.verdicts);
+    for split in testing::extra_splits(&send.input, RANDOM_SPLITS, &timing) {
         let others = engines.outcomes(program, send, &split)?;
         agree(&others, &split)?;
         for ((engine, other), (_, first)) in others.iter().zip(&firsts) {

@@ -13,7 +13,9 @@ use std::fmt::Write as _;
 /// Explain how `input` fares on a connection with these addresses and bound
 /// redirect targets: for each request its request line, the canonical path
 /// step by step, each rule tried with each condition and why it held or
-/// failed, and the verdict; then the list of verdicts.
+/// failed, and the verdict; then the list of verdicts, each deny with how
+/// it is answered. The stream is one `send()`, and the server answers as in
+/// `l7c test` (every request `200`, every switch agreed to).
 pub fn explain(program: &Program, connection: ConnectionInfo, bound: &[String], input: &[u8]) -> String {
     let mut session = Session::with_trace(program, connection, bound);
     session.feed(input);
@@ -64,9 +66,14 @@ fn write_verdicts(out: &mut String, outcome: &Outcome) {
         let _ = writeln!(out, "  (none)");
     }
     for verdict in &outcome.verdicts {
+        let answer = match verdict.answer {
+            None => String::new(),
+            Some(super::Answer::Status { status, bytes }) => format!(", answered {status} ({bytes} bytes)"),
+            Some(super::Answer::Reset) => ", not answered (reset)".to_string(),
+        };
         let _ = writeln!(
             out,
-            "  {}: {} {} [bytes {}..{})",
+            "  {}: {} {} [bytes {}..{}){answer}",
             verdict.index,
             verdict.action.name(),
             describe_reason(&verdict.reason, verdict.rule.as_deref()),

@@ -1,11 +1,14 @@
 //! Support for fuzz targets: one fixed policy and a check that the verdicts
-//! do not depend on how the input is split.
+//! do not depend on how the input is split, except where the server's
+//! answers make them (language.md §6): the splits never cut where
+//! [`Timing`] says the answers' timing matters.
 //!
 //! Invariant: [`fuzz_evaluate`] panics only when two splits of one input
 //! disagree (or when the evaluator itself panics): that is the bug a fuzzer
 //! is looking for.
 
 use super::{evaluate, Outcome};
+use crate::testing::Timing;
 use crate::model::{
     Action, Condition, ConditionKind, ConnectionInfo, DefaultVerdict, HeaderTest, HostOp, Limits, Mode,
     OpaqueVerdict, PathOp, Policy, Program, Rule, Scope, ValueOp,
@@ -30,9 +33,11 @@ pub fn fuzz_evaluate(data: &[u8]) {
     let bound = [BOUND_TARGET.to_string()];
     let connection = ConnectionInfo::default();
     let whole = evaluate(program, connection, &bound, input, &[]);
+    let timing = Timing::of(input, &whole.verdicts);
+    let split = timing.keep(&[], &split, input.len());
     let cut = evaluate(program, connection, &bound, input, &split);
     assert_same(&whole, &cut, "split", &split);
-    let byte_split = vec![1; input.len()];
+    let byte_split = timing.keep(&[], &vec![1; input.len()], input.len());
     let bytewise = evaluate(program, connection, &bound, input, &byte_split);
     assert_same(&whole, &bytewise, "byte by byte", &[]);
     check_accounting(&whole, input.len() as u64);

@@ -14,7 +14,11 @@
 //!
 //! Invariants:
 //! - Split independence: every decision is taken at one byte, from the
-//!   bytes up to it; `feed` may be called with any pieces.
+//!   bytes up to it; `feed` may be called with any pieces. The one
+//!   exception is the spec's own (language.md §6): the server's answers
+//!   ([`ServerAnswers`]) arrive when a `feed` ends, so whether a switch took
+//!   effect and whether a deny is answered depend on where the sends were
+//!   cut (`testing::Timing` says where).
 //! - Bounded memory: a head is held in at most `header_bytes + 1` bytes;
 //!   bodies are counted, never stored; nothing grows with the stream except
 //!   the list of verdicts.
@@ -55,9 +59,58 @@
 //!   (`host:port`); anything else is `malformed:target`.
 //! - **Any `Upgrade` field switches protocols**, whatever its value (an
 //!   empty value included): only `allow tunnel` allows it.
-//! - **A tunnel's span** is its head plus its Content-Length body (a chunked
-//!   body of a switching request is not parsed: it is part of the tunnel).
-//!   Everything after the head passes.
+//! - **A tunnel's span** runs from its request's first byte through its body
+//!   (Content-Length or chunked: a switch request's body is framed like any
+//!   other, and a bad chunk in it is `deny malformed:chunk`). When the server
+//!   agrees to the switch the span reaches the end of the input and the rest
+//!   passes unparsed; when it refuses, the span is the request's own and the
+//!   next request follows; when the input ends before the answer arrives, or
+//!   the answer never comes, the span is the request's own (a Content-Length
+//!   body still being sent reaches past the input, as for `allow`).
+//! - **When an answer arrives** (cli.md `--answers`): request `k` is the k-th
+//!   request delivered to the server — allowed and tunnel requests, and in
+//!   audit mode every request judged (would-be denies and redirects too, their
+//!   bytes go to the peer). A request redirected in enforce mode goes elsewhere
+//!   and is not counted. The answer to request `k` arrives when the send()
+//!   that carries its last byte ends — after its Content-Length body, or after
+//!   the last chunk and trailers of a chunked body, for a switch request too
+//!   (language.md §6: "its head and its body"). Answers arrive in order: a
+//!   request the list does not answer, or answers only with an interim `1xx`
+//!   (other than a `101` that consents), is never answered, and neither is
+//!   any request after it.
+//! - **Final answers.** Any status outside `1xx` is final, and so is a
+//!   consenting one (`101` to an Upgrade). Consent is `101` to a request with
+//!   an `Upgrade` field and any `2xx` to `CONNECT` (`RequestKind`); a `CONNECT`
+//!   that also carries `Upgrade` is a `CONNECT`. A `101` to a request that is
+//!   not an Upgrade, or to a `CONNECT`, is an interim answer, so it never
+//!   opens the switch: the connection waits forever.
+//! - **Early bytes.** From the end of an allowed switch request until its
+//!   answer arrives, every byte is early: `deny tunnel`, rule `null`, starting
+//!   at the first early byte and spanning to the end of the input; the tunnel
+//!   verdict keeps its own request's span (the switch never took effect). It
+//!   is never answered over HTTP (the server owes the switch request's answer).
+//!   In audit mode the same verdict is reported and every byte passes; after it
+//!   framing is lost, as after a would-be `malformed` deny, and no verdict
+//!   follows: whether the server read those bytes as tunnel data or as a
+//!   request depends on an answer they did not wait for.
+//! - **Audit mode does not wait for the switch of a would-be denied request**:
+//!   a would-be `deny tunnel` (an Upgrade no `allow tunnel` allows) goes on
+//!   with the next request, as language.md §6 says of every would-be `tunnel`
+//!   deny, whatever the server answers.
+//! - **Whether a deny is answered** is decided at the denied request's first
+//!   byte: it is answered when, at that byte, the server owes nothing — every
+//!   request delivered before it has its final answer, which arrived at the
+//!   end of an earlier send (so the first byte is in a later send than the
+//!   previous request's last byte). Where the rest of the denied request was
+//!   sent does not matter. A deny that starts at a byte rather than at a
+//!   request (early bytes) is judged at that byte.
+//! - **A redirected request makes later denies `reset`** (enforce mode): its
+//!   answer comes from the redirect target, at a time no engine sees, and the
+//!   client could take the deny's answer for it.
+//! - **A deny that has no answer** (`answer_status` is `None`: `opaque`,
+//!   `http2`, `malformed:chunk`, or `deny_with reset`) is `reset`; so is every
+//!   deny whose answer would overtake the server's. Audit-mode denies carry no
+//!   answer at all (`answer` is absent from the JSON).
 //! - **Opaque verdicts** (`deny opaque`, `tunnel opaque`) span the whole
 //!   input, from byte 0 to its end.
 //! - **Audit mode, would-be malformed/limit/opaque denies** span to the end
@@ -110,13 +163,27 @@ pub use session::Session;
 use crate::model::{ConnectionInfo, Program};
 /// The vocabulary every engine shares lives in `crate::verdict`; it is
 /// re-exported here for the reference engine's users.
-pub use crate::verdict::{EvalJson, Outcome, Reason, Verdict, VerdictJson};
+pub use crate::verdict::{Answer, EvalJson, Outcome, Reason, ServerAnswers, Verdict, VerdictJson};
 
 /// Run one connection over `input`, cut into `send()` calls: `split` gives
 /// the sizes of the first calls (a size past the input's end takes what is
-/// left), and the rest is one final call.
+/// left), and the rest is one final call. The server answers every request
+/// and agrees to every switch ([`ServerAnswers::Agreeing`]).
 pub fn evaluate(program: &Program, connection: ConnectionInfo, bound: &[String], input: &[u8], split: &[usize]) -> Outcome {
-    let mut session = Session::new(program, connection, bound);
+    evaluate_with_answers(program, connection, bound, input, split, &ServerAnswers::Agreeing)
+}
+
+/// Like [`evaluate`], with the server answering as `answers` says (cli.md
+/// `--answers`).
+pub fn evaluate_with_answers(
+    program: &Program,
+    connection: ConnectionInfo,
+    bound: &[String],
+    input: &[u8],
+    split: &[usize],
+    answers: &ServerAnswers,
+) -> Outcome {
+    let mut session = Session::new(program, connection, bound).with_answers(answers.clone());
     let mut rest = input;
     for &size in split {
         let (piece, after) = rest.split_at(size.min(rest.len()));

@@ -92,6 +92,7 @@ pub enum PolicyItem {
     Mode(Setting<crate::model::Mode>),
     Opaque(Setting<crate::model::OpaqueVerdict>),
     GetBody(Setting<crate::model::GetBodyVerdict>),
+    DenyWith(Setting<DenyWith>),
     Limits(Limits),
     Rule(Rule),
 }
@@ -101,6 +102,14 @@ pub enum PolicyItem {
 pub struct Setting<T> {
     pub value: T,
     pub span: Span,
+}
+
+/// `deny_with STATUS|reset` as written; `resolve` checks the status's
+/// range (language.md §6: a 4xx or 5xx code).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DenyWith {
+    Status(Number),
+    Reset,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,7 +67,7 @@ fn describe(grammar_rule: &G) -> String {
         G::WHITESPACE => "white space",
         G::ident_char => "a letter, a digit, `_` or `-`",
         G::file | G::item => "`import`, `let`, `policy` or `test`",
-        G::policy_item => "`scope`, `default`, `mode`, `opaque`, `get_body`, `limits` or `rule`",
+        G::policy_item => "`scope`, `default`, `mode`, `opaque`, `get_body`, `deny_with`, `limits` or `rule`",
         G::rule_item => "a matcher or an action",
         G::test_item => "`remote`, `local`, `bind` or `send`",
         G::value => "a value",
@@ -90,6 +90,7 @@ fn describe(grammar_rule: &G) -> String {
         G::mode_decl => "`mode`",
         G::opaque_decl => "`opaque`",
         G::get_body_decl => "`get_body`",
+        G::deny_with_decl => "`deny_with`",
         G::limits_decl => "`limits`",
         G::limit_entry => "a limit (`header_bytes 8KiB`, `headers 64`)",
         G::matcher => "a matcher (`method`, `path`, `header`, `host`, `any`, `not`)",
@@ -471,6 +472,14 @@ impl Builder {
                     };
                     PolicyItem::GetBody(Setting { value, span: item_span })
                 }
+                G::deny_with_decl => {
+                    let part = parts.next()?;
+                    let value = match part.as_rule() {
+                        G::integer => DenyWith::Status(self.number(part)),
+                        _ => DenyWith::Reset,
+                    };
+                    PolicyItem::DenyWith(Setting { value, span: item_span })
+                }
                 G::limits_decl => {
                     let entries = parts
                         .filter_map(|entry| {
@@ -761,6 +770,30 @@ test "payments" {
     }
 
     #[test]
+    fn deny_with_takes_a_status_or_reset() {
+        let file = parse_ok(r#"policy "p" { default deny  deny_with 451 } policy "q" { deny_with reset  default deny }"#);
+        let settings: Vec<&DenyWith> = file
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Policy(policy) => Some(policy),
+                _ => None,
+            })
+            .flat_map(|policy| &policy.items)
+            .filter_map(|item| match item {
+                PolicyItem::DenyWith(setting) => Some(&setting.value),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(settings, [&DenyWith::Status(Number { value: 451, span: Span::default() }), &DenyWith::Reset]);
+        // `deny_with` is one keyword, not `deny` followed by a name.
+        let d = parse_err(r#"let deny_with = ["x"]"#);
+        assert_eq!(d.code, codes::PARSE);
+        let d = parse_err(r#"policy "p" { default deny  deny_with maybe }"#);
+        assert!(d.message.contains("`reset`"), "{}", d.message);
+    }
+
+    #[test]
     fn escapes_decode_to_bytes() {
         let file = parse_ok(r#"let X = ["a\r\n\t\\\"\x00\xff"]"#);
         let Item::Let(l) = &file.items[0] else { panic!() };
@@ -809,7 +842,9 @@ test "payments" {
             assert_ne!(describe(grammar_rule), "something else", "{grammar_rule:?} has no human name");
         }
         let keywords: Vec<String> = keywords().collect();
-        assert!(keywords.iter().any(|k| k == "starts_with") && keywords.iter().any(|k| k == "get_body"), "{keywords:?}");
+        for expected in ["starts_with", "get_body", "deny_with", "reset"] {
+            assert!(keywords.iter().any(|k| k == expected), "`{expected}` is missing: {keywords:?}");
+        }
         for keyword in &keywords {
             assert!(L7Parser::parse(G::keyword, keyword).is_ok(), "`{keyword}` is not a keyword of the grammar");
         }
