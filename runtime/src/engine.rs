@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use l7c_abi::{self as abi, event_flags, record, Event, Meta};
-use l7c_abi::verdict::{Outcome, Reason, Verdict};
+use l7c_abi::verdict::{Answer, Outcome, Reason, Verdict};
 use l7c_abi::verdict::{ConnectionInfo, ServerAnswers, VerdictAction};
 
 use crate::errno::Errno;
@@ -79,6 +79,12 @@ impl KernelEngine {
             },
         )?;
         program.write_array(abi::maps::CONFIG, 0, &abi::config::EVENTS_ALL.to_ne_bytes())?;
+        // The receive side: the server's answers decide switches and deny
+        // answers (language.md §6), as under `l7c run`. Every compiled
+        // object has its record map; a hand-made test object may not.
+        if program.maps().iter().any(|map| map.name == abi::maps::PEERS) {
+            program.attach_receive_verdict()?;
+        }
         Ok(KernelEngine {
             program,
             meta: meta.clone(),
@@ -151,6 +157,7 @@ impl KernelEngine {
             events_map: Some(abi::maps::EVENTS),
             timeout: self.timeout,
             endpoints: endpoints(connection)?,
+            answers: Some(&self.answers),
         };
         let run = harness::run(&mut self.program, &spec)?;
         report(&run, &self.meta, input)
@@ -257,6 +264,8 @@ pub fn report(run: &KernelRun, meta: &Meta, input: &[u8]) -> Result<KernelReport
         accepted.saturating_sub(delivered + redirected)
     };
     let held_tail = reported.iter().position(|r| r.flags & event_flags::HELD_TAIL != 0);
+    let mut reported = reported;
+    answer_denies(&mut reported, run)?;
     Ok(KernelReport {
         outcome: Outcome {
             verdicts: reported.into_iter().map(|r| r.verdict).collect(),
@@ -265,6 +274,43 @@ pub fn report(run: &KernelRun, meta: &Meta, input: &[u8]) -> Result<KernelReport
         },
         held_tail,
     })
+}
+
+/// Every enforced deny's answer (language.md §6, cli.md): the one the
+/// program answered (`ANSWERED`) is what the client read after the peer's
+/// answers; every other one was not answered (`reset`). Fails when the
+/// client read an answer no verdict gave, or none where one was given.
+fn answer_denies(reported: &mut [ReportedVerdict], run: &KernelRun) -> Result<(), KernelError> {
+    let answer = run.client_read.get(run.peer_answered..).unwrap_or_default();
+    let mut used = false;
+    for r in reported.iter_mut().filter(|r| r.is_enforced_deny()) {
+        r.verdict.answer = Some(if r.flags & event_flags::ANSWERED != 0 {
+            let status = answer_status_line(answer).ok_or_else(|| KernelError::BadEvent {
+                reason: format!(
+                    "the program answered deny {} but the client read {} bytes that are not an HTTP status line: {:?}",
+                    r.verdict.index,
+                    answer.len(),
+                    String::from_utf8_lossy(answer.get(..answer.len().min(64)).unwrap_or_default())
+                ),
+            })?;
+            used = true;
+            Answer::Status { status, bytes: answer.len() as u64 }
+        } else {
+            Answer::Reset
+        });
+    }
+    if !used && !answer.is_empty() {
+        return Err(KernelError::BadEvent {
+            reason: format!("the client read {} bytes after the peer's answers, but no deny was answered", answer.len()),
+        });
+    }
+    Ok(())
+}
+
+/// The status of `HTTP/1.1 DDD ...`.
+fn answer_status_line(bytes: &[u8]) -> Option<u16> {
+    let digits = bytes.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// A verdict with the flags its event carried.
@@ -375,7 +421,7 @@ fn complete_span(reported: &mut ReportedVerdict, span_ended: bool, input_len: u6
     }
     // An enforced deny takes the rest of the connection, and a tunnel
     // spans everything after it (language.md §1, revision 3).
-    if (verdict.action == VerdictAction::Deny && !audit) || verdict.action == VerdictAction::Tunnel {
+    if (verdict.action == VerdictAction::Deny && !audit) || (verdict.action == VerdictAction::Tunnel && !span_ended) {
         verdict.end = input_len;
     }
     // In audit mode a would-be malformed, limit or opaque deny loses the
@@ -621,6 +667,8 @@ mod tests {
             delivered: delivered.to_vec(),
             redirected,
             events: events.iter().map(|e| e.to_bytes().to_vec()).collect(),
+            client_read: Vec::new(),
+            peer_answered: 0,
         }
     }
 

@@ -4,10 +4,15 @@
 //! ```json
 //! {"kind":"verdict","time":"2026-11-24T15:40:01.123456789Z","policy":"site","rule":"list-users",
 //!  "action":"allow","reason":"rule","audit":false,"logged":true,"chunked":false,"held_tail":false,
+//!  "answered":false,"fallback":false,
 //!  "index":0,"start":0,"end":43,
 //!  "bytes":43,"local":"127.0.0.1:40000","remote":"127.0.0.1:8080","local_port":40000,
 //!  "remote_port":8080,"pid":4242,"cgroup_id":8123,"cgroup":"/sys/fs/cgroup/unified/app"}
 //! ```
+//!
+//! `answered`: a deny the program answered over HTTP (language.md §6);
+//! `fallback`: a deny whose reason is answered but that got a reset (the
+//! server still owed an answer, or the message could not be rewritten).
 //!
 //! What the kernel gives and what it does not (docs/runtime.md): the record
 //! carries the ports; the addresses come from the enrolled socket's key in
@@ -196,13 +201,15 @@ pub fn json_line(bytes: &[u8], context: &Context<'_>) -> Option<String> {
         event.end.saturating_sub(event.start).to_string()
     };
     Some(format!(
-        "{{\"kind\":\"verdict\",{common},\"policy\":{},\"rule\":{rule},\"action\":{},\"reason\":{},\"audit\":{},\"logged\":{},\"chunked\":{chunked},\"held_tail\":{},\"start\":{},\"end\":{end_field},\"bytes\":{bytes_field}}}",
+        "{{\"kind\":\"verdict\",{common},\"policy\":{},\"rule\":{rule},\"action\":{},\"reason\":{},\"audit\":{},\"logged\":{},\"chunked\":{chunked},\"held_tail\":{},\"answered\":{},\"fallback\":{},\"start\":{},\"end\":{end_field},\"bytes\":{bytes_field}}}",
         json_string(&policy.name),
         json_string(action.name()),
         json_string(&reason),
         event.flags & event_flags::AUDIT != 0,
         event.flags & event_flags::LOGGED != 0,
         event.flags & event_flags::HELD_TAIL != 0,
+        event.flags & event_flags::ANSWERED != 0,
+        event.flags & event_flags::FALLBACK_RESET != 0,
         event.start,
     ))
 }
@@ -337,8 +344,15 @@ mod tests {
              \"local\":\"127.0.0.1:40000\",\"remote\":\"127.0.0.1:18080\",\"local_port\":40000,\"remote_port\":18080,\
              \"pid\":4242,\"cgroup_id\":8123,\"cgroup\":\"/sys/fs/cgroup/unified/app\",\"policy\":\"site\",\"rule\":\"no-admin\",\
              \"action\":\"deny\",\"reason\":\"rule\",\"audit\":false,\"logged\":true,\"chunked\":false,\
-             \"held_tail\":false,\"start\":0,\"end\":43,\"bytes\":43}"
+             \"held_tail\":false,\"answered\":false,\"fallback\":false,\"start\":0,\"end\":43,\"bytes\":43}"
         );
+        // A deny answered over HTTP, and one that fell back to a reset.
+        let answered = Event { flags: event_flags::LOGGED | event_flags::ANSWERED, ..event };
+        let line = json_line(&answered.to_bytes(), &context).unwrap();
+        assert!(line.contains("\"answered\":true,\"fallback\":false,"), "{line}");
+        let fallback = Event { flags: event_flags::LOGGED | event_flags::FALLBACK_RESET, ..event };
+        let line = json_line(&fallback.to_bytes(), &context).unwrap();
+        assert!(line.contains("\"answered\":false,\"fallback\":true,"), "{line}");
         // A head over a limit, refused before it ended: the program does
         // not know where the request ends, and the line says so.
         let (class, kind) = abi::reason_code(Reason::Limit(l7c_abi::http::LimitKind::HeaderBytes));

@@ -31,15 +31,17 @@
 //! (or finishing it) joins the threads and closes the sockets, which
 //! removes them from the maps.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::answerer::Answerer;
 use crate::errno::Errno;
+use l7c_abi::verdict::ServerAnswers;
 use crate::error::KernelError;
 use crate::key::{SockKey, SOCK_KEY_SIZE};
 use crate::loader::{KernelProgram, SocketMapKind};
@@ -70,6 +72,11 @@ pub struct RunSpec<'a> {
     pub timeout: Duration,
     /// The connection's addresses (default: ephemeral ports on 127.0.0.1).
     pub endpoints: Endpoints,
+    /// What the peer answers (cli.md `--answers`): with `Some`, the peer
+    /// frames the requests it receives and answers each, and the client
+    /// reads every answer before its next `send()`; `None`: the peer only
+    /// reads.
+    pub answers: Option<&'a ServerAnswers>,
 }
 
 /// Where the policed connection's ends are. `None` is 127.0.0.1 with an
@@ -104,6 +111,7 @@ impl Default for RunSpec<'_> {
             events_map: None,
             timeout: DEFAULT_TIMEOUT,
             endpoints: Endpoints::default(),
+            answers: None,
         }
     }
 }
@@ -121,6 +129,11 @@ pub struct KernelRun {
     /// The records the program wrote to the events ring buffer during the
     /// run, oldest first.
     pub events: Vec<Vec<u8>>,
+    /// Everything the client read: the peer's answers, then whatever the
+    /// program answered itself (a deny answer, language.md §6).
+    pub client_read: Vec<u8>,
+    /// How many of `client_read`'s bytes the peer sent.
+    pub peer_answered: usize,
 }
 
 /// Sends `spec.input` through a fresh connection policed by `program` and
@@ -130,17 +143,20 @@ pub fn run(program: &mut KernelProgram, spec: &RunSpec<'_>) -> Result<KernelRun,
         // Leftovers of earlier runs are not this run's.
         program.drain_events(events)?;
     }
-    let mut connection = Connection::open_at(
+    let mut connection = Connection::open_answering(
         program,
         &spec.endpoints,
         spec.redirect_map,
         spec.bindings,
         spec.timeout,
+        spec.answers.cloned(),
     )?;
-    let sends = pieces(spec.input, spec.split)
-        .into_iter()
-        .map(|piece| connection.send(piece))
-        .collect();
+    let mut sends = Vec::new();
+    for piece in pieces(spec.input, spec.split) {
+        sends.push(connection.send(piece));
+        connection.read_answers()?;
+    }
+    let (client_read, peer_answered) = connection.client_read()?;
     let received = connection.finish()?;
     let events = match spec.events_map {
         Some(events) => program.drain_events(events)?,
@@ -151,6 +167,8 @@ pub fn run(program: &mut KernelProgram, spec: &RunSpec<'_>) -> Result<KernelRun,
         delivered: received.delivered,
         redirected: received.redirected,
         events,
+        client_read,
+        peer_answered,
     })
 }
 
@@ -197,6 +215,15 @@ pub struct Connection {
     peer: Collector,
     targets: Vec<Target>,
     timeout: Duration,
+    /// With an answering peer: what the client read so far, and the
+    /// client's bytes written to TCP when it was enrolled.
+    answering: Option<ClientSide>,
+}
+
+#[derive(Debug)]
+struct ClientSide {
+    read: Vec<u8>,
+    written_at_start: u64,
 }
 
 impl std::fmt::Debug for Connection {
@@ -232,17 +259,43 @@ impl Connection {
         bindings: &[(&str, u32)],
         timeout: Duration,
     ) -> Result<Connection, KernelError> {
+        Connection::open_answering(program, endpoints, redirect_map, bindings, timeout, None)
+    }
+
+    /// [`Connection::open_at`] with a peer that answers the requests it
+    /// receives as `answers` says (`crate::answerer`): after each
+    /// [`Connection::send`], [`Connection::read_answers`] waits until the
+    /// peer has answered everything the send delivered and reads it.
+    pub fn open_answering(
+        program: &KernelProgram,
+        endpoints: &Endpoints,
+        redirect_map: Option<&str>,
+        bindings: &[(&str, u32)],
+        timeout: Duration,
+        answers: Option<ServerAnswers>,
+    ) -> Result<Connection, KernelError> {
         let (client, server) = loopback_pair_at(endpoints, timeout)?;
         let enroll = program.attach_map();
         let key = enrollment_key(program, enroll, &client)?;
         program.insert_socket(enroll, &key, client.as_fd())?;
+        // The record the program and the receive side share (abi::peer),
+        // as the sock_ops program creates it for `l7c run`.
+        if let Some(key) = SockKey::from_bytes(&key) {
+            if program.maps().iter().any(|map| map.name == l7c_abi::maps::PEERS) {
+                crate::peer::open(program, &key)?;
+            }
+        }
+        let answering = match answers {
+            Some(_) => Some(ClientSide { read: Vec::new(), written_at_start: written(&client)? }),
+            None => None,
+        };
         client
             .set_write_timeout(Some(timeout))
             .map_err(|e| socket_error("setsockopt(SO_SNDTIMEO) on the client", &e))?;
         if endpoints.fixed() {
             abortive_close(&server)?;
         }
-        let peer = Collector::spawn(server, "peer")?;
+        let peer = Collector::spawn(server, "peer", answers.map(Answerer::new))?;
 
         let mut targets = Vec::with_capacity(bindings.len());
         if !bindings.is_empty() {
@@ -269,7 +322,7 @@ impl Connection {
                 targets.push(Target {
                     name: name.to_owned(),
                     socket,
-                    peer: Collector::spawn(target_peer, name)?,
+                    peer: Collector::spawn(target_peer, name, None)?,
                 });
             }
         }
@@ -278,7 +331,41 @@ impl Connection {
             peer,
             targets,
             timeout,
+            answering,
         })
+    }
+
+    /// With an answering peer: waits until the peer has read every byte
+    /// the client's TCP has written and answered every request that ended
+    /// in them, then reads those answers on the client (cli.md: the
+    /// client reads each answer before its next `send()`). Without one,
+    /// nothing.
+    pub fn read_answers(&mut self) -> Result<(), KernelError> {
+        let Some(side) = self.answering.as_mut() else { return Ok(()) };
+        let deadline = Instant::now() + self.timeout;
+        let target = written(&self.client)?.saturating_sub(side.written_at_start);
+        while (self.peer.shared.processed.load(Ordering::Acquire) as u64) < target {
+            if Instant::now() >= deadline {
+                return Err(KernelError::Timeout {
+                    what: "the peer reading what the client wrote".to_owned(),
+                    millis: self.timeout.as_millis(),
+                    received: self.peer.shared.len(),
+                });
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let answered = self.peer.shared.answered.load(Ordering::Acquire);
+        read_at_least(&self.client, &mut side.read, answered, deadline)
+    }
+
+    /// What the client read (the peer's answers, then anything the
+    /// program answered itself, which is queued by the time `send()`
+    /// returns), and how many of those bytes the peer sent.
+    pub fn client_read(&mut self) -> Result<(Vec<u8>, usize), KernelError> {
+        let Some(side) = self.answering.as_mut() else { return Ok((Vec::new(), 0)) };
+        let answered = self.peer.shared.answered.load(Ordering::Acquire);
+        drain(&self.client, &mut side.read)?;
+        Ok((side.read.clone(), answered))
     }
 
     /// One `send()` of `bytes` on the client (`MSG_NOSIGNAL`): the count
@@ -344,6 +431,7 @@ impl Connection {
             peer,
             targets,
             timeout,
+            ..
         } = self;
         drop(client);
         collect(peer, targets, timeout)
@@ -355,6 +443,7 @@ impl Connection {
             peer,
             targets,
             timeout,
+            ..
         } = self;
         let received = collect(peer, targets, timeout);
         // The client stays open until the peer has read everything.
@@ -652,6 +741,70 @@ fn abortive_close(socket: &TcpStream) -> Result<(), KernelError> {
     }
 }
 
+/// The bytes the client's TCP has taken from the program so far: sent
+/// (without retransmissions) plus queued and not yet sent (`TCP_INFO`).
+fn written(client: &TcpStream) -> Result<u64, KernelError> {
+    // SAFETY: an all-zero tcp_info is a valid value of the plain C struct.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = socklen_of::<libc::tcp_info>();
+    // SAFETY: `info` is a live tcp_info of the length passed.
+    let done = unsafe {
+        libc::getsockopt(client.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, std::ptr::addr_of_mut!(info).cast(), &mut len)
+    };
+    if done != 0 {
+        return Err(socket_error("getsockopt(TCP_INFO) of the client", &std::io::Error::last_os_error()));
+    }
+    Ok(info.tcpi_bytes_sent.saturating_sub(info.tcpi_bytes_retrans) + u64::from(info.tcpi_notsent_bytes))
+}
+
+/// Reads `socket` into `into` until it holds `at_least` bytes (bounded by
+/// `deadline`).
+fn read_at_least(socket: &TcpStream, into: &mut Vec<u8>, at_least: usize, deadline: Instant) -> Result<(), KernelError> {
+    let mut buffer = [0u8; 16 * 1024];
+    while into.len() < at_least {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(KernelError::Timeout {
+                what: "the client reading the peer's answers".to_owned(),
+                millis: 0,
+                received: into.len(),
+            });
+        }
+        socket.set_read_timeout(Some(left)).map_err(|e| socket_error("setsockopt(SO_RCVTIMEO) on the client", &e))?;
+        match (&*socket).read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => into.extend_from_slice(buffer.get(..n).unwrap_or_default()),
+            Err(e) if matches!(e.kind(), ErrorKind::Interrupted) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => return Err(socket_error("recv on the client", &e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads whatever `socket` has queued now, without waiting.
+fn drain(socket: &TcpStream, into: &mut Vec<u8>) -> Result<(), KernelError> {
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        // SAFETY: `buffer` is live and as long as passed.
+        let n = unsafe {
+            libc::recv(socket.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), libc::MSG_DONTWAIT)
+        };
+        match usize::try_from(n) {
+            Ok(0) => return Ok(()),
+            Ok(n) => into.extend_from_slice(buffer.get(..n).unwrap_or_default()),
+            Err(_) => {
+                let error = std::io::Error::last_os_error();
+                return match error.kind() {
+                    ErrorKind::WouldBlock => Ok(()),
+                    ErrorKind::Interrupted => continue,
+                    _ => Err(socket_error("recv(MSG_DONTWAIT) on the client", &error)),
+                };
+            }
+        }
+    }
+}
+
 fn socket_error(step: &str, error: &std::io::Error) -> KernelError {
     KernelError::Syscall {
         step: step.to_owned(),
@@ -669,6 +822,10 @@ struct Collector {
 #[derive(Default)]
 struct Shared {
     bytes: Mutex<Vec<u8>>,
+    /// Bytes read and, with an answerer, answered (what they completed).
+    processed: AtomicUsize,
+    /// Bytes of answers written.
+    answered: AtomicUsize,
     eof: AtomicBool,
     stop: AtomicBool,
     error: Mutex<Option<Errno>>,
@@ -691,10 +848,14 @@ impl Shared {
 }
 
 impl Collector {
-    fn spawn(mut socket: TcpStream, name: &str) -> Result<Collector, KernelError> {
+    fn spawn(mut socket: TcpStream, name: &str, mut answerer: Option<Answerer>) -> Result<Collector, KernelError> {
         socket
             .set_read_timeout(Some(READ_TICK))
             .map_err(|e| socket_error("setsockopt(SO_RCVTIMEO)", &e))?;
+        let mut writer = match answerer {
+            Some(_) => Some(socket.try_clone().map_err(|e| socket_error("dup of the peer socket", &e))?),
+            None => None,
+        };
         let shared = Arc::new(Shared::default());
         let thread_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
@@ -707,11 +868,21 @@ impl Collector {
                             thread_shared.eof.store(true, Ordering::Release);
                             break;
                         }
-                        Ok(n) => thread_shared
-                            .bytes
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .extend_from_slice(buffer.get(..n).unwrap_or_default()),
+                        Ok(n) => {
+                            let got = buffer.get(..n).unwrap_or_default();
+                            thread_shared
+                                .bytes
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .extend_from_slice(got);
+                            if let (Some(answerer), Some(writer)) = (answerer.as_mut(), writer.as_mut()) {
+                                let answers = answerer.feed(got);
+                                if !answers.is_empty() && writer.write_all(&answers).is_ok() {
+                                    thread_shared.answered.fetch_add(answers.len(), Ordering::AcqRel);
+                                }
+                            }
+                            thread_shared.processed.fetch_add(n, Ordering::AcqRel);
+                        }
                         Err(e)
                             if matches!(
                                 e.kind(),

@@ -39,6 +39,7 @@
 //! The kernel behaviour this relies on is measured by `tests/mechanics.rs`
 //! and written down in `docs/kernel-mechanics.md`.
 
+pub mod answerer;
 pub mod cgroup;
 pub mod engine;
 pub mod errno;
@@ -50,6 +51,7 @@ pub mod key;
 pub mod loader;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod pins;
 pub mod privileges;
 pub mod probe;

@@ -100,19 +100,21 @@ pub struct RunConfig {
     /// least a page): what a burst of events may fill before the agent
     /// drains it.
     pub events_buffer: u32,
-    /// Attach the pass-all receive verdict to each generation's
-    /// `l7_sockets` (`l7c_abi::enroll::receive`). [`Session::start`] turns
-    /// [`ReceiveVerdict::Auto`] into `On` or `Off` by trying FIONREAD on
-    /// this kernel.
+    /// Attach the receive side (`l7c_abi::receive`: the response framer)
+    /// to each generation's `l7_sockets`. [`Session::start`] turns
+    /// [`ReceiveVerdict::Auto`] into `On`.
     pub receive_verdict: ReceiveVerdict,
 }
 
-/// Whether enrolled sockets get the receive-side verdict: it keeps
-/// `ioctl(FIONREAD)` true on kernels with upstream 929e30f93125 and costs
-/// throughput (the psock's receive path; docs/BENCHMARKS.md).
+/// Whether enrolled sockets get the receive-side verdict: it frames the
+/// server's responses, which deny answers and a switch's consent need
+/// (language.md §6), keeps `ioctl(FIONREAD)` true on kernels with
+/// upstream 929e30f93125, and costs throughput (docs/BENCHMARKS.md).
+/// Without it the program fails closed: no deny after a connection's
+/// first request is answered, and no switch is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReceiveVerdict {
-    /// Where this kernel miscounts FIONREAD without it.
+    /// The default: `On`.
     Auto,
     On,
     Off,
@@ -799,11 +801,9 @@ impl Session {
     pub fn start(object: &[u8], meta: &Meta, mut config: RunConfig) -> Result<Session, RunError> {
         check_cgroup(&config.cgroup)?;
         if config.receive_verdict == ReceiveVerdict::Auto {
-            config.receive_verdict = if crate::probe::fionread_needs_a_receive_verdict() {
-                ReceiveVerdict::On
-            } else {
-                ReceiveVerdict::Off
-            };
+            // The receive side frames the server's answers, which deny
+            // answers and switches need (language.md §6), on every kernel.
+            config.receive_verdict = ReceiveVerdict::On;
         }
         if !config.persist {
             let current = Generation::load(1, object, meta, &config)?;

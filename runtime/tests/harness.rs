@@ -71,6 +71,8 @@ fn a_run_reports_sends_peer_targets_and_events() {
                 ("unused".to_owned(), Vec::new())
             ],
             events: run.events.clone(),
+            client_read: Vec::new(),
+            peer_answered: 0,
         }
     );
     assert_eq!(run.events.len(), 3);

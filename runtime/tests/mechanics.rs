@@ -884,7 +884,7 @@ fn a_cork_after_a_partial_apply_works_after_a_pull() {
         );
         let t = trace(&[first, pulled, pull], sizes, &[], REDIRECT);
         t.print("apply 20, then pull 1 + cork size+1, then pass");
-        assert_eq!(t.sends.iter().map(|s| s.clone().unwrap_or(0)).sum::<usize>(), t.input.len(), "{:?}", t.sends);
+        assert_eq!(t.sends.iter().map(|s| (*s).unwrap_or(0)).sum::<usize>(), t.input.len(), "{:?}", t.sends);
         assert_eq!(t.delivered, t.input, "sends {sizes:?}");
         let last = t.runs.iter().flatten().last().expect("runs");
         assert_eq!(offset_of(&t.input, &last.head), Some(20), "the held run starts at the held byte");

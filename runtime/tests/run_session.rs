@@ -228,6 +228,7 @@ fn the_objects_own_enrollment_program_is_used() {
     object.program(codegen::PROGRAM_SECTION, codegen::PROGRAM_NAME, drop_all.finish().unwrap());
     object.program(l7c_compiler::enroll::SECTION, l7c_compiler::enroll::PROGRAM_NAME, l7c_compiler::enroll::program());
     object.map(l7c_compiler::elf::MapDef::sock_hash(l7c_compiler::abi::maps::SOCKETS, 44, 64));
+    object.map(l7c_abi::receive::peer_map());
     for map in codegen::gate_maps() {
         object.map(map);
     }
@@ -326,6 +327,7 @@ fn bad_flags_are_refused_before_anything_is_loaded() {
     let mut object = l7c_compiler::elf::ObjectBuilder::new();
     object.program(codegen::PROGRAM_SECTION, codegen::PROGRAM_NAME, bad.finish().unwrap());
     object.map(l7c_compiler::elf::MapDef::sock_hash(l7c_compiler::abi::maps::SOCKETS, 44, 64));
+    object.map(l7c_abi::receive::peer_map());
     let error = Session::start(&object.write().unwrap(), &deny.meta, config(&cgroup)).unwrap_err();
     match error {
         RunError::Kernel(l7c_runtime::KernelError::VerifierRejected { log_tail, .. }) => {
@@ -513,6 +515,7 @@ fn reporting_object(meta: &l7c_compiler::abi::Meta) -> Vec<u8> {
     object.program(codegen::PROGRAM_SECTION, codegen::PROGRAM_NAME, a.finish().expect("assembles"));
     object.program(l7c_compiler::enroll::SECTION, l7c_compiler::enroll::PROGRAM_NAME, l7c_compiler::enroll::program());
     object.map(MapDef::sock_hash(abi::maps::SOCKETS, 44, 64));
+    object.map(l7c_abi::receive::peer_map());
     object.map(MapDef::sock_map(abi::maps::REDIRECTS, 1));
     object.map(MapDef::percpu_array(abi::maps::COUNTERS, DataType::U64, counters));
     object.map(MapDef::ring_buf(abi::maps::EVENTS, 64 * 1024));

@@ -79,9 +79,11 @@ pub struct Args {
     /// (counted in l7c_events_lost_total)
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_ring_size)]
     events_buffer: u32,
-    /// The pass-all receive verdict that keeps ioctl(FIONREAD) true on kernels that
-    /// miscount it for sockets in a socket map: auto attaches it where this kernel
-    /// needs it (it costs throughput: docs/BENCHMARKS.md)
+    /// The receive side: frames the server's responses, so denies are answered with
+    /// an HTTP status and a switch opens only with the server's consent; it also keeps
+    /// ioctl(FIONREAD) true. auto = on. off saves its cost (docs/BENCHMARKS.md) and
+    /// fails closed: denies after a connection's first request get a reset, and no
+    /// Upgrade or CONNECT tunnel ever opens
     #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
     receive_verdict: ReceiveVerdictArg,
     /// Tie enforcement to this process: nothing is pinned, and it ends when
@@ -311,10 +313,8 @@ pub fn run(args: Args) -> Status {
     eprintln!(
         "l7c: receive side: {}",
         match (session.receive_verdict(), args.receive_verdict) {
-            (ReceiveVerdict::On, ReceiveVerdictArg::Auto) => "this kernel miscounts ioctl(FIONREAD) for sockets in a socket map, so new connections get a pass-all receive verdict that keeps it true (--receive-verdict off to save its cost)",
-            (ReceiveVerdict::On, _) => "new connections get a pass-all receive verdict (--receive-verdict on)",
-            (_, ReceiveVerdictArg::Auto) => "this kernel counts ioctl(FIONREAD) right for sockets in a socket map: no receive verdict needed",
-            _ => "no receive verdict (--receive-verdict off): on kernels with upstream 929e30f93125 ioctl(FIONREAD) answers 0 on enrolled sockets",
+            (ReceiveVerdict::On, _) => "the server's responses are framed on every enrolled connection: denies are answered over HTTP and a switch opens only with the server's consent",
+            _ => "off (--receive-verdict off): denies after a connection's first request get a reset, no Upgrade or CONNECT tunnel opens, and on kernels with upstream 929e30f93125 ioctl(FIONREAD) answers 0 on enrolled sockets",
         }
     );
     let ktls = session.ktls();

@@ -4,6 +4,7 @@
 
 use super::layout::{self, phase};
 use super::program::{self, PolicyPlan};
+use super::answer::{self, AnswerTables};
 use super::tables::SharedTables;
 use super::CodegenError;
 use crate::abi;
@@ -14,7 +15,7 @@ use std::net::IpAddr;
 /// The governed phases: the generated ones, or the frame's stand-in.
 pub enum Phases<'a> {
     StandIn(HeadPhase),
-    Generated { plans: &'a [PolicyPlan<'a>], shared: &'a SharedTables },
+    Generated { plans: &'a [PolicyPlan<'a>], shared: &'a SharedTables, answers: &'a AnswerTables },
 }
 
 /// What the head phase does.
@@ -41,6 +42,9 @@ pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenEr
     a.call(Helper::SkStorageGet);
     a.jeq(R0, 0, "deny_no_state").comment("no storage: deny (fail closed)");
     a.mov64(R7, R0);
+    if let Phases::Generated { .. } = phases {
+        answer::emit_message_bookkeeping(&mut a);
+    }
 
     a.note("phase dispatch");
     a.ldxb(R1, R7, layout::PHASE);
@@ -50,6 +54,7 @@ pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenEr
     if let Phases::Generated { .. } = phases {
         a.jeq(R1, i32::from(phase::CHUNK), "chunk");
         a.jeq(R1, i32::from(phase::BODY), "body_phase");
+        a.jeq(R1, i32::from(phase::SWITCH_WAIT), "switch_wait");
     }
     a.jne(R1, i32::from(phase::NEW), "deny").comment("unknown phase: fail closed");
 
@@ -81,7 +86,7 @@ pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenEr
             a.note("head phase: not generated in this build; deny (fail closed)");
             a.ja("deny");
         }
-        Phases::Generated { plans, shared } => {
+        Phases::Generated { plans, shared, answers } => {
             a.note("r8 = the stream offset of this run's first byte; then the governing policy");
             to_policy(&mut a, plans, program::head_label);
             a.label("chunk");
@@ -92,6 +97,8 @@ pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenEr
             for plan in plans.iter() {
                 program::emit_policy(&mut a, plan, shared);
             }
+            let audit = plans.iter().any(|plan| plan.lowered.mode == crate::model::Mode::Audit);
+            answer::emit_exits(&mut a, answers, audit);
             program::emit_shared_exits(&mut a, shared.chunk_start);
         }
     }
@@ -120,8 +127,10 @@ pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenEr
     a.call(Helper::MsgCorkBytes);
     a.mov64(R0, verdict::DROP);
     a.exit();
-    if let Phases::Generated { plans, shared } = &phases {
+    if let Phases::Generated { plans, shared, answers } = &phases {
         program::emit_report(&mut a);
+        answer::emit_answer_function(&mut a, answers);
+        answer::emit_forwarded_function(&mut a);
         for plan in plans.iter() {
             program::emit_callbacks(&mut a, plan.index, plan.lowered.limits, shared, plan.tables, plan.facts, plan.fact_mask, plan.cand);
         }

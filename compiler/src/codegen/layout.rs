@@ -27,12 +27,18 @@ pub mod phase {
     pub const CHUNK: u8 = 4;
     /// Inside a Content-Length body longer than one `apply_bytes`.
     pub const BODY: u8 = 5;
+    /// After an allowed switch request: waiting for the server's status
+    /// line (language.md §6); every client byte before it is early.
+    pub const SWITCH_WAIT: u8 = 6;
 }
 
 /// Bits of `state.flags`.
 pub mod flags {
     /// The current request was redirected: its body follows it.
     pub const REDIRECTED: u8 = 1;
+    /// The current request switches protocols: when its bytes are taken,
+    /// the connection waits for the server's consent (`SWITCH_WAIT`).
+    pub const SWITCHING: u8 = 2;
 }
 
 /// Offsets in `struct l7_conn_state`.
@@ -111,8 +117,30 @@ pub const DEC_CANDIDATES: i16 = 212;
 pub const DEC_MODE: i16 = 216;
 /// The sticky word being listed.
 pub const DEC_STICKY_WORD: i16 = 220;
+/// Stream offset where the message of the last run ends: a run that
+/// starts at or after it starts a new `send()` (deny answers, switches).
+pub const MSG_END: i16 = 224;
+/// The request start [`REQ_NEW`] was taken for.
+pub const REQ_AT: i16 = 232;
+/// Where the message that ended the switch request ends: client bytes
+/// before it are early, whatever the server says.
+pub const SW_MSG_END: i16 = 240;
+/// The switch request's own end (its tunnel verdict's end when refused).
+pub const SW_REQ_END: i16 = 248;
+/// The answer to send: its offset in `.rodata` and its length.
+pub const ANS_OFF: i16 = 256;
+pub const ANS_LEN: i16 = 260;
+/// 1 when the request at [`REQ_AT`] started in a later message than the
+/// one before it ended (language.md §6: not pipelined).
+pub const REQ_NEW: i16 = 264;
+/// The kind of the request being forwarded (`abi::peer::KIND_*`).
+pub const REQ_KIND: i16 = 265;
+/// 1 once a request was redirected elsewhere: its answer never comes on
+/// this connection, so no later deny is answered (it would read as the
+/// redirected request's answer).
+pub const REDIRECTED_ONCE: i16 = 266;
 /// The governing policy's automaton states start here.
-pub const AREA: i16 = 224;
+pub const AREA: i16 = 272;
 
 /// Offsets inside `HeadState` (scan/walk.rs, tested there).
 pub mod head {
@@ -179,6 +207,6 @@ mod tests {
     fn the_scanners_states_fit_their_places() {
         assert_eq!(std::mem::size_of::<crate::scan::HeadState>() as i16, CHUNK - HEAD);
         assert_eq!(std::mem::size_of::<crate::scan::ChunkState>() as i16, DEC_LIST - CHUNK);
-        assert!(V_INDEX + 4 <= CORKED && CORKED < HEAD);
+        const { assert!(V_INDEX + 4 <= CORKED && CORKED < HEAD) };
     }
 }

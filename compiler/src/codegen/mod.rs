@@ -14,6 +14,7 @@
 //! request differently from the reference evaluator; the kernel tests
 //! compare the two on every conformance case and on generated streams.
 
+mod answer;
 mod blob;
 mod callbacks;
 mod deploy;
@@ -164,7 +165,8 @@ pub fn compile(checked: &Checked, _options: &Options) -> Result<Compiled, Codege
             program::PolicyPlan { index, lowered: policy, tables, counter_base, facts, fact_mask: fact_capacity - 1, cand }
         })
         .collect();
-    let code = frame::emit(program, Phases::Generated { plans: &plans, shared: &shared })?;
+    let answers = answer::tables(&mut blob, program)?;
+    let code = frame::emit(program, Phases::Generated { plans: &plans, shared: &shared, answers: &answers })?;
     let table_sizes = blob.tables();
     build(program, code, Some(blob.into_bytes()), state_bytes, table_sizes, started)
 }
@@ -220,12 +222,7 @@ fn maps(meta: &Meta, state_bytes: u32) -> Vec<MapDef> {
     vec![
         MapDef::sk_storage(abi::maps::CONNECTIONS, layout::state_type(state_bytes)),
         MapDef::sock_hash(abi::maps::SOCKETS, layout::SOCK_KEY_BYTES, 65_536),
-        MapDef::hash(
-            abi::maps::PEERS,
-            crate::elf::DataType::Bytes(layout::SOCK_KEY_BYTES),
-            crate::elf::DataType::Bytes(abi::peer::SIZE),
-            65_536,
-        ),
+        l7c_abi::receive::peer_map(),
         MapDef::sock_map(abi::maps::REDIRECTS, (meta.redirect_slots.len() as u32).max(1)),
         MapDef::percpu_array(abi::maps::COUNTERS, crate::elf::DataType::U64, counters as u32),
         MapDef::ring_buf(abi::maps::EVENTS, 256 * 1024),

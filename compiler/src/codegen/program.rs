@@ -7,6 +7,7 @@
 //! r8 = the stream offset where this run's data starts (from the phase
 //! dispatch on), r9 = scratch kept across calls.
 
+use super::answer;
 use super::callbacks::{self, tables_base, Names, CTX, CTX_DATA, CTX_DATA_END, CTX_STATE};
 use super::layout::{self, chunk as cs, flags, head as hs, phase};
 use super::tables::{rule_action, PolicyTables, SharedTables};
@@ -18,6 +19,8 @@ use crate::lower::{LoweredPolicy, START};
 use crate::model::{DefaultVerdict, Mode, OpaqueVerdict, VerdictAction};
 use crate::scan::HeaderId;
 
+/// `HeadState::form` of an authority-form target (CONNECT).
+const CONNECT_FORM: i32 = 2;
 /// The most bytes one `apply_bytes` covers.
 const APPLY_MAX: i64 = u32::MAX as i64;
 /// Bytes of a chunked body looked at per run.
@@ -266,6 +269,9 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.label(l("refused_kind"));
     a.stxb(R7, layout::V_KIND, R1);
     a.stdw(R7, layout::V_END, 0);
+    if lowered.mode == Mode::Enforce {
+        answer::call_answer(a, "deny_answer");
+    }
     report(a);
     match lowered.mode {
         Mode::Enforce => a.ja("deny"),
@@ -342,7 +348,7 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.note("the verdict (eval::session decide)");
     a.ldxw(R9, R7, layout::DEC_MATCH);
     a.ldxb(R1, R7, layout::HEAD + hs::FORM);
-    a.jeq(R1, 2, l("switching")).comment("CONNECT");
+    a.jeq(R1, CONNECT_FORM, l("switching")).comment("CONNECT");
     a.ldxdw(R1, R7, layout::HEAD + hs::PRESENT);
     a.jset(R1, 1i32 << HeaderId::UPGRADE, l("switching"));
     verdict_table(a, plan, false);
@@ -361,13 +367,16 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
         a.label(l(what));
         set_verdict(a, plan, &v, true);
         let enforce_deny = v.action == VerdictAction::Deny && mode == Mode::Enforce;
+        if enforce_deny {
+            answer::call_answer(a, "deny_answer");
+        }
         report(a);
         match v.action {
             _ if enforce_deny => {
                 a.ja("deny");
             }
             VerdictAction::Tunnel => {
-                a.ja("tunnel");
+                a.ja("take_switch");
             }
             _ => {
                 a.ja("deliver");
@@ -411,6 +420,7 @@ fn redirect_block(a: &mut Asm, plan: &PolicyPlan<'_>) {
             a.mov64(R0, verdict::PASS).exit();
             a.label(l("redirect_report"));
             report(a);
+            a.stb(R7, layout::REDIRECTED_ONCE, 1);
             a.ldxw(R1, R6, sk_msg_md::SIZE).add64(R1, R8).stxdw(R7, layout::REDIRECT_MSG_END, R1);
             a.stb(R7, layout::FLAGS, i32::from(flags::REDIRECTED));
             a.ja("take_request");
@@ -492,7 +502,9 @@ fn chunk_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.ja("take_r9");
 
     a.label(l("chunk_done"));
-    a.note("the body ended: its span ends here");
+    a.note("the body ended: a switch request's waits for the server's consent (which decides its span);");
+    a.note("any other's span ends here");
+    answer::jump_if_switching(a, "body_switch_wait");
     span_end(a, R9);
     a.stb(R7, layout::PHASE, i32::from(phase::HEAD));
     a.ja("take_r9");
@@ -547,9 +559,12 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
     let deliver = a.is_referenced("deliver");
     if deliver {
         a.label("deliver");
+        a.note("the request goes to the server: count it for the receive side (abi::peer)");
+        answer::set_request_kind(a, CONNECT_FORM, 1i32 << HeaderId::UPGRADE);
+        answer::call_forwarded(a);
         a.stb(R7, layout::FLAGS, 0);
     }
-    if deliver || a.is_referenced("take_request") {
+    if deliver || a.is_referenced("take_request") || a.is_referenced("take_switch") {
         a.label("take_request");
         a.note("take the request: head + Content-Length, at most to this message's end (the rest in the body phase), or");
         a.note("the head of a chunked body. Never apply_bytes past the message: under kTLS the program runs again at");
@@ -561,10 +576,14 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
         a.ldxb(R1, R7, layout::V_FLAGS);
         a.jset(R1, i32::from(event_flags::CHUNKED), "take_chunked");
         a.ldxw(R1, R6, sk_msg_md::SIZE);
-        a.jle(R9, R1, "take_r9");
+        a.jle(R9, R1, "take_whole");
         a.sub64(R9, R1).stxdw(R7, layout::BODY_LEFT, R9);
         a.stb(R7, layout::PHASE, i32::from(phase::BODY));
         a.mov64(R9, R1).ja("take_r9");
+        a.label("take_whole");
+        a.note("a switch request ends in this message: wait for the server's consent");
+        answer::jump_if_switching(a, "body_switch_wait");
+        a.ja("take_r9");
         a.label("take_chunked");
         for offset in (0..(layout::DEC_LIST - layout::CHUNK)).step_by(8) {
             a.stdw(R7, layout::CHUNK + offset, 0);
@@ -572,6 +591,16 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
         a.stb(R7, layout::CHUNK + cs::STATE, i32::from(chunk_start));
         a.stb(R7, layout::PHASE, i32::from(phase::CHUNK));
         a.ja("take_r9");
+    }
+
+    if a.is_referenced("take_switch") {
+        a.label("take_switch");
+        a.note("an allowed switch request goes to the server: its head and Content-Length body (a chunked body is part");
+        a.note("of the tunnel); then the connection waits for the server's consent (language.md §6)");
+        answer::set_request_kind(a, CONNECT_FORM, 1i32 << HeaderId::UPGRADE);
+        answer::call_forwarded(a);
+        a.stb(R7, layout::FLAGS, i32::from(flags::SWITCHING));
+        a.ja("take_request");
     }
 
     a.label("take_r9_some");
@@ -592,6 +621,10 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
     a.label("body_last");
     a.stdw(R7, layout::BODY_LEFT, 0);
     a.stb(R7, layout::PHASE, i32::from(phase::HEAD));
+    answer::jump_if_switching(a, "body_switch_wait");
+    a.ja("take_r9");
+    a.label("body_switch_wait");
+    answer::enter_switch_wait(a);
     a.ja("take_r9");
 
     if a.is_referenced("tunnel") {
@@ -632,22 +665,7 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
     a.label("self_redirect");
     a.note("the connection's own l7_sockets key, built from the context (docs/kernel-mechanics.md)");
     a.stb(R7, layout::CORKED, 0);
-    for word in 0..6 {
-        a.stdw(R10, KEY + word * 8, 0);
-    }
-    a.ldxw(R1, R6, sk_msg_md::FAMILY).stxw(R10, KEY, R1);
-    a.jeq(R1, 10, "self_redirect_v6");
-    a.ldxw(R1, R6, sk_msg_md::REMOTE_IP4).stxw(R10, KEY + 4, R1);
-    a.ldxw(R1, R6, sk_msg_md::LOCAL_IP4).stxw(R10, KEY + 20, R1);
-    a.ja("self_redirect_ports");
-    a.label("self_redirect_v6");
-    for word in 0..4i16 {
-        a.ldxw(R1, R6, sk_msg_md::REMOTE_IP6 + word * 4).stxw(R10, KEY + 4 + word * 4, R1);
-        a.ldxw(R1, R6, sk_msg_md::LOCAL_IP6 + word * 4).stxw(R10, KEY + 20 + word * 4, R1);
-    }
-    a.label("self_redirect_ports");
-    a.ldxw(R1, R6, sk_msg_md::REMOTE_PORT).stxw(R10, KEY + 36, R1);
-    a.ldxw(R1, R6, sk_msg_md::LOCAL_PORT).stxw(R10, KEY + 40, R1);
+    answer::own_key(a, R6, KEY);
     a.mov64(R1, R6).ld_map(R2, abi::maps::SOCKETS).mov64(R3, R10).add64(R3, i32::from(KEY)).mov64(R4, 0);
     a.call(Helper::MsgRedirectHash);
     a.exit();
@@ -681,30 +699,19 @@ pub fn emit_shared_exits(a: &mut Asm, chunk_start: u8) {
 /// per rule, and writes it to the ring buffer when the rule logs, in
 /// audit mode, or when `l7_config` asks for every verdict.
 pub fn emit_report(a: &mut Asm) {
-    let malformed = MalformedKind::ALL.len() as i32;
     a.function("l7_report");
     a.note("l7_report(state, msg): counters, then the event if asked for");
     a.mov64(R6, R1).mov64(R7, R2);
     a.ldxb(R1, R6, layout::V_RECORD).jne(R1, i32::from(record::VERDICT), "report_event");
-    a.ldxb(R2, R6, layout::V_CLASS).ldxb(R3, R6, layout::V_KIND);
-    for (reason, slot) in abi::SINGLE_REASON_SLOTS {
-        let next = a.fresh_label("report_class");
-        a.jne(R2, i32::from(abi::reason_code(reason).0), next.clone());
-        a.mov64(R1, slot as i32).ja("report_count");
-        a.label(next);
-    }
-    a.mov64(R1, R3).add64(R1, abi::SINGLE_REASONS as i32);
-    a.jeq(R2, i32::from(abi::reason_code(Reason::Malformed(MalformedKind::Host)).0), "report_count");
-    a.add64(R1, malformed);
-    a.jeq(R2, i32::from(abi::reason_code(Reason::Limit(crate::http::LimitKind::Headers)).0), "report_count");
+    answer::reason_counter(a, R6, "report_other");
+    count(a, "report_rule");
+    a.label("report_other");
     a.jne(R2, i32::from(abi::internal::CLASS), "report_event");
     let last = abi::internal::NAMES.len() as i32 - 1;
     a.mov64(R1, R3).jle(R1, last, "report_internal");
     a.mov64(R1, last);
     a.label("report_internal");
     a.add64(R1, abi::internal::slot(0) as i32);
-    a.ja("report_count");
-    a.label("report_count");
     a.ldxw(R2, R6, layout::V_BASE).add64(R1, R2);
     count(a, "report_rule");
     a.label("report_rule");
