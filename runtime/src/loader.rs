@@ -709,9 +709,9 @@ impl KernelProgram {
             // Subprograms (`bpf_loop` callbacks) need their BTF types and
             // func_info, as an object's `.BTF.ext` gives them to aya.
             let (btf, func_info) = function_types(name, program);
-            let btf = sys::btf_load(&btf).map_err(|errno| {
+            let btf = sys::btf_load(&btf).map_err(|(errno, log)| {
                 KernelError::syscall(
-                    format!("BPF_BTF_LOAD of the function types of `{name}`"),
+                    format!("BPF_BTF_LOAD of the function types of `{name}` (the kernel's log: {})", log_tail(&log).trim()),
                     errno,
                     "the kernel must support BTF (CONFIG_DEBUG_INFO_BTF is not needed, BPF_BTF_LOAD is: Linux 4.18+)",
                 )

@@ -278,7 +278,11 @@ pub fn prog_load(
 
 const BPF_BTF_LOAD: libc::c_long = 18;
 
-/// `union bpf_attr` as `BPF_BTF_LOAD` reads it.
+/// `union bpf_attr` as `BPF_BTF_LOAD` reads it. Every byte is a named
+/// field: the struct would otherwise end in 4 bytes of padding with
+/// whatever the stack held, and 6.1 refuses (`EINVAL`) an attr whose bytes
+/// past the fields it knows are not zero (measured in the test bed: the
+/// load failed or not depending on the stack).
 #[repr(C)]
 struct BtfLoadAttr {
     btf: u64,
@@ -286,18 +290,31 @@ struct BtfLoadAttr {
     btf_size: u32,
     btf_log_size: u32,
     btf_log_level: u32,
+    /// `btf_log_true_size` (6.4+, written by the kernel): zero.
+    btf_log_true_size: u32,
 }
 
-/// `BPF_BTF_LOAD` of a BTF blob (types and strings, no log).
-pub fn btf_load(btf: &[u8]) -> Result<std::os::fd::OwnedFd, Errno> {
-    let mut attr = BtfLoadAttr {
-        btf: btf.as_ptr() as u64,
-        btf_log_buf: 0,
-        btf_size: u32::try_from(btf.len()).map_err(|_| Errno::E2BIG)?,
-        btf_log_size: 0,
-        btf_log_level: 0,
-    };
-    bpf_fd(BPF_BTF_LOAD, &mut attr)
+/// `BPF_BTF_LOAD` of a BTF blob (types and strings); a refusal is tried
+/// again with a log, which comes back with the errno.
+pub fn btf_load(btf: &[u8]) -> Result<std::os::fd::OwnedFd, (Errno, String)> {
+    let btf_size = u32::try_from(btf.len()).map_err(|_| (Errno::E2BIG, String::new()))?;
+    let mut attr =
+        BtfLoadAttr { btf: btf.as_ptr() as u64, btf_log_buf: 0, btf_size, btf_log_size: 0, btf_log_level: 0, btf_log_true_size: 0 };
+    bpf_fd(BPF_BTF_LOAD, &mut attr).or_else(|errno| {
+        let mut log = vec![0u8; 64 * 1024];
+        let mut attr = BtfLoadAttr {
+            btf: btf.as_ptr() as u64,
+            btf_log_buf: log.as_mut_ptr() as u64,
+            btf_size,
+            btf_log_size: log.len() as u32,
+            btf_log_level: 1,
+            btf_log_true_size: 0,
+        };
+        bpf_fd(BPF_BTF_LOAD, &mut attr).map_err(|_| {
+            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+            (errno, String::from_utf8_lossy(log.get(..end).unwrap_or(&[])).into_owned())
+        })
+    })
 }
 
 /// `union bpf_attr` as `BPF_PROG_LOAD` reads it, up to `attach_btf_id`:

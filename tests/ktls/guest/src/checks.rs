@@ -103,6 +103,7 @@ pub fn for_kernel(expect: Expect) -> Vec<Check> {
         tls_ulp_without_keys_bypasses_sk_msg,
         cgroup_setsockopt_keeps_the_ulp_off,
         policy_handshake_enrolled_at_connect_is_opaque,
+        deny_answers_and_switches_on_plain_tcp,
     ]);
     match expect {
         Expect::Accepts => checks.extend(checks![
@@ -797,6 +798,81 @@ fn policy_fallback_opaque_allow(bed: &Bed) -> CheckResult {
     let verdicts = loaded.verdicts()?;
     ensure!(verdicts.first().is_some_and(|v| v.ends_with("opaque")), "verdicts {verdicts:?}");
     Ok(format!("tls-fallback.l7 (opaque allow): the record passed unread and the server opened the request; verdicts {verdicts:?}"))
+}
+
+// ------------------------- deny answers and switches, plain TCP (issue 13)
+
+/// A policy with a rule's deny, the default deny and a tunnel rule.
+const ANSWERS_POLICY: &str = "policy \"shop\" {\n  default deny\n  rule \"pub\" { method GET  path prefix \"/pub\"  allow }\n  rule \"ws\" { path exact \"/ws\"  allow tunnel }\n  rule \"admin\" { path prefix \"/admin\"  deny }\n}\n";
+
+/// The kernel program's deny answers (`msg_push_data` at 0 for a message
+/// shorter than the answer, `msg_pop_data` for a longer one, the ingress
+/// redirect to the client itself) and the receive side's framing of the
+/// server's answers (a deny after an answered request; a switch opened by
+/// a 101, refused by a 404), run by the kernel engine on loopback TCP and
+/// compared with the reference evaluator, verdicts and answers alike.
+fn deny_answers_and_switches_on_plain_tcp(_bed: &Bed) -> CheckResult {
+    use l7c_compiler::verdict::{Answer, ConnectionInfo, ServerAnswers};
+    let source = policy::Source { name: "answers.l7", text: ANSWERS_POLICY };
+    let (object, meta) = match policy::compile(source)? {
+        Compiled::Object { object, meta } => (object, meta),
+        Compiled::Refused(why) => return Err(Failure::Fail(why)),
+    };
+    let compilation = l7c_compiler::driver::compile_text(source.name, source.text, None);
+    let checked = compilation.checked.ok_or_else(|| Failure::Fail("the policy does not check".to_owned()))?;
+    let mut engine = l7c_runtime::engine::KernelEngine::load(&object, &meta).map_err(|e| Failure::Fail(format!("loading: {e}")))?;
+    let long = format!("GET /admin/{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(600));
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let admin = Some(Answer::Status {
+        status: 403,
+        bytes: l7c_compiler::verdict::answer_bytes(403, l7c_compiler::verdict::Reason::Rule, Some("admin")).len() as u64,
+    });
+    let cases: Vec<(&str, String, Vec<usize>, ServerAnswers, Option<Answer>)> = vec![
+        ("short deny (push)", "GET /admin HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(), vec![], ServerAnswers::Agreeing, admin),
+        ("long deny (pop)", long, vec![], ServerAnswers::Agreeing, admin),
+        (
+            "a deny after an answered request",
+            "GET /pub/x HTTP/1.1\r\nHost: a\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(),
+            vec![32],
+            ServerAnswers::Listed(vec![200]),
+            admin,
+        ),
+        (
+            "a pipelined deny (reset)",
+            "GET /pub/x HTTP/1.1\r\nHost: a\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(),
+            vec![],
+            ServerAnswers::Listed(vec![200]),
+            Some(Answer::Reset),
+        ),
+        ("a switch the server accepts", format!("{upgrade}frames"), vec![70], ServerAnswers::Listed(vec![101]), None),
+        (
+            "a switch the server refuses",
+            format!("{upgrade}GET /admin HTTP/1.1\r\nHost: a\r\n\r\n"),
+            vec![70],
+            ServerAnswers::Listed(vec![404]),
+            None,
+        ),
+        ("bytes before the server's answer", format!("{upgrade}frames"), vec![], ServerAnswers::Listed(vec![101]), Some(Answer::Reset)),
+    ];
+    let mut answered = Vec::new();
+    for (name, input, split, answers, expected_answer) in cases {
+        let reference = l7c_compiler::eval::evaluate_with_answers(checked.program(), ConnectionInfo::default(), &[], input.as_bytes(), &split, &answers);
+        engine.set_answers(answers);
+        let kernel = engine
+            .run(ConnectionInfo::default(), &[], input.as_bytes(), &split)
+            .map_err(|e| Failure::Fail(format!("{name}: the kernel engine failed: {e}")))?;
+        ensure!(kernel == reference, "{name}: kernel {kernel:?}, reference {reference:?}");
+        let answer = kernel.verdicts.iter().find_map(|v| v.answer);
+        if let Some(expected) = expected_answer {
+            ensure!(answer == Some(expected), "{name}: answer {answer:?}, expected {expected:?}");
+        }
+        answered.push(format!("{name}: {}", match answer {
+            Some(Answer::Status { status, bytes }) => format!("{status} ({bytes} B)"),
+            Some(Answer::Reset) => "reset".to_owned(),
+            None => "no deny".to_owned(),
+        }));
+    }
+    Ok(format!("kernel engine = reference on 7 streams: {}", answered.join("; ")))
 }
 
 // ------------------------------- verdict mechanics under kTLS, 6.1.187
