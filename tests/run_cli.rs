@@ -1549,6 +1549,66 @@ fn denied_requests_are_answered_over_http_to_real_clients() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A switch needs the server's consent (language.md §6), with a real
+/// server that ignores `Upgrade` (the test's own, like nginx and Python's
+/// servers): a client that waits for the answer gets the server's 200, so
+/// the connection stays HTTP and the next request is judged (`/admin`:
+/// answered 403); a client that sends the next request with the Upgrade
+/// gets a reset for it. The server never sees `/admin`.
+#[test]
+fn a_switch_the_server_ignores_opens_no_tunnel() {
+    let test = "a_switch_the_server_ignores_opens_no_tunnel";
+    let _one_at_a_time = serial();
+    let Some(cgroup) = ready(test) else { return };
+    if !installed("python3", "--version") {
+        eprintln!("SKIPPED {test}: python3 is not installed");
+        return;
+    }
+    let dir = temp_dir(test);
+    let policy = dir.join("switch.l7");
+    std::fs::write(
+        &policy,
+        "policy \"ws\" {\n  scope remote port 18323\n  default deny\n  rule \"ws\" { path exact \"/ws\"  allow tunnel }\n  rule \"admin\" { path prefix \"/admin/\"  deny }\n}\n",
+    )
+    .unwrap();
+    if !compiles(test, &policy, &dir) {
+        return;
+    }
+    let server = Server::start("127.0.0.1:18323");
+    let run = Running::start(&[policy.to_str().unwrap(), "--cgroup", cgroup.path()]);
+    let script = r#"
+import socket, errno
+def head(s):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+upgrade = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+admin = b"GET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n"
+s = socket.create_connection(("127.0.0.1", 18323))
+s.sendall(upgrade)
+print("waited:", head(s).split(b"\r\n")[0].decode(), flush=True)
+s.sendall(admin)
+print("then:", head(s).split(b"\r\n")[0].decode(), flush=True)
+t = socket.create_connection(("127.0.0.1", 18323))
+try:
+    t.sendall(upgrade + admin)
+    print("together: sent", flush=True)
+except OSError as e:
+    print("together:", errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+"#;
+    let out = cgroup.command("python3", &["-c", script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "waited: HTTP/1.1 200 OK\nthen: HTTP/1.1 403 Forbidden\ntogether: EACCES\n");
+    assert_eq!(server.paths(), vec!["/ws", "/ws"], "the server never saw /admin/x");
+    assert!(run.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 const ANSWERS_POLICY: &str = r#"policy "shop" {
   scope remote port 18320
   default deny
