@@ -11,6 +11,18 @@ wrk.headers["X-Api-Key"] = "k"
 
 local max_field_value = 4000 -- below nginx's and HAProxy's per-line limits
 
+-- L7C_BENCH_HEAD_FIELDS=PATH adds the field lines of a file of bench/heads/
+-- (a browser's or an API client's realistic head, issue 15).
+local fields = os.getenv("L7C_BENCH_HEAD_FIELDS")
+if fields then
+  for line in io.lines(fields) do
+    local name, value = line:match("^([^:]+):%s*(.*)$")
+    if name then
+      wrk.headers[name] = value
+    end
+  end
+end
+
 function init(args)
   local target = tonumber(os.getenv("L7C_BENCH_HEAD_BYTES") or "")
   if not target then

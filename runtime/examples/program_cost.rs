@@ -34,36 +34,28 @@ fn head(rule: usize, size: usize) -> Vec<u8> {
     format!("{base}X-Pad: {}\r\n\r\n", "a".repeat(pad)).into_bytes()
 }
 
+/// The field lines of `bench/heads/NAME.fields` as a head for the service
+/// of rule `rule` (the benchmark sends the same fields: bench/heads/).
+fn realistic_head(rule: usize, fields: &str, host: &str) -> Vec<u8> {
+    let mut head = format!("GET /svc{rule}/v1/items/42?page=2&sort=name HTTP/1.1\r\nHost: {host}\r\n");
+    for line in fields.lines().filter(|line| !line.is_empty()) {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
 /// What a browser sends (about 700 bytes: user agent, accept-*, a
-/// session cookie, sec-fetch-*), for the service of rule `rule`.
+/// session cookie, sec-fetch-*).
 fn browser_head(rule: usize) -> Vec<u8> {
-    format!(
-        "GET /svc{rule}/v1/items/42?page=2&sort=name HTTP/1.1\r\n\
-         Host: shop.example.com\r\n\
-         User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n\
-         Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n\
-         Accept-Language: en-GB,en;q=0.9,de;q=0.8\r\n\
-         Accept-Encoding: gzip, deflate, br, zstd\r\n\
-         Referer: https://shop.example.com/svc{rule}/v1/items?page=1\r\n\
-         Cookie: session=9f8e7d6c5b4a39281706f5e4d3c2b1a0; prefs=lang%3Den%26theme%3Ddark; _ga=GA1.2.1234567890.1700000000; cart=5b1f2e\r\n\
-         Sec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Site: same-origin\r\nSec-Fetch-User: ?1\r\n\
-         Upgrade-Insecure-Requests: 1\r\nConnection: keep-alive\r\n\r\n"
-    )
-    .into_bytes()
+    realistic_head(rule, include_str!("../../bench/heads/browser.fields"), "shop.example.com")
 }
 
 /// An API client's request with a 1 KiB bearer token (a JWT's shape:
 /// three base64url parts).
 fn api_head(rule: usize) -> Vec<u8> {
-    let part = |n: usize| "eyJzdWIiOiIxMjM0NTY3ODkwIiwicm9sZXMiOlsiYWRtaW4iXX0".chars().cycle().take(n).collect::<String>();
-    format!(
-        "GET /svc{rule}/v1/items/42 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: python-requests/2.32.3\r\n\
-         Accept: application/json\r\nAuthorization: Bearer {}.{}.{}\r\nX-Request-Id: 4f9c2a1e-8b7d-4c3e-9a6f-1e2d3c4b5a69\r\n\r\n",
-        part(36),
-        part(900),
-        part(86)
-    )
-    .into_bytes()
+    realistic_head(rule, include_str!("../../bench/heads/api.fields"), "api.example.com")
 }
 
 fn stats(id: u32) -> Option<(u64, u64)> {
