@@ -135,7 +135,12 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
     for k in 0..SCAN_UNROLL {
         let lk = |what: &str| Label::from(format!("s{index}_{what}_{k}"));
         a.note(format!("byte {k} of this iteration"));
-        a.ldxb(R1, R9, layout::HEAD + hs::STATUS).jne(R1, 0, l("stop")).comment("scanning only");
+        if k == 0 {
+            // Every path that ends the scan (complete, refused) sets the
+            // status and leaves the callback at once, so within one call
+            // the status can only have changed before its first byte.
+            a.ldxb(R1, R9, layout::HEAD + hs::STATUS).jne(R1, 0, l("stop")).comment("scanning only");
+        }
         a.ldxw(R8, R9, layout::HEAD + hs::OFFSET).and64(R8, 0x7fff).comment("offset (< 32 KiB)");
         a.ldxdw(R2, R10, -8).comment("ctx");
         a.ldxdw(R3, R2, CTX_DATA).ldxdw(R4, R2, CTX_DATA_END);
