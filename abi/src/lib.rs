@@ -632,7 +632,10 @@ pub mod span_rules {
     //! - a connection-start verdict (`deny opaque`, `tunnel opaque`,
     //!   `deny http2`) spans the whole input;
     //! - in audit mode, a would-be `malformed`, `limit`, `opaque` or `http2`
-    //!   deny ends at the end of the input (framing is lost);
+    //!   deny ends at the end of the input (framing is lost), and so does a
+    //!   would-be `deny tunnel` of bytes sent before a switch's answer (its
+    //!   reported end is not after its start: whether the server switched
+    //!   is unknown);
     //! - a chunked request with no [`record::SPAN_END`] ends at the end of the
     //!   input (its body was cut off there).
     //!

@@ -429,6 +429,11 @@ fn complete_span(reported: &mut ReportedVerdict, span_ended: bool, input_len: u6
     if audit && matches!(verdict.reason, Reason::Malformed(_) | Reason::Limit(_) | Reason::Opaque | Reason::Http2) {
         verdict.end = input_len;
     }
+    // In audit mode, bytes sent before a switch's answer (a would-be `deny
+    // tunnel` whose end the program could not know) lose the framing too.
+    if audit && verdict.reason == Reason::Tunnel && verdict.end <= verdict.start {
+        verdict.end = input_len;
+    }
     // Connection-start verdicts cover the whole input.
     if matches!(verdict.reason, Reason::Opaque | Reason::Http2) {
         verdict.start = 0;

@@ -346,8 +346,10 @@ fn emit_deny_answer(a: &mut Asm, answers: &AnswerTables) {
 
 /// The switch wait (language.md §6): a run before the server's status
 /// line, or in the message that ended the switch request, is early: `deny
-/// tunnel`. Consent: the tunnel. Refusal: the tunnel verdict's span ends
-/// at its request, and the bytes are the next request.
+/// tunnel` (in audit mode reported, and the rest passes unparsed: whether
+/// the server switched is unknown). Consent: the tunnel. Refusal: the
+/// tunnel verdict's span ends at its request, and the bytes are the next
+/// request.
 fn emit_switch_wait(a: &mut Asm, audit_possible: bool) {
     a.label("switch_wait");
     a.ldxdw(R8, R7, layout::OFFSET);
@@ -401,13 +403,10 @@ fn emit_switch_wait(a: &mut Asm, audit_possible: bool) {
     a.ja("deny");
     if audit_possible {
         a.label("switch_early_audit");
-        a.note("audit: reported; the bytes are parsed as the next request");
+        a.note("audit: reported; whether the server switched is unknown, so framing is lost and the rest passes");
+        a.note("unparsed (the reference's choice, docs/evaluator.md)");
         report(a);
-        a.stb(R7, layout::PHASE, i32::from(phase::HEAD));
-        a.stb(R7, layout::FLAGS, 0);
-        a.stxdw(R7, layout::REQ_AT, R8);
-        a.stb(R7, layout::REQ_NEW, 0);
-        a.ja("head");
+        a.ja("tunnel");
     }
 }
 
