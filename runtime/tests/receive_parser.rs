@@ -19,11 +19,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::kernel_ready;
+use common::{kernel_ready, Cgroup};
 use l7c_abi::peer::{self, Peer, KIND_CONNECT, KIND_HEAD, KIND_PLAIN, KIND_UPGRADE, LOST, SWITCH_ACCEPTED, SWITCH_REFUSED};
 use l7c_abi::receive;
 use l7c_compiler::codegen;
@@ -458,19 +457,6 @@ fn the_verifier_accepts_the_receive_parser() {
         .unwrap_or_else(|error| panic!("the verifier refused the sock_ops enrollment program: {error}"));
 }
 
-/// A cgroup made for one test and removed after it.
-struct Cgroup(PathBuf);
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // The member process has exited; the kernel may take a moment to
-        // notice the cgroup is empty.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + TIMEOUT;
@@ -489,12 +475,10 @@ fn sock_ops_creates_the_record_at_enrollment_and_deletes_it_at_close() {
     if !kernel_ready(test) {
         return;
     }
-    let Some(root) = l7c_runtime::cgroup::cgroup2_mounts().into_iter().next() else {
-        eprintln!("SKIPPED {test}: no cgroup2 mount");
+    let Some(cgroup) = Cgroup::new("receive") else {
+        eprintln!("SKIPPED {test}: no cgroup2 mount to make a cgroup in");
         return;
     };
-    let cgroup = Cgroup(root.join(format!("l7c-receive-{}", std::process::id())));
-    std::fs::create_dir(&cgroup.0).expect("create a cgroup");
     let mut program = load();
     // Every port governed, so the connection below is enrolled.
     let gate = l7c_abi::gate::Gate { capacity: 16, all_ports: 1, ..Default::default() };

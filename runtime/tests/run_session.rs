@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::kernel_ready;
+use common::{kernel_ready, Cgroup};
 use l7c_compiler::codegen::{self, Compiled, HeadPhase};
 use l7c_compiler::driver::compile_text;
-use l7c_runtime::cgroup::{cgroup2_mounts, CgroupError};
+use l7c_runtime::cgroup::CgroupError;
 use l7c_runtime::run::{RunConfig, RunError, Session};
 use l7c_runtime::SockKey;
 
@@ -43,17 +43,7 @@ fn pass_all() -> Compiled {
     codegen::compile(checked, &codegen::Options::default()).expect("a file without policy compiles")
 }
 
-/// A cgroup made for one test and removed after it.
-struct Cgroup(PathBuf);
-
 impl Cgroup {
-    fn new(test: &str) -> Option<Cgroup> {
-        let root = cgroup2_mounts().into_iter().next()?;
-        let path = root.join(format!("l7c-{test}-{}", std::process::id()));
-        std::fs::create_dir(&path).ok()?;
-        Some(Cgroup(path))
-    }
-
     /// `script` run by bash after moving itself into the cgroup.
     fn spawn(&self, script: &str) -> Child {
         Command::new("bash")
@@ -66,14 +56,6 @@ impl Cgroup {
     }
 }
 
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// Root, a cgroup2 mount and bash; prints why not otherwise.
 fn ready(test: &str) -> Option<Cgroup> {

@@ -71,18 +71,6 @@ fn object() -> Vec<u8> {
     object.write().unwrap()
 }
 
-struct Cgroup(PathBuf);
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // The member process has exited; the kernel may take a moment to
-        // notice the cgroup is empty.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 #[test]
 fn sock_ops_enrolls_connections_under_the_user_space_key() {
