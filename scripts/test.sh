@@ -19,4 +19,13 @@ echo "skipped parts (each says why):"
 grep -h "SKIPPED" "$log" | sed 's/^/  /' | sort -u || echo "  none"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
+if [ "$status" != 0 ]; then
+  # Again at the end, where a truncated CI log still shows it: which tests
+  # failed and what each one's panic said (the full output is above).
+  echo
+  echo "failed tests:"
+  grep -h -E "^test .* FAILED$|^error: .*target.*failed|^    \`-p " "$log" | sed 's/^/  /' || true
+  echo "their panics:"
+  grep -h -A12 "panicked at" "$log" | grep -v -E "^ +[0-9]+: |^ +at |^stack backtrace:" | cut -c1-400 | head -150 | sed 's/^/  /' || true
+fi
 exit "$status"

@@ -74,6 +74,10 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
+        // Whatever the test left inside (a client waiting on a file that a
+        // failed assertion never wrote) is killed (cgroup.kill, 5.14+), so
+        // the directory can go and nothing holds a port for the next run.
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -1438,14 +1442,18 @@ fn enrolled_applications_read_what_the_server_sent() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receive");
-    let mut server = Command::new("python3")
-        .arg(root.join("server.py"))
-        .arg("18290")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 server.py");
+    // Killed however the test ends: a server left behind would hold the
+    // port for the next run.
+    let mut server = KillOnDrop(
+        Command::new("python3")
+            .arg(root.join("server.py"))
+            .arg("18290")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 server.py"),
+    );
     let mut port = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut port).unwrap();
+    BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut port).unwrap();
     assert_eq!(port.trim(), "18290");
     let run = Running::start(&[policy.to_str().unwrap(), "--cgroup", cgroup.path()]);
     let out = cgroup
@@ -1454,8 +1462,7 @@ fn enrolled_applications_read_what_the_server_sent() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     for check in ["fionread", "epoll-et", "download-100MiB", "slow-reader-8MiB"] {
         assert!(stdout.contains(&format!("ok {check} ")), "{check}:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     }

@@ -114,7 +114,8 @@ fn check_against(path: &Path, mounts: &[PathBuf]) -> Result<(), CgroupError> {
     Ok(())
 }
 
-fn statfs_type(path: &Path) -> Option<i64> {
+/// `statfs(2)`'s `f_type` for `path` (which file system it is on).
+pub(crate) fn statfs_type(path: &Path) -> Option<i64> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: statfs writes into a zeroed struct we own; the path is a

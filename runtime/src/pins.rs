@@ -35,8 +35,12 @@ use crate::errno::Errno;
 use crate::error::KernelError;
 use crate::sys;
 
+/// Where bpffs is mounted: the parent of [`PIN_ROOT`].
+pub const BPFFS: &str = "/sys/fs/bpf";
 /// The bpffs directory under which every cgroup's pins live.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/l7c";
+/// `BPF_FS_MAGIC` (`statfs.f_type` of a bpffs mount, `linux/magic.h`).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// The directory under which every cgroup's state file and lock live.
 pub const STATE_ROOT: &str = "/run/l7c";
 
@@ -89,6 +93,31 @@ pub struct Place {
     pub cgroup_id: u64,
     pub pins: PathBuf,
     pub state_dir: PathBuf,
+}
+
+/// Makes sure a bpffs is mounted at `dir` (for `l7c run`: [`BPFFS`]),
+/// mounting one (`mode=0700`, as systemd does) when it is not; returns
+/// whether this call mounted it, for the caller to say so. Pins made on a
+/// directory that is not a bpffs fail (`mkdir` ENOENT on sysfs), so a
+/// node without one could not keep enforcement past the agent; Cilium's
+/// agent mounts it the same way.
+pub fn ensure_bpffs(dir: &Path) -> Result<bool, KernelError> {
+    if crate::cgroup::statfs_type(dir) == Some(BPF_FS_MAGIC) {
+        return Ok(false);
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| KernelError::syscall(format!("mount bpffs at {}", dir.display()), Errno(libc::EINVAL), "the path has a NUL byte"))?;
+    // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
+    let ret = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, c"mode=0700".as_ptr().cast()) };
+    if ret != 0 {
+        return Err(KernelError::syscall(
+            format!("mount -t bpf bpf {} (bpffs is not mounted there)", dir.display()),
+            Errno::last(),
+            "l7c pins its programs and maps on bpffs; mount it (`mount -t bpf bpf /sys/fs/bpf`) or run l7c where it may (CAP_SYS_ADMIN in the host's mount namespace)",
+        ));
+    }
+    Ok(true)
 }
 
 fn io_error(step: String, error: &std::io::Error, help: &str) -> KernelError {
@@ -261,6 +290,31 @@ pub fn alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a directory of its own (not the node's /sys/fs/bpf, which other
+    /// tests use): a missing bpffs is mounted, a present one is kept.
+    #[test]
+    fn a_missing_bpffs_is_mounted_and_a_present_one_kept() {
+        if !crate::is_root() {
+            eprintln!("SKIPPED a_missing_bpffs_is_mounted_and_a_present_one_kept: mount(2) needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("l7c-bpffs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_ne!(crate::cgroup::statfs_type(&dir), Some(BPF_FS_MAGIC));
+        let mounted = ensure_bpffs(&dir);
+        let is_bpffs = crate::cgroup::statfs_type(&dir) == Some(BPF_FS_MAGIC);
+        let again = ensure_bpffs(&dir);
+        let pinnable = std::fs::create_dir(dir.join("l7c")).is_ok();
+        // SAFETY: umount2 of the directory this test mounted on.
+        let c_dir = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        unsafe { libc::umount2(c_dir.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir(&dir);
+        assert!(mounted.unwrap(), "the first call mounts");
+        assert!(is_bpffs, "and what is there is a bpffs");
+        assert!(!again.unwrap(), "the second call finds it and mounts nothing");
+        assert!(pinnable, "directories for pins can be made in it");
+    }
 
     #[test]
     fn places_are_named_by_the_cgroup_id() {

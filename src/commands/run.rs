@@ -32,7 +32,7 @@ use l7c_runtime::run::{ReceiveVerdict, RunConfig, RunError, Session, Started};
 use l7c_runtime::signals::Signals;
 use l7c_runtime::supervise::{self, Report, Sink};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 #[derive(clap::Args)]
@@ -244,6 +244,12 @@ pub fn run(args: Args) -> Status {
     // second agent on the cgroup is told so first (it would find the port
     // of the first one taken).
     if !args.ephemeral {
+        // The pins that keep enforcement past this process live on bpffs.
+        match l7c_runtime::pins::ensure_bpffs(Path::new(l7c_runtime::pins::BPFFS)) {
+            Ok(true) => eprintln!("l7c: bpffs was not mounted at {0}; mounted it there (mode 0700) for the pins", l7c_runtime::pins::BPFFS),
+            Ok(false) => {}
+            Err(error) => return kernel_failure(error),
+        }
         if let Err(error) = Session::check_no_other_agent(&args.cgroup) {
             return run_error(error);
         }

@@ -534,6 +534,10 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
+        // Whatever the test left inside (a client waiting on a file that a
+        // failed assertion never wrote) is killed (cgroup.kill, 5.14+), so
+        // the directory can go and nothing holds a port for the next run.
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
