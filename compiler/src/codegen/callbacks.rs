@@ -17,7 +17,7 @@ use crate::bpf::{Asm, Label, Reg, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8, R9};
 use crate::http::{LimitKind, MalformedKind};
 use crate::lower::START;
 use crate::model::Limits;
-use crate::scan::{Action, ChunkAction, HeaderId, MAX_CHUNK_LINE};
+use crate::scan::{Action, ChunkAction, HeaderId, ValueSkip, MAX_CHUNK_LINE};
 
 /// Head bytes one `bpf_loop` iteration of the scan takes (the step body
 /// is emitted this many times: fewer calls per byte).
@@ -273,6 +273,9 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
         }
         sub_step(a, shared);
         a.jset(R0, 0x8000, lk("digit"));
+        if let Some(skip) = shared.value_skip {
+            skip_plain_value(a, skip, tables, header_bytes, &after);
+        }
         a.ja(after.clone());
         a.label(lk("digit"));
         a.ldxdw(R1, R9, layout::HEAD + hs::CONTENT_LENGTH).mul64(R1, 10);
@@ -341,6 +344,51 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
 
     a.label(l("complete"));
     complete(a, index, tables);
+}
+
+/// Words of plain value bytes one value byte's step may skip after it.
+pub const SKIP_WORDS: usize = 3;
+
+/// After a value byte (r1 = the value syntax's new state, r8 = the byte's
+/// offset): while the field is one no matcher of this policy reads and
+/// no role checks (`skip.plain`), the next eight bytes are inside the
+/// window and below `header_bytes`, and all of them are
+/// [`ValueSkip::bytes`], take them at once — up to [`SKIP_WORDS`] words.
+/// Each such byte would take the lexer and the value syntax back to
+/// where they are and do nothing else (`HeadTables::value_skip` checks
+/// that from the tables), so only the offset moves. A word with any
+/// other byte, or near either limit, is left to the byte steps, which
+/// find a violation at its exact offset. Ends at `after`, r8 = the last
+/// byte taken.
+fn skip_plain_value(a: &mut Asm, skip: ValueSkip, tables: &PolicyTables, header_bytes: i32, after: &Label) {
+    let ones = 0x0101_0101_0101_0101_u64;
+    let width = ValueSkip::WIDTH as i32;
+    a.note("plain value bytes, eight at a time (docs/program.md, \"Skipping plain value bytes\")");
+    a.jne(R1, i32::from(skip.plain), after.clone()).comment("a role's value, or still empty");
+    if !tables.values.is_empty() {
+        let read: u64 = tables.values.iter().fold(0, |mask, (header, _)| mask | 1 << (u32::from(*header) & 63));
+        a.ldxb(R2, R9, layout::HEAD + hs::HEADER_ID).and64(R2, 63);
+        a.mov64(R3, 1).lsh64(R3, R2);
+        a.ld_imm64(R2, read as i64).comment("the fields this policy's matchers read");
+        a.jset(R3, R2, after.clone());
+    }
+    for _ in 0..SKIP_WORDS {
+        a.mov64(R2, R8).add64(R2, width).jge(R2, header_bytes, after.clone()).comment("the last byte taken stays below header_bytes");
+        a.ldxdw(R2, R10, -8).comment("ctx");
+        a.ldxdw(R3, R2, CTX_DATA).ldxdw(R4, R2, CTX_DATA_END);
+        a.add64(R3, R8).add64(R3, 1);
+        a.mov64(R5, R3).add64(R5, width).jgt(R5, R4, after.clone()).comment("eight more bytes in the window");
+        a.ldxdw(R1, R3, 0).comment("w = the next eight bytes");
+        a.ld_imm64(R2, (ones * u64::from(ValueSkip::LOW)) as i64);
+        a.mov64(R0, R1).sub64(R0, R2).mov64(R2, R1).xor64(R2, -1).and64(R0, R2).comment("a byte below 0x20: (w - 0x20..) & !w");
+        a.ld_imm64(R2, (ones * u64::from(ValueSkip::DEL)) as i64);
+        a.mov64(R4, R1).xor64(R4, R2).comment("y = w ^ 0x7f..: DEL becomes 0");
+        a.ld_imm64(R2, ones as i64);
+        a.mov64(R5, R4).sub64(R5, R2).xor64(R4, -1).and64(R5, R4).or64(R0, R5).comment("| a zero byte of y: (y - 0x01..) & !y");
+        a.ld_imm64(R2, (ones * 0x80) as i64);
+        a.and64(R0, R2).jne(R0, 0, after.clone()).comment("a byte to step: stop here");
+        a.add64(R8, width).mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD + hs::OFFSET, R1).comment("eight bytes taken");
+    }
 }
 
 fn unreachable_lane(a: &mut Asm) {

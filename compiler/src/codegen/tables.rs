@@ -12,7 +12,7 @@
 use super::blob::Blob;
 use super::layout;
 use crate::lower::{Atom, Automaton, LoweredAction, LoweredPolicy, PatternAutomaton, PatternLane, TokenTable, DEAD};
-use crate::scan::{ChunkTables, HeadTables};
+use crate::scan::{ChunkTables, HeadTables, ValueSkip};
 
 /// Accepted facts the guarded decision lists; more fall back to trying
 /// every rule in order.
@@ -116,6 +116,9 @@ pub struct SharedTables {
     pub head_start: u16,
     pub literal_start: u16,
     pub max_literal: u8,
+    /// Plain value bytes skipped eight at a time (`None`: the tables do
+    /// not allow it, and every byte is stepped).
+    pub value_skip: Option<ValueSkip>,
     pub chunk_class: u32,
     pub chunk_table: u32,
     pub chunk_mask: u32,
@@ -164,6 +167,7 @@ pub fn shared(blob: &mut Blob, head: &HeadTables, chunk: &ChunkTables) -> Shared
         head_start: head.start,
         literal_start: head.literal_start,
         max_literal: head.max_literal,
+        value_skip: head.value_skip(),
         chunk_class,
         chunk_table,
         chunk_mask: chunk.table.len() as u32 - 1,

@@ -46,10 +46,51 @@ pub struct HeadTables {
     pub literal_start: u16,
     /// The lexer's start state.
     pub start: u16,
+    /// The lexer state inside a field value (after its first byte).
+    pub value_body: u16,
+    /// The value-syntax state of a field no role reads (`role_start` of
+    /// any id but Host, Content-Length and Transfer-Encoding).
+    pub any_value: u16,
     /// Most bytes between a CONNECT literal's brackets.
     pub max_literal: u8,
     /// The lexer states' names, by number (for listings and comments).
     pub state_names: Vec<String>,
+}
+
+/// The skip of plain value bytes ([`HeadTables::value_skip`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueSkip {
+    /// The value-syntax state in which the skip applies: a field no role
+    /// reads, after its value's first byte.
+    pub plain: u16,
+}
+
+impl ValueSkip {
+    /// Bytes are skipped eight at a time: one 64-bit load.
+    pub const WIDTH: u32 = 8;
+    /// No byte below this is skipped (controls, HTAB, CR, LF).
+    pub const LOW: u8 = 0x20;
+    /// Nor this one.
+    pub const DEL: u8 = 0x7f;
+
+    /// The bytes a skip may pass: SP, visible ASCII and obs-text; a word
+    /// with any other byte is stepped byte by byte.
+    pub fn bytes() -> impl Iterator<Item = u8> {
+        (0..=255u8).filter(|&byte| byte >= Self::LOW && byte != Self::DEL)
+    }
+
+    /// Whether all eight bytes of `word` are [`ValueSkip::bytes`], as the
+    /// program tests it: no byte below 0x20 (`(w - 0x20..) & !w & 0x80..`
+    /// is non-zero exactly when one is) and none equal to 0x7f (the same
+    /// test for a zero byte of `w ^ 0x7f..`).
+    pub fn word_passes(word: u64) -> bool {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let low = word.wrapping_sub(ONES * Self::LOW as u64) & !word & HIGH;
+        let del = word ^ (ONES * Self::DEL as u64);
+        let del = del.wrapping_sub(ONES) & !del & HIGH;
+        low | del == 0
+    }
 }
 
 /// Table sizes in bytes as the BPF program holds them.
@@ -79,6 +120,7 @@ impl HeadTables {
         let states = Lex::all();
         let number: HashMap<Lex, usize> = states.iter().enumerate().map(|(index, &state)| (state, index)).collect();
         let start = number.get(&Lex::MethodFirst).copied().unwrap_or(0);
+        let value_body = number.get(&Lex::ValueBody).copied().ok_or_else(|| internal("ValueBody is not numbered".into()))?;
         // Every (state, byte) of the lexer as a packed entry (rows are
         // 256-entry arrays indexed by bytes throughout: cannot panic).
         let mut main_rows: Vec<[u32; 256]> = Vec::with_capacity(states.len());
@@ -160,9 +202,41 @@ impl HeadTables {
             role_start,
             literal_start: sub.literal_start,
             start: start as u16,
+            value_body: value_body as u16,
+            any_value: sub.any_value,
             max_literal: MAX_LITERAL,
             state_names: states.iter().map(|state| format!("{state:?}")).collect(),
         })
+    }
+
+    /// Whether a plain field value may be skipped eight bytes at a time
+    /// (issue 15; docs/program.md "Skipping plain value bytes"): after a
+    /// value byte (lexer state [`HeadTables::value_body`], value syntax
+    /// [`ValueSkip::plain`]), every byte of [`ValueSkip::bytes`]
+    /// takes the lexer back to the same state with `ValueByte` and no
+    /// argument, and leaves the value syntax where it is without a digit.
+    /// Such a byte changes nothing but the offset in a field whose value
+    /// no matcher reads. Checked here from the tables themselves: `None`
+    /// (no skip) if any of it does not hold, so a change of the lexer or
+    /// of the value syntax can make the skip go away, never wrong.
+    pub fn value_skip(&self) -> Option<ValueSkip> {
+        let value_byte = pack(usize::from(self.value_body), Action::ValueByte, 0);
+        // Every ValueByte entry leads to value_body: after the action the
+        // state is known without being tested.
+        let all_to_body = (0..self.main_states).all(|state| {
+            (0..self.class_count).all(|class| {
+                let entry = self.main_entry(state, class);
+                (entry >> 8) & 0xff != Action::ValueByte as u32 || entry & 0xff == u32::from(self.value_body)
+            })
+        });
+        // The value syntax of a field no role reads, once it has a byte
+        // (the start state itself records that the value is empty).
+        let plain = self.sub_entry(self.any_value, self.byte_class[usize::from(b'a')]);
+        let kept = ValueSkip::bytes().all(|byte| {
+            let class = self.byte_class[usize::from(byte)];
+            self.main_entry(self.value_body, class) == value_byte && self.sub_entry(plain, class) == plain
+        });
+        (all_to_body && kept).then_some(ValueSkip { plain })
     }
 
     /// The lexer entry for `state` and `class` (masked like the BPF load).
@@ -255,6 +329,51 @@ fn internal(message: String) -> ScanBuildError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_value_bytes_can_be_skipped_with_these_tables() {
+        let tables = HeadTables::build().expect("builds");
+        let skip = tables.value_skip().expect("the skip's conditions hold for the lexer and value syntax as built");
+        assert_ne!(skip.plain, tables.role_start[usize::from(HeaderId::HOST)]);
+        assert_ne!(skip.plain, tables.role_start[usize::from(HeaderId::CONTENT_LENGTH)]);
+        // A byte outside the set is not passed by the tables either way:
+        // CR, LF, HTAB, NUL and DEL each change the lexer's state or fail.
+        for byte in [b'\r', b'\n', b'\t', 0, 0x7f] {
+            let class = tables.byte_class[usize::from(byte)];
+            assert!(ValueSkip::bytes().all(|b| b != byte));
+            let entry = tables.main_entry(tables.value_body, class);
+            let same = entry == pack(usize::from(tables.value_body), Action::ValueByte, 0);
+            assert!(!same || byte == b'\t', "{byte:#x}");
+        }
+    }
+
+    /// The word test against the byte test: every byte at every position
+    /// among passing neighbours, and pseudo-random words.
+    #[test]
+    fn the_word_test_is_exactly_the_byte_test() {
+        let passes = |byte: u8| ValueSkip::bytes().any(|b| b == byte);
+        for fill in [b'a', b' ', 0x7e, 0x80, 0xff, 0x21] {
+            for at in 0..8 {
+                for byte in 0..=255u8 {
+                    let mut bytes = [fill; 8];
+                    bytes[at] = byte;
+                    assert_eq!(ValueSkip::word_passes(u64::from_le_bytes(bytes)), passes(byte), "{bytes:?}");
+                }
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Bias toward the edges of the set: 0x1f, 0x20, 0x7e..0x80.
+            let word = x & 0x7f7f_7f7f_7f7f_7f7f | (x >> 1) & 0x2020_2020_2020_2020;
+            for word in [x, word] {
+                let bytes = word.to_le_bytes();
+                assert_eq!(ValueSkip::word_passes(word), bytes.iter().all(|&b| passes(b)), "{bytes:?}");
+            }
+        }
+    }
 
     #[test]
     fn builds_within_its_limits_and_deterministically() {
