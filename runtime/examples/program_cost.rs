@@ -74,14 +74,18 @@ fn main() {
         eprintln!("SKIPPED program_cost: cannot enable kernel.bpf_stats_enabled");
         return;
     }
-    println!("| rules | head bytes | compile | requests | program runs per request | ns per request (program) |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("| rules | head bytes | compile | requests | program runs per request | ns per request (program) | median of the connections |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     let connections = 20;
     let per_connection = 50;
     // Head sizes in bytes; 0 is the browser-like head, 1 the API head.
     const BROWSER: usize = 0;
     const API: usize = 1;
-    for (rules, size) in [(10, 100), (100, 100), (1_000, 100), (10_000, 100), (10, BROWSER), (10, API), (10, 1024), (10, 8192), (10, 16_000)] {
+    // `program_cost ROWS` runs only the first ROWS rows (a profiler's
+    // run of the 99-byte row: `program_cost 1`).
+    let rows: usize = std::env::args().nth(1).and_then(|arg| arg.parse().ok()).unwrap_or(usize::MAX);
+    let all = [(10, 100), (100, 100), (1_000, 100), (10_000, 100), (10, BROWSER), (10, API), (10, 1024), (10, 8192), (10, 16_000)];
+    for (rules, size) in all.into_iter().take(rows) {
         let source = policy(rules);
         let started = Instant::now();
         let compilation = compile_text("bench.l7", &source, None);
@@ -116,12 +120,20 @@ fn main() {
         let split: Vec<usize> = vec![one.len(); per_connection - 1];
         let before = stats(id).unwrap_or((0, 0));
         let mut requests = 0u64;
+        // Per connection too: run_time_ns also counts what interrupts a
+        // run (a softirq, the hypervisor), so one connection's share can
+        // be far off; the median of the connections is the steadier figure.
+        let mut per_connection_ns: Vec<u64> = Vec::new();
         for port in 0..connections {
             let connection = ConnectionInfo { local_port: 41_000 + port as u16, ..ConnectionInfo::default() };
+            let at_start = stats(id).unwrap_or((0, 0));
             match engine.run(connection, &[], &input, &split) {
                 Ok(outcome) => {
                     assert!(outcome.verdicts.iter().all(|v| v.action == l7c_compiler::model::VerdictAction::Allow));
-                    requests += outcome.verdicts.len() as u64;
+                    let verdicts = outcome.verdicts.len() as u64;
+                    requests += verdicts;
+                    let at_end = stats(id).unwrap_or((0, 0));
+                    per_connection_ns.push(at_end.0.saturating_sub(at_start.0) / verdicts.max(1));
                 }
                 Err(error) => {
                     eprintln!("{rules} rules, {size} B: {error}");
@@ -129,6 +141,8 @@ fn main() {
                 }
             }
         }
+        per_connection_ns.sort_unstable();
+        let median = per_connection_ns.get(per_connection_ns.len() / 2).copied().unwrap_or(0);
         let after = stats(id).unwrap_or((0, 0));
         let (ns, runs) = (after.0 - before.0, after.1 - before.1);
         let shape = match size {
@@ -137,7 +151,7 @@ fn main() {
             _ => "",
         };
         println!(
-            "| {rules} | {}{shape} | {:.0} ms | {requests} | {:.2} | {} |",
+            "| {rules} | {}{shape} | {:.0} ms | {requests} | {:.2} | {} | {median} |",
             one.len(),
             compile.as_secs_f64() * 1e3,
             runs as f64 / requests.max(1) as f64,
