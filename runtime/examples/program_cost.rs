@@ -64,6 +64,19 @@ fn stats(id: u32) -> Option<(u64, u64)> {
     Some((json["run_time_ns"].as_u64()?, json["run_cnt"].as_u64()?))
 }
 
+/// The id of the newest loaded program called `name` (the receive side's
+/// verdict of the engine just loaded: it is attached, not kept by id).
+fn newest_program_named(name: &str) -> Option<u32> {
+    let out = std::process::Command::new("bpftool").args(["prog", "show", "--json"]).output().ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    json.as_array()?
+        .iter()
+        .filter(|prog| prog["name"].as_str() == Some(name))
+        .filter_map(|prog| prog["id"].as_u64())
+        .max()
+        .map(|id| id as u32)
+}
+
 fn main() {
     if !l7c_runtime::is_root() {
         eprintln!("SKIPPED program_cost: needs root to load programs and read their run-time statistics");
@@ -74,8 +87,8 @@ fn main() {
         eprintln!("SKIPPED program_cost: cannot enable kernel.bpf_stats_enabled");
         return;
     }
-    println!("| rules | head bytes | compile | requests | program runs per request | ns per request (program) | median of the connections |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| rules | head bytes | compile | requests | program runs per request | ns per request (program) | median of the connections | receive side, ns per response |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let connections = 20;
     let per_connection = 50;
     // Head sizes in bytes; 0 is the browser-like head, 1 the API head.
@@ -109,6 +122,8 @@ fn main() {
             }
         };
         let Some(id) = engine.program().program_id() else { return };
+        let receive = newest_program_named(l7c_abi::receive::PROGRAM_NAME);
+        let receive_before = receive.and_then(stats).unwrap_or((0, 0));
         // The matching rule: the middle one.
         let rule = rules / 2 - (rules / 2) % 4;
         let one = match size {
@@ -144,6 +159,7 @@ fn main() {
         per_connection_ns.sort_unstable();
         let median = per_connection_ns.get(per_connection_ns.len() / 2).copied().unwrap_or(0);
         let after = stats(id).unwrap_or((0, 0));
+        let receive_ns = receive.and_then(stats).map(|(ns, _)| (ns - receive_before.0) / requests.max(1));
         let (ns, runs) = (after.0 - before.0, after.1 - before.1);
         let shape = match size {
             BROWSER => " (browser)",
@@ -151,11 +167,12 @@ fn main() {
             _ => "",
         };
         println!(
-            "| {rules} | {}{shape} | {:.0} ms | {requests} | {:.2} | {} | {median} |",
+            "| {rules} | {}{shape} | {:.0} ms | {requests} | {:.2} | {} | {median} | {} |",
             one.len(),
             compile.as_secs_f64() * 1e3,
             runs as f64 / requests.max(1) as f64,
-            ns / requests.max(1)
+            ns / requests.max(1),
+            receive_ns.map_or("-".to_owned(), |ns| ns.to_string())
         );
     }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", enabled.trim());

@@ -21,7 +21,7 @@ use crate::scan::{Action, ChunkAction, HeaderId, ValueSkip, MAX_CHUNK_LINE};
 
 /// Head bytes one `bpf_loop` iteration of the scan takes (the step body
 /// is emitted this many times: fewer calls per byte).
-pub const SCAN_UNROLL: usize = 8;
+pub const SCAN_UNROLL: usize = 4;
 
 /// Offsets in the main program's stack context (`r10 + CTX + field`).
 pub const CTX: i16 = -24;
