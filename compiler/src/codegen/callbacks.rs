@@ -361,7 +361,7 @@ pub const SKIP_WORDS: usize = 3;
 /// find a violation at its exact offset. Ends at `after`, r8 = the last
 /// byte taken.
 fn skip_plain_value(a: &mut Asm, skip: ValueSkip, tables: &PolicyTables, header_bytes: i32, after: &Label) {
-    let ones = 0x0101_0101_0101_0101_u64;
+    let ones = ValueSkip::ONES;
     let width = ValueSkip::WIDTH as i32;
     a.note("plain value bytes, eight at a time (docs/program.md, \"Skipping plain value bytes\")");
     a.jne(R1, i32::from(skip.plain), after.clone()).comment("a role's value, or still empty");
@@ -385,7 +385,7 @@ fn skip_plain_value(a: &mut Asm, skip: ValueSkip, tables: &PolicyTables, header_
         a.mov64(R4, R1).xor64(R4, R2).comment("y = w ^ 0x7f..: DEL becomes 0");
         a.ld_imm64(R2, ones as i64);
         a.mov64(R5, R4).sub64(R5, R2).xor64(R4, -1).and64(R5, R4).or64(R0, R5).comment("| a zero byte of y: (y - 0x01..) & !y");
-        a.ld_imm64(R2, (ones * 0x80) as i64);
+        a.ld_imm64(R2, ValueSkip::HIGH as i64);
         a.and64(R0, R2).jne(R0, 0, after.clone()).comment("a byte to step: stop here");
         a.add64(R8, width).mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD + hs::OFFSET, R1).comment("eight bytes taken");
     }

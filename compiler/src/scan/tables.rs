@@ -84,13 +84,16 @@ impl ValueSkip {
     /// is non-zero exactly when one is) and none equal to 0x7f (the same
     /// test for a zero byte of `w ^ 0x7f..`).
     pub fn word_passes(word: u64) -> bool {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        let low = word.wrapping_sub(ONES * Self::LOW as u64) & !word & HIGH;
-        let del = word ^ (ONES * Self::DEL as u64);
-        let del = del.wrapping_sub(ONES) & !del & HIGH;
+        let low = word.wrapping_sub(Self::ONES * Self::LOW as u64) & !word & Self::HIGH;
+        let del = word ^ (Self::ONES * Self::DEL as u64);
+        let del = del.wrapping_sub(Self::ONES) & !del & Self::HIGH;
         low | del == 0
     }
+
+    /// 0x01 in every byte of a word (the program uses the same constants).
+    pub const ONES: u64 = 0x0101_0101_0101_0101;
+    /// 0x80 in every byte of a word.
+    pub const HIGH: u64 = 0x8080_8080_8080_8080;
 }
 
 /// Table sizes in bytes as the BPF program holds them.
