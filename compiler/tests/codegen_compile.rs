@@ -63,7 +63,7 @@ fn the_listing_of_every_example_and_conformance_policy() {
             }
             Err(error) => panic!("{name}: {error}"),
         };
-        for function in ["l7_scan_p0", "l7_collect_p0", "l7_decide_p0", "l7_chunk_p0", "l7_report"] {
+        for function in ["l7_scan", "l7_step_group", "l7_collect", "l7_decide", "l7_guarded", "l7_chunk", "l7_report"] {
             assert!(compiled.listing.contains(&format!("{function}:")), "{name}: no {function} in the listing");
         }
         insta::assert_snapshot!(format!("program__{name}"), compiled.listing);

@@ -14,9 +14,16 @@
 /// The symbol naming the blob's start in the object.
 pub const SYMBOL: &str = "l7_tables";
 
+/// Bytes after the blob's power-of-two part: a load at a constant offset
+/// of up to this from a masked pointer stays inside (a policy
+/// descriptor is the largest record read so).
+pub const SLACK: usize = 512;
+
 #[derive(Debug, Clone, Default)]
 pub struct Blob {
     bytes: Vec<u8>,
+    /// Set by [`Blob::seal`]: every offset is below `mask + 1`.
+    mask: Option<u32>,
     /// (offset, name, bytes) of each table, for the report.
     tables: Vec<(u32, String, usize)>,
 }
@@ -54,9 +61,26 @@ impl Blob {
         self.add(name, &bytes, padding_entries * 8)
     }
 
-    /// The finished bytes (at least 8, so the section is never empty).
+    /// Ends the tables: returns the mask every offset the code computes
+    /// at run time is ANDed with (the blob's size rounded up to a power of
+    /// two, minus one). The finished bytes hold `mask + 1 + SLACK`, so
+    /// that the verifier can prove `base + (x & mask) + c` in bounds for
+    /// any `c + width <= SLACK`, whatever `x` is; the tables' own masks
+    /// keep each index inside its table.
+    pub fn seal(&mut self) -> u32 {
+        let mask = (self.bytes.len().max(8).next_power_of_two() - 1) as u32;
+        self.mask = Some(mask);
+        mask
+    }
+
+    /// The finished bytes (at least 8, so the section is never empty;
+    /// padded past the mask when sealed).
     pub fn into_bytes(mut self) -> Vec<u8> {
-        self.bytes.resize(self.bytes.len().max(8), 0);
+        let len = match self.mask {
+            Some(mask) => mask as usize + 1 + SLACK,
+            None => self.bytes.len().max(8),
+        };
+        self.bytes.resize(len, 0);
         self.bytes
     }
 

@@ -1,8 +1,11 @@
-//! The `bpf_loop` callbacks of one policy: the head scan (one byte per
-//! iteration, a 1:1 translation of `scan::HeadScanner::step` and `feed`,
-//! with the policy's automata stepped where `scan::HeadHooks` are
-//! called), the accept-set collection, the decision interpreter, and the
-//! chunk-line scan (`scan::ChunkScanner::step`).
+//! The `bpf_loop` callbacks every policy shares: the head scan (one byte
+//! per step, a 1:1 translation of `scan::HeadScanner::step` and `feed`,
+//! with the governing policy's automata stepped where `scan::HeadHooks`
+//! are called), the accept-set collection, the decision interpreter, and
+//! the chunk-line scan (`scan::ChunkScanner::step`). A policy is data: its
+//! descriptor and lane records in the blob (`tables::desc`,
+//! `tables::lane`), found through the `P_*` fields of the state that
+//! scope selection sets (docs/program.md, "Many policies").
 //!
 //! Every callback is `long cb(u64 index, void *ctx)` with `ctx` the main
 //! program's stack context ([`CTX`]): the connection state, `data`,
@@ -12,11 +15,10 @@
 //! counter lives in the storage, so one pass verifies every iteration.
 
 use super::layout::{self, chunk as cs, head as hs};
-use super::tables::{record, LaneAt, LaneKind, PolicyTables, SharedTables, CANDIDATES};
+use super::tables::{self, desc, lane, record, SharedTables, CANDIDATES, GROUP_LANES};
 use crate::bpf::{Asm, Label, Reg, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8, R9};
 use crate::http::{LimitKind, MalformedKind};
 use crate::lower::START;
-use crate::model::Limits;
 use crate::scan::{Action, ChunkAction, HeaderId, ValueSkip, MAX_CHUNK_LINE};
 
 /// Head bytes one `bpf_loop` iteration of the scan takes (the step body
@@ -42,98 +44,199 @@ pub fn limit_code(kind: LimitKind) -> i32 {
     i32::from(crate::scan::Violation::Limit(kind).code())
 }
 
-/// Names of one policy's callbacks.
-pub struct Names {
-    pub scan: String,
-    pub collect: String,
-    pub decide: String,
-    pub guarded: String,
-    pub sticky: String,
-    pub chunk: String,
+/// The callbacks' and helper functions' names: one of each, for every
+/// policy (docs/program.md, "Many policies").
+pub mod names {
+    pub const SCAN: &str = "l7_scan";
+    pub const COLLECT: &str = "l7_collect";
+    pub const DECIDE: &str = "l7_decide";
+    pub const GUARDED: &str = "l7_guarded";
+    pub const STICKY: &str = "l7_sticky";
+    pub const CHUNK: &str = "l7_chunk";
+    pub const STEP_GROUP: &str = "l7_step_group";
+    pub const START_GROUP: &str = "l7_start_group";
 }
 
-impl Names {
-    pub fn new(policy: usize) -> Names {
-        Names {
-            scan: format!("l7_scan_p{policy}"),
-            collect: format!("l7_collect_p{policy}"),
-            decide: format!("l7_decide_p{policy}"),
-            guarded: format!("l7_guarded_p{policy}"),
-            sticky: format!("l7_sticky_p{policy}"),
-            chunk: format!("l7_chunk_p{policy}"),
-        }
-    }
+/// What every policy's code shares in one compilation: where the facts
+/// and candidates sit in the storage, the masks that bound a lane's slot
+/// and a fact's word, and the blob's mask (`blob::Blob::seal`).
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub facts: i16,
+    /// Words of the facts bitmap, minus one (a power of two minus one).
+    pub fact_mask: u32,
+    /// The candidate facts' array (`tables::CANDIDATES` u32s).
+    pub cand: i16,
+    /// Lane slots in the storage, minus one (a power of two minus one).
+    pub lane_mask: u32,
+    pub blob_mask: u32,
 }
 
-/// Emits the four callbacks of policy `index`.
-#[allow(clippy::too_many_arguments)]
-pub fn emit(a: &mut Asm, index: usize, limits: Limits, shared: &SharedTables, tables: &PolicyTables, facts: i16, fact_mask: u32, cand: i16) {
-    let names = Names::new(index);
-    scan(a, &names.scan, index, limits, shared, tables, facts);
-    collect(a, &names.collect, tables, facts, fact_mask, cand);
-    if !tables.sticky_words.is_empty() {
-        sticky(a, &names.sticky, facts, fact_mask, cand);
-    }
-    decide(a, &names.decide, tables, facts, fact_mask);
-    guarded(a, &names.guarded, tables, facts, fact_mask, cand);
-    chunk(a, &names.chunk, index, limits, shared);
+/// Emits the callbacks and the functions they call.
+pub fn emit(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
+    scan(a, shared, shape);
+    step_group(a, shape);
+    start_group(a, shape);
+    collect(a, shape);
+    sticky(a, shape);
+    decide(a, shape);
+    guarded(a, shape);
+    chunk(a, shared);
 }
 
-/// `r7 = &l7_tables`.
 /// `reg = &l7_tables` (the `.rodata` blob).
 pub(super) fn tables_base(a: &mut Asm, reg: Reg) {
     a.ld_map(reg, super::blob::SYMBOL).comment("the tables (.rodata)");
 }
 
-/// Steps `lane` with the byte in r1 (clobbers r0, r2, r3; r1 kept).
-fn step_lane(a: &mut Asm, lane: &LaneAt, facts: i16) {
-    a.mov64(R2, R7).add64(R2, lane.class as i32).add64(R2, R1);
+/// `reg = base + (reg & blob_mask)`: a pointer into the blob whatever
+/// `reg` held (blob::Blob::seal).
+pub(super) fn into_blob(a: &mut Asm, reg: Reg, base: Reg, shape: &Shape) {
+    a.and64(reg, shape.blob_mask as i32).add64(reg, base);
+}
+
+/// `index` = a pointer to entry `index` of the policy's table (`table`,
+/// `mask`: the descriptor's fields of its offset and mask), entries of
+/// `1 << shift` bytes; `desc` the descriptor, r7 the blob (clobbers `tmp`).
+fn table_entry(a: &mut Asm, index: Reg, desc: Reg, (table, mask): (i16, i16), shift: i32, tmp: Reg, shape: &Shape) {
+    a.ldxw(tmp, desc, mask).and64(index, tmp).lsh64(index, shift);
+    a.ldxw(tmp, desc, table).add64(index, tmp);
+    into_blob(a, index, R7, shape);
+}
+
+/// `reg` = the governing policy's descriptor (`state` the storage, `base`
+/// the blob).
+pub(super) fn desc_ptr(a: &mut Asm, reg: Reg, state: Reg, base: Reg, shape: &Shape) {
+    a.ldxw(reg, state, layout::P_DESC);
+    into_blob(a, reg, base, shape);
+}
+
+/// Steps the token lane `index` (0: the method, 1: header names) with the
+/// byte in r1 (clobbers r0, r2, r3, r4; r1 kept). r9 = state, r7 = blob.
+fn step_token(a: &mut Asm, index: i16, shape: &Shape) {
+    a.ldxw(R4, R9, layout::P_LANES).add64(R4, i32::from(index) * lane::BYTES as i32);
+    into_blob(a, R4, R7, shape);
+    a.ldxw(R2, R4, lane::CLASS).add64(R2, R1);
+    into_blob(a, R2, R7, shape);
     a.ldxb(R2, R2, 0).comment("class");
-    a.ldxw(R3, R9, lane.state).and64(R3, lane.mask as i32).mul64(R3, lane.classes as i32).add64(R3, R2).lsh64(R3, 1);
-    a.mov64(R2, R7).add64(R2, lane.next as i32).add64(R2, R3);
-    a.ldxh(R3, R2, 0).stxw(R9, lane.state, R3).comment("next state");
-    if let LaneKind::Sticky { seen, word } = lane.kind {
-        or_seen(a, seen, word, lane.mask, facts);
+    let state = layout::AREA + 4 * index;
+    a.ldxw(R3, R9, state);
+    a.ldxw(R0, R4, lane::MASK).and64(R3, R0);
+    a.ldxw(R0, R4, lane::CLASSES).mul64(R3, R0).add64(R3, R2).lsh64(R3, 1);
+    a.ldxw(R0, R4, lane::NEXT).add64(R3, R0);
+    into_blob(a, R3, R7, shape);
+    a.ldxh(R3, R3, 0).stxw(R9, state, R3).comment("next state");
+}
+
+/// `l7_step_group(state, byte, group)`: steps the lanes of `group`
+/// (`first | count << 8`: the path's, or one header value's) with the
+/// byte; a sticky lane ORs what its new state has seen into its facts
+/// word. Unrolled [`GROUP_LANES`] times.
+fn step_group(a: &mut Asm, shape: &Shape) {
+    a.function(names::STEP_GROUP);
+    a.note("l7_step_group(state, byte, group): each lane of the group steps with the byte");
+    a.mov64(R6, R1).mov64(R8, R2).and64(R8, 0xff).mov64(R9, R3);
+    tables_base(a, R7);
+    let out = Label::from("step_group_out");
+    for k in 0..GROUP_LANES as i32 {
+        let next = Label::from(format!("step_group_{k}_done"));
+        a.mov64(R1, R9).rsh64(R1, 8).jle(R1, k, out.clone()).comment(format!("fewer than {} lanes", k + 1));
+        group_lane(a, k, shape);
+        a.ldxw(R2, R4, lane::CLASS).add64(R2, R8);
+        into_blob(a, R2, R7, shape);
+        a.ldxb(R2, R2, 0).comment("class");
+        a.ldxw(R5, R3, layout::AREA);
+        a.ldxw(R0, R4, lane::MASK).and64(R5, R0);
+        a.ldxw(R0, R4, lane::CLASSES).mul64(R5, R0).add64(R5, R2).lsh64(R5, 1);
+        a.ldxw(R0, R4, lane::NEXT).add64(R5, R0);
+        into_blob(a, R5, R7, shape);
+        a.ldxh(R5, R5, 0).stxw(R3, layout::AREA, R5).comment("next state");
+        a.ldxb(R0, R4, lane::KIND).jne(R0, i32::from(lane::STICKY), next.clone());
+        seen_word(a, shape, false);
+        a.label(next);
+    }
+    a.label(out);
+    a.mov64(R0, 0).exit();
+}
+
+/// r4 = the record of lane `first + k` of the group in r9, r3 = its
+/// state's place minus `AREA` (r6 = state, r7 = blob; clobbers r1).
+fn group_lane(a: &mut Asm, k: i32, shape: &Shape) {
+    a.mov64(R3, R9).and64(R3, 0xff).add64(R3, k);
+    a.mov64(R4, R3).lsh64(R4, lane::SHIFT);
+    a.ldxw(R1, R6, layout::P_LANES).add64(R4, R1);
+    into_blob(a, R4, R7, shape);
+    a.and64(R3, shape.lane_mask as i32).lsh64(R3, 2).add64(R3, R6);
+}
+
+/// A sticky lane (record r4, new state r5): its facts word gets
+/// `seen[state]`, ORed in (`or`) or set (clobbers r0, r2, r5).
+fn seen_word(a: &mut Asm, shape: &Shape, set: bool) {
+    a.ldxw(R0, R4, lane::MASK).and64(R5, R0).lsh64(R5, 3);
+    a.ldxw(R0, R4, lane::A).add64(R5, R0);
+    into_blob(a, R5, R7, shape);
+    a.ldxdw(R5, R5, 0);
+    a.ldxw(R0, R4, lane::B).and64(R0, shape.fact_mask as i32).lsh64(R0, 3).add64(R0, R6);
+    if set {
+        a.stxdw(R0, shape.facts, R5).comment("seen = seen_mask[start]");
+    } else {
+        a.ldxdw(R2, R0, shape.facts).or64(R2, R5).stxdw(R0, shape.facts, R2).comment("seen |= seen_mask[state]");
     }
 }
 
-/// facts[word] |= seen[r3 & mask] (clobbers r0, r2, r3).
-fn or_seen(a: &mut Asm, seen: u32, word: u32, mask: u32, facts: i16) {
-    a.and64(R3, mask as i32).lsh64(R3, 3);
-    a.mov64(R2, R7).add64(R2, seen as i32).add64(R2, R3);
-    a.ldxdw(R2, R2, 0);
-    let at = facts + (word as i16) * 8;
-    a.ldxdw(R0, R9, at).or64(R0, R2).stxdw(R9, at, R0).comment("seen |= seen_mask[state]");
+/// `l7_start_group(state, group)`: every lane of the group to the start
+/// state (a sticky lane's facts word to the start state's seen mask).
+fn start_group(a: &mut Asm, shape: &Shape) {
+    a.function(names::START_GROUP);
+    a.note("l7_start_group(state, group): each lane of the group starts");
+    a.mov64(R6, R1).mov64(R9, R2);
+    tables_base(a, R7);
+    let out = Label::from("start_group_out");
+    for k in 0..GROUP_LANES as i32 {
+        let next = Label::from(format!("start_group_{k}_done"));
+        a.mov64(R1, R9).rsh64(R1, 8).jle(R1, k, out.clone());
+        group_lane(a, k, shape);
+        a.stw(R3, layout::AREA, START as i32);
+        a.ldxb(R0, R4, lane::KIND).jne(R0, i32::from(lane::STICKY), next.clone());
+        a.mov64(R5, START as i32);
+        seen_word(a, shape, true);
+        a.label(next);
+    }
+    a.label(out);
+    a.mov64(R0, 0).exit();
 }
 
-/// Sets every lane of `lanes` to the start state (sticky words to the
-/// start state's seen mask).
-fn start_lanes(a: &mut Asm, lanes: &[LaneAt], facts: i16) {
-    for lane in lanes {
-        a.stw(R9, lane.state, START as i32);
-        if let LaneKind::Sticky { seen, word } = lane.kind {
-            a.stdw(R9, facts + word as i16 * 8, 0);
-            a.mov64(R3, START as i32);
-            or_seen(a, seen, word, lane.mask, facts);
+/// Calls `function(state, group)` (or with the byte: `l7_step_group`)
+/// for the group in `group` when it has lanes; r9 = state, r6 = byte
+/// (clobbers r0..r5).
+fn call_group(a: &mut Asm, function: &str, group: Reg, byte: Option<Reg>) {
+    let none = a.fresh_label("no_lanes");
+    a.mov64(R3, group).rsh64(R3, 8).jeq(R3, 0, none.clone());
+    match byte {
+        Some(byte) => {
+            a.mov64(R3, group).mov64(R2, byte).mov64(R1, R9);
+        }
+        None => {
+            a.mov64(R2, group).mov64(R1, R9);
         }
     }
+    a.call_local(function);
+    a.label(none);
 }
 
 /// The head scanner's actions in the order the scan tests for them: by
 /// how often a head's bytes take them.
 const HOT_ACTIONS: [Action; 4] = [Action::ValueByte, Action::NameByte, Action::None, Action::PathByte];
 
-/// The head scan callback: one byte.
-#[allow(clippy::too_many_arguments)]
-fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTables, tables: &PolicyTables, facts: i16) {
-    let l = |what: &str| Label::from(format!("s{index}_{what}"));
-    let header_bytes = limits.header_bytes.max(1) as i32;
-    a.function(name);
-    a.note(format!("head scan of policy {index}: one byte (scan::HeadScanner::step)"));
+/// The head scan callback: [`SCAN_UNROLL`] bytes per call.
+fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
+    let l = |what: &str| Label::from(format!("s_{what}"));
+    a.function(names::SCAN);
+    a.note("head scan: one byte per step (scan::HeadScanner::step), the governing policy's lanes where hooks are called");
     a.ldxdw(R9, R2, CTX_STATE);
     a.stxdw(R10, -8, R2).comment("ctx, for every byte of this iteration");
     for k in 0..SCAN_UNROLL {
-        let lk = |what: &str| Label::from(format!("s{index}_{what}_{k}"));
+        let lk = |what: &str| Label::from(format!("s_{what}_{k}"));
         a.note(format!("byte {k} of this iteration"));
         if k == 0 {
             // Every path that ends the scan (complete, refused) sets the
@@ -149,8 +252,7 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
         a.ldxb(R6, R3, 0).comment("the byte");
         tables_base(a, R7);
         a.mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD + hs::OFFSET, R1);
-        a.mov64(R1, R7).add64(R1, shared.head_class as i32).add64(R1, R6);
-        a.ldxb(R5, R1, 0).comment("r5 = class");
+        head_class(a, shared);
         a.ldxh(R1, R9, layout::HEAD + hs::STATE).lsh64(R1, 6).or64(R1, R5).and64(R1, shared.head_main_mask as i32).lsh64(R1, 2);
         a.mov64(R2, R7).add64(R2, shared.head_main as i32).add64(R2, R1);
         a.ldxw(R0, R2, 0).comment("entry: next | action << 8 | arg << 16");
@@ -181,7 +283,7 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
 
         action(a, Action::MethodByte);
         a.mov64(R1, R6);
-        step_lane(a, &tables.method, facts);
+        step_token(a, 0, shape);
         a.ja(after.clone());
 
         action(a, Action::MethodEnd);
@@ -191,14 +293,15 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
 
         action(a, Action::TargetFirst);
         a.stxb(R9, layout::HEAD + hs::FORM, R4);
-        start_lanes(a, &tables.path.lanes, facts);
+        a.ldxh(R1, R9, layout::P_PATH_GROUP);
+        call_group(a, names::START_GROUP, R1, None);
         a.mov64(R1, R6);
-        path_byte(a, tables, facts);
+        path_byte(a);
         a.ja(after.clone());
 
         action(a, Action::PathByte);
         a.mov64(R1, R6);
-        path_byte(a, tables, facts);
+        path_byte(a);
         a.ja(after.clone());
 
         action(a, Action::EscapeHigh);
@@ -208,7 +311,7 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
         action(a, Action::PathEscaped);
         hex(a, R2, R6);
         a.ldxb(R1, R9, layout::HEAD + hs::ESCAPE_HIGH).lsh64(R1, 4).or64(R1, R2);
-        path_byte(a, tables, facts);
+        path_byte(a);
         a.ja(after.clone());
 
         action(a, Action::PathEnd);
@@ -218,64 +321,62 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
         a.stxb(R9, layout::HEAD + hs::MINOR_VERSION, R4).ja(after.clone());
 
         action(a, Action::LineName);
-        a.ldxh(R1, R9, layout::HEAD + hs::FIELDS).jge(R1, limits.headers as i32, l("limit_headers"));
-        a.stw(R9, tables.name.state, START as i32);
+        fields_limit(a, &l("limit_headers"));
+        a.stw(R9, layout::AREA + 4, START as i32).comment("the header-name lane starts");
         lower_byte(a);
-        step_lane(a, &tables.name, facts);
+        step_token(a, 1, shape);
         a.ja(after.clone());
 
         action(a, Action::LineFail);
-        a.ldxh(R1, R9, layout::HEAD + hs::FIELDS).jge(R1, limits.headers as i32, l("limit_headers"));
+        fields_limit(a, &l("limit_headers"));
         a.ja(lk("fail_arg"));
 
         action(a, Action::NameByte);
         lower_byte(a);
-        step_lane(a, &tables.name, facts);
+        step_token(a, 1, shape);
         a.ja(after.clone());
 
         action(a, Action::NameEnd);
-        {
-            let LaneKind::Token { id_at_end } = tables.name.kind else { unreachable_lane(a); return };
-            a.ldxw(R1, R9, tables.name.state).and64(R1, tables.name.mask as i32);
-            a.mov64(R2, R7).add64(R2, id_at_end as i32).add64(R2, R1).ldxb(R1, R2, 0).and64(R1, 63).comment("header id");
-            a.stxb(R9, layout::HEAD + hs::HEADER_ID, R1);
-            a.mov64(R2, 1).lsh64(R2, R1).comment("bit");
-            a.ldxdw(R3, R9, layout::HEAD + hs::PRESENT).and64(R3, R2);
-            a.ldxdw(R0, R9, layout::HEAD + hs::REPEATED).or64(R0, R3).stxdw(R9, layout::HEAD + hs::REPEATED, R0);
-            a.ldxdw(R0, R9, layout::HEAD + hs::PRESENT).or64(R0, R2).stxdw(R9, layout::HEAD + hs::PRESENT, R0);
-            a.mov64(R2, R1).lsh64(R2, 1).add64(R2, R7).add64(R2, shared.head_role as i32);
-            a.ldxh(R2, R2, 0).stxh(R9, layout::HEAD + hs::SUB, R2).comment("sub = role_start[id]");
-            for (header, automaton) in &tables.values {
-                let skip = a.fresh_label(&format!("s{index}_not_{header}"));
-                a.jne(R1, i32::from(*header), skip.clone());
-                start_lanes(a, &automaton.lanes, facts);
-                a.ja(after.clone());
-                a.label(skip);
-            }
-            a.ja(after.clone());
-        }
+        a.ldxw(R4, R9, layout::P_LANES).add64(R4, lane::BYTES as i32);
+        into_blob(a, R4, R7, shape);
+        a.ldxw(R1, R9, layout::AREA + 4);
+        a.ldxw(R0, R4, lane::MASK).and64(R1, R0);
+        a.ldxw(R2, R4, lane::A).add64(R2, R1);
+        into_blob(a, R2, R7, shape);
+        a.ldxb(R1, R2, 0).and64(R1, 63).comment("header id");
+        a.stxb(R9, layout::HEAD + hs::HEADER_ID, R1);
+        a.mov64(R2, 1).lsh64(R2, R1).comment("bit");
+        a.ldxdw(R3, R9, layout::HEAD + hs::PRESENT).and64(R3, R2);
+        a.ldxdw(R0, R9, layout::HEAD + hs::REPEATED).or64(R0, R3).stxdw(R9, layout::HEAD + hs::REPEATED, R0);
+        a.ldxdw(R0, R9, layout::HEAD + hs::PRESENT).or64(R0, R2).stxdw(R9, layout::HEAD + hs::PRESENT, R0);
+        a.mov64(R2, R1).lsh64(R2, 1).add64(R2, R7).add64(R2, shared.head_role as i32);
+        a.ldxh(R2, R2, 0).stxh(R9, layout::HEAD + hs::SUB, R2).comment("sub = role_start[id]");
+        a.mov64(R2, 1).lsh64(R2, R1).ldxdw(R3, R9, layout::P_READ).and64(R3, R2);
+        a.mov64(R2, 0).jeq(R3, 0, lk("field_unread"));
+        a.mov64(R2, 1);
+        a.label(lk("field_unread"));
+        a.stxb(R9, layout::FIELD_READ, R2).comment("whether the policy's matchers read this field's value");
+        value_group(a, shape);
+        call_group(a, names::START_GROUP, R1, None);
+        a.ja(after.clone());
 
         action(a, Action::ValueByte);
-        if !tables.values.is_empty() {
-            a.ldxb(R4, R9, layout::HEAD + hs::HEADER_ID);
-            let done = lk("value_lanes_done");
-            for (header, automaton) in &tables.values {
-                let skip = a.fresh_label(&format!("s{index}_value_not_{header}"));
-                a.jne(R4, i32::from(*header), skip.clone());
-                a.mov64(R1, R6);
-                for lane in &automaton.lanes {
-                    step_lane(a, lane, facts);
-                }
-                a.ja(done.clone());
-                a.label(skip);
-            }
-            a.label(done);
-        }
+        let read = lk("value_read");
+        a.ldxb(R1, R9, layout::FIELD_READ).jne(R1, 0, read.clone()).comment("a field the policy's matchers read");
         sub_step(a, shared);
         a.jset(R0, 0x8000, lk("digit"));
         if let Some(skip) = shared.value_skip {
-            skip_plain_value(a, skip, tables, header_bytes, &after);
+            skip_plain_value(a, skip, &after);
         }
+        a.ja(after.clone());
+        a.label(read);
+        a.ldxb(R1, R9, layout::HEAD + hs::HEADER_ID).and64(R1, 63);
+        value_group(a, shape);
+        call_group(a, names::STEP_GROUP, R1, Some(R6));
+        tables_base(a, R7);
+        head_class(a, shared);
+        sub_step(a, shared);
+        a.jset(R0, 0x8000, lk("digit"));
         a.ja(after.clone());
         a.label(lk("digit"));
         a.ldxdw(R1, R9, layout::HEAD + hs::CONTENT_LENGTH).mul64(R1, 10);
@@ -311,14 +412,16 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
         a.jeq(R1, 0, l("target")).ja(after.clone());
 
         action(a, Action::HeadEnd);
-        a.jlt(R8, header_bytes, l("complete"));
+        a.ldxw(R3, R9, layout::P_HEADER_BYTES);
+        a.jlt(R8, R3, l("complete"));
         a.ja(after.clone());
 
         a.label(after);
         a.note("the head may not be longer than header_bytes; a CR as the last allowed byte waits for the next");
+        a.ldxw(R3, R9, layout::P_HEADER_BYTES);
         a.mov64(R2, R8).add64(R2, 1);
-        a.jlt(R2, header_bytes, lk("go_on"));
-        a.jne(R2, header_bytes, l("limit_bytes"));
+        a.jlt(R2, R3, lk("go_on"));
+        a.jne(R2, R3, l("limit_bytes"));
         a.ldxh(R1, R9, layout::HEAD + hs::STATE).sub64(R1, 1);
         a.jlt(R1, i32::from(crate::scan::AFTER_CR_STATES), lk("go_on"));
         a.label(lk("go_on"));
@@ -327,7 +430,7 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
         }
     }
     a.label(l("limit_bytes"));
-    a.mov64(R8, header_bytes - 1);
+    a.ldxw(R8, R9, layout::P_HEADER_BYTES).sub64(R8, 1);
     refuse_const(a, limit_code(LimitKind::HeaderBytes), R8);
 
     a.label(l("limit_headers"));
@@ -343,15 +446,35 @@ fn scan(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTa
     a.mov64(R0, 1).exit();
 
     a.label(l("complete"));
-    complete(a, index, tables);
+    complete(a, shape);
+}
+
+/// r5 = the head class of the byte in r6 (r7 = blob; clobbers r1).
+fn head_class(a: &mut Asm, shared: &SharedTables) {
+    a.mov64(R1, R7).add64(R1, shared.head_class as i32).add64(R1, R6);
+    a.ldxb(R5, R1, 0).comment("r5 = class");
+}
+
+/// Jumps to `limit` when the head already has the policy's most field
+/// lines (clobbers r1, r2).
+fn fields_limit(a: &mut Asm, limit: &Label) {
+    a.ldxh(R1, R9, layout::HEAD + hs::FIELDS);
+    a.ldxw(R2, R9, layout::P_HEADERS);
+    a.jge(R1, R2, limit.clone());
+}
+
+/// r1 = the value group of the header id in r1 (clobbers r2).
+fn value_group(a: &mut Asm, shape: &Shape) {
+    desc_ptr(a, R2, R9, R7, shape);
+    a.lsh64(R1, 1).add64(R2, R1).ldxh(R1, R2, tables::desc::VALUE_GROUPS).comment("its value lanes: first | count << 8");
 }
 
 /// Words of plain value bytes one value byte's step may skip after it.
 pub const SKIP_WORDS: usize = 3;
 
-/// After a value byte (r1 = the value syntax's new state, r8 = the byte's
-/// offset): while the field is one no matcher of this policy reads and
-/// no role checks (`skip.plain`), the next eight bytes are inside the
+/// After a value byte of a field no matcher of the policy reads (r1 =
+/// the value syntax's new state, r8 = the byte's offset; clobbers r6):
+/// while no role checks the field (`skip.plain`), the next eight bytes are inside the
 /// window and below `header_bytes`, and all of them are
 /// [`ValueSkip::bytes`], take them at once — up to [`SKIP_WORDS`] words.
 /// Each such byte would take the lexer and the value syntax back to
@@ -360,20 +483,14 @@ pub const SKIP_WORDS: usize = 3;
 /// other byte, or near either limit, is left to the byte steps, which
 /// find a violation at its exact offset. Ends at `after`, r8 = the last
 /// byte taken.
-fn skip_plain_value(a: &mut Asm, skip: ValueSkip, tables: &PolicyTables, header_bytes: i32, after: &Label) {
+fn skip_plain_value(a: &mut Asm, skip: ValueSkip, after: &Label) {
     let ones = ValueSkip::ONES;
     let width = ValueSkip::WIDTH as i32;
     a.note("plain value bytes, eight at a time (docs/program.md, \"Skipping plain value bytes\")");
     a.jne(R1, i32::from(skip.plain), after.clone()).comment("a role's value, or still empty");
-    if !tables.values.is_empty() {
-        let read: u64 = tables.values.iter().fold(0, |mask, (header, _)| mask | 1 << (u32::from(*header) & 63));
-        a.ldxb(R2, R9, layout::HEAD + hs::HEADER_ID).and64(R2, 63);
-        a.mov64(R3, 1).lsh64(R3, R2);
-        a.ld_imm64(R2, read as i64).comment("the fields this policy's matchers read");
-        a.jset(R3, R2, after.clone());
-    }
+    a.ldxw(R6, R9, layout::P_HEADER_BYTES).comment("r6 = header_bytes (the byte is not needed any more)");
     for _ in 0..SKIP_WORDS {
-        a.mov64(R2, R8).add64(R2, width).jge(R2, header_bytes, after.clone()).comment("the last byte taken stays below header_bytes");
+        a.mov64(R2, R8).add64(R2, width).jge(R2, R6, after.clone()).comment("the last byte taken stays below header_bytes");
         a.ldxdw(R2, R10, -8).comment("ctx");
         a.ldxdw(R3, R2, CTX_DATA).ldxdw(R4, R2, CTX_DATA_END);
         a.add64(R3, R8).add64(R3, 1);
@@ -389,10 +506,6 @@ fn skip_plain_value(a: &mut Asm, skip: ValueSkip, tables: &PolicyTables, header_
         a.and64(R0, R2).jne(R0, 0, after.clone()).comment("a byte to step: stop here");
         a.add64(R8, width).mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD + hs::OFFSET, R1).comment("eight bytes taken");
     }
-}
-
-fn unreachable_lane(a: &mut Asm) {
-    a.mov64(R0, 1).exit();
 }
 
 /// Refuses with a constant violation code at the offset in `at`.
@@ -437,12 +550,11 @@ fn lower_byte(a: &mut Asm) {
     a.label(done);
 }
 
-/// The path automaton's lanes step with the byte in r1.
-fn path_byte(a: &mut Asm, tables: &PolicyTables, facts: i16) {
+/// The path's lanes step with the byte in r1 (clobbers r0..r5).
+fn path_byte(a: &mut Asm) {
     a.and64(R1, 0xff);
-    for lane in &tables.path.lanes {
-        step_lane(a, lane, facts);
-    }
+    a.ldxh(R2, R9, layout::P_PATH_GROUP);
+    call_group(a, names::STEP_GROUP, R2, Some(R1));
 }
 
 /// sub = sub_table[(sub << 6 | class) & mask]: r0 = the entry, r1 = the
@@ -456,8 +568,8 @@ fn sub_step(a: &mut Asm, shared: &SharedTables) {
 
 /// The whole-head checks at the final LF (scan::HeadScanner::complete):
 /// refuse, or status complete with the head's length.
-fn complete(a: &mut Asm, index: usize, tables: &PolicyTables) {
-    let l = |what: &str| Label::from(format!("s{index}_c_{what}"));
+fn complete(a: &mut Asm, shape: &Shape) {
+    let l = |what: &str| Label::from(format!("s_c_{what}"));
     let bit = |id: u8| 1i32 << id;
     let (host, length, coding) = (bit(HeaderId::HOST), bit(HeaderId::CONTENT_LENGTH), bit(HeaderId::TRANSFER_ENCODING));
     a.note("whole-head checks, in the reference's order");
@@ -487,23 +599,22 @@ fn complete(a: &mut Asm, index: usize, tables: &PolicyTables) {
     a.jset(R3, coding, l("coding_bad"));
     a.jset(R2, length, l("clte"));
     a.label(l("duplicates"));
-    if tables.refuse_get_body {
-        a.note("get_body deny: a GET or HEAD with a body (Transfer-Encoding, or a Content-Length other than 0)");
-        a.ldxb(R0, R9, layout::HEAD + hs::METHOD);
-        a.jeq(R0, 0, l("no_get_body"));
-        a.jset(R2, coding, l("get_body"));
-        a.jset(R2, length, l("get_body_length"));
-        a.ja(l("no_get_body"));
-        a.label(l("get_body_length"));
-        a.ldxdw(R5, R9, layout::HEAD + hs::CONTENT_LENGTH);
-        a.jne(R5, 0, l("get_body"));
-        a.label(l("no_get_body"));
-    }
-    if tables.refuse_duplicates != 0 {
-        a.ld_imm64(R0, tables.refuse_duplicates as i64);
-        a.and64(R0, R1);
-        a.jne(R0, 0, l("duplicate"));
-    }
+    desc_ptr(a, R3, R9, R7, shape);
+    a.note("get_body deny: a GET or HEAD with a body (Transfer-Encoding, or a Content-Length other than 0)");
+    a.ldxb(R0, R3, desc::GET_BODY_DENY).jeq(R0, 0, l("no_get_body"));
+    a.ldxb(R0, R9, layout::HEAD + hs::METHOD);
+    a.jeq(R0, 0, l("no_get_body"));
+    a.jset(R2, coding, l("get_body"));
+    a.jset(R2, length, l("get_body_length"));
+    a.ja(l("no_get_body"));
+    a.label(l("get_body_length"));
+    a.ldxdw(R5, R9, layout::HEAD + hs::CONTENT_LENGTH);
+    a.jne(R5, 0, l("get_body"));
+    a.label(l("no_get_body"));
+    a.note("repeated fields the policy refuses");
+    a.ldxdw(R0, R3, desc::REFUSE_DUPLICATES);
+    a.and64(R0, R1);
+    a.jne(R0, 0, l("duplicate"));
     a.stb(R9, layout::HEAD + hs::STATUS, 1).comment("complete");
     a.mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD_LEN, R1);
     a.mov64(R0, 1).exit();
@@ -515,40 +626,72 @@ fn complete(a: &mut Asm, index: usize, tables: &PolicyTables) {
         ("get_body", MalformedKind::GetBody),
         ("duplicate", MalformedKind::DuplicateHeader),
     ] {
-        if (what == "duplicate" && tables.refuse_duplicates == 0) || (what == "get_body" && !tables.refuse_get_body) {
-            continue;
-        }
         a.label(l(what));
         refuse_const(a, malformed_code(kind), R8);
     }
 }
 
-/// The collect callback: sets the fact of member `start + index`.
-fn collect(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask: u32, cand: i16) {
-    a.function(name);
-    a.note("accept-set member -> its fact bit");
+/// The collect callback: the accept sets of the governing policy's
+/// at-end lanes into the facts, one step per iteration. Its cursor:
+/// `DEC_LIST` the next lane, `DEC_LIST_AT .. DEC_LIST_END` the members of
+/// the set being listed. Stops (returns 1) after the last lane.
+fn collect(a: &mut Asm, shape: &Shape) {
+    let l = |what: &str| Label::from(format!("collect_{what}"));
+    a.function(names::COLLECT);
+    a.note("accept-set member -> its fact bit; or the next at-end lane's accept set");
     a.ldxdw(R9, R2, CTX_STATE);
     tables_base(a, R7);
-    a.ldxw(R3, R9, layout::COLLECT_START).add64(R3, R1).and64(R3, tables.members_mask as i32).lsh64(R3, 2);
-    a.mov64(R2, R7).add64(R2, tables.members as i32).add64(R2, R3).ldxw(R3, R2, 0).comment("fact");
-    set_fact(a, R3, facts, fact_mask);
-    add_candidate(a, R3, cand);
+    a.ldxw(R1, R9, layout::DEC_LIST_AT).ldxw(R2, R9, layout::DEC_LIST_END);
+    a.jlt(R1, R2, l("member"));
+    a.ldxw(R1, R9, layout::DEC_LIST);
+    desc_ptr(a, R2, R9, R7, shape);
+    a.ldxw(R3, R2, desc::LANE_COUNT).jge(R1, R3, l("stop"));
+    a.mov64(R3, R1).add64(R3, 1).stxw(R9, layout::DEC_LIST, R3);
+    a.mov64(R4, R1).lsh64(R4, lane::SHIFT);
+    a.ldxw(R3, R9, layout::P_LANES).add64(R4, R3);
+    into_blob(a, R4, R7, shape);
+    a.ldxb(R0, R4, lane::KIND).jne(R0, i32::from(lane::AT_END), l("go_on")).comment("a token or sticky lane: nothing to collect");
+    a.and64(R1, shape.lane_mask as i32).lsh64(R1, 2).add64(R1, R9);
+    a.ldxw(R5, R1, layout::AREA).comment("the lane's state");
+    a.ldxw(R0, R4, lane::MASK).and64(R5, R0).lsh64(R5, 2);
+    a.ldxw(R0, R4, lane::A).add64(R5, R0);
+    into_blob(a, R5, R7, shape);
+    a.ldxw(R5, R5, 0).comment("its accept set");
+    a.ldxw(R0, R4, lane::C).and64(R5, R0).lsh64(R5, 2);
+    a.ldxw(R0, R4, lane::B).add64(R5, R0);
+    into_blob(a, R5, R7, shape);
+    a.ldxw(R1, R5, 0).ldxw(R2, R5, 4);
+    a.stxw(R9, layout::DEC_LIST_AT, R1).stxw(R9, layout::DEC_LIST_END, R2).comment("its members");
+    a.label(l("go_on"));
+    a.mov64(R0, 0).exit();
+    a.label(l("stop"));
+    a.mov64(R0, 1).exit();
+    a.label(l("member"));
+    a.mov64(R3, R1).add64(R3, 1).stxw(R9, layout::DEC_LIST_AT, R3);
+    desc_ptr(a, R2, R9, R7, shape);
+    table_entry(a, R1, R2, (desc::MEMBERS, desc::MEMBERS_MASK), 2, R3, shape);
+    a.ldxw(R3, R1, 0).comment("fact");
+    set_fact(a, R3, shape);
+    add_candidate(a, R3, shape.cand);
     a.mov64(R0, 0).exit();
 }
 
 /// facts[fact >> 6] |= 1 << (fact & 63), fact in `reg` (clobbers r0, r2, r4).
-fn set_fact(a: &mut Asm, reg: Reg, facts: i16, fact_mask: u32) {
-    a.mov64(R2, reg).rsh64(R2, 6).and64(R2, fact_mask as i32).lsh64(R2, 3).add64(R2, R9);
+fn set_fact(a: &mut Asm, reg: Reg, shape: &Shape) {
+    a.mov64(R2, reg).rsh64(R2, 6).and64(R2, shape.fact_mask as i32).lsh64(R2, 3).add64(R2, R9);
     a.mov64(R4, reg).and64(R4, 63).mov64(R0, 1).lsh64(R0, R4);
-    a.ldxdw(R4, R2, facts).or64(R4, R0).stxdw(R2, facts, R4);
+    a.ldxdw(R4, R2, shape.facts).or64(R4, R0).stxdw(R2, shape.facts, R4);
 }
 
 /// Loads record `r1` (an index) and evaluates its literal: r0 = 1 when
 /// it holds (negation applied), r6 = its flags (clobbers r1..r5).
-fn literal(a: &mut Asm, prefix: &str, tables: &PolicyTables, facts: i16, fact_mask: u32) {
+fn literal(a: &mut Asm, prefix: &str, shape: &Shape) {
     let l = |what: &str| Label::from(format!("{prefix}_{what}"));
-    a.and64(R1, tables.records_mask as i32).lsh64(R1, 3);
-    a.mov64(R2, R7).add64(R2, tables.records as i32).add64(R2, R1);
+    desc_ptr(a, R3, R9, R7, shape);
+    table_entry(a, R1, R3, (desc::RECORDS, desc::RECORDS_MASK), 3, R2, shape);
+    a.mov64(R2, R1);
+    a.ldxw(R1, R3, desc::METHOD_SETS_MASK).stxw(R10, -8, R1);
+    a.ldxw(R1, R3, desc::METHOD_SETS).stxw(R10, -4, R1);
     a.ldxb(R3, R2, 0).ldxb(R6, R2, 1).ldxh(R4, R2, 2).ldxw(R5, R2, 4);
     a.mov64(R0, 0);
     a.jeq(R3, i32::from(record::TRUE), l("true"));
@@ -559,14 +702,16 @@ fn literal(a: &mut Asm, prefix: &str, tables: &PolicyTables, facts: i16, fact_ma
     a.label(l("true"));
     a.mov64(R0, 1).ja(l("value"));
     a.label(l("method"));
-    a.and64(R5, tables.method_sets_mask as i32).lsh64(R5, 3);
-    a.mov64(R2, R7).add64(R2, tables.method_sets as i32).add64(R2, R5).ldxdw(R0, R2, 0);
+    a.ldxw(R2, R10, -8).and64(R5, R2).lsh64(R5, 3);
+    a.ldxw(R2, R10, -4).add64(R2, R5);
+    into_blob(a, R2, R7, shape);
+    a.ldxdw(R0, R2, 0);
     a.ldxb(R1, R9, layout::METHOD_ID).and64(R1, 63).rsh64(R0, R1).and64(R0, 1).ja(l("value"));
     a.label(l("present"));
     a.ldxdw(R0, R9, layout::HEAD + hs::PRESENT).and64(R4, 63).rsh64(R0, R4).and64(R0, 1).ja(l("value"));
     a.label(l("fact"));
-    a.mov64(R2, R5).rsh64(R2, 6).and64(R2, fact_mask as i32).lsh64(R2, 3).add64(R2, R9);
-    a.ldxdw(R0, R2, facts).and64(R5, 63).rsh64(R0, R5).and64(R0, 1);
+    a.mov64(R2, R5).rsh64(R2, 6).and64(R2, shape.fact_mask as i32).lsh64(R2, 3).add64(R2, R9);
+    a.ldxdw(R0, R2, shape.facts).and64(R5, 63).rsh64(R0, R5).and64(R0, 1);
     a.label(l("value"));
     a.mov64(R1, R6).and64(R1, i32::from(record::NEGATED)).xor64(R0, R1);
 }
@@ -574,13 +719,14 @@ fn literal(a: &mut Asm, prefix: &str, tables: &PolicyTables, facts: i16, fact_ma
 /// The linear decision (when more facts are accepted than the guarded
 /// decision lists): one record per iteration, every rule in order; stops
 /// at the first rule whose clauses all hold.
-fn decide(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask: u32) {
+fn decide(a: &mut Asm, shape: &Shape) {
+    let name = names::DECIDE;
     let l = |what: &str| Label::from(format!("{name}_{what}"));
     a.function(name);
     a.note("one decision record: a literal, closing its clause and rule as flagged");
     a.ldxdw(R9, R2, CTX_STATE);
     tables_base(a, R7);
-    literal(a, name, tables, facts, fact_mask);
+    literal(a, name, shape);
     a.ldxb(R1, R9, layout::DEC_CLAUSE).or64(R1, R0).stxb(R9, layout::DEC_CLAUSE, R1);
     a.jset(R6, i32::from(record::END_CLAUSE), l("end_clause"));
     a.mov64(R0, 0).exit();
@@ -614,21 +760,32 @@ fn add_candidate(a: &mut Asm, reg: Reg, cand: i16) {
     a.label(done);
 }
 
-/// Lists the set bits of sticky word `DEC_STICKY_WORD` as candidates:
-/// bit `index` per iteration.
-fn sticky(a: &mut Asm, name: &str, facts: i16, fact_mask: u32, cand: i16) {
+/// Lists the set bits of the sticky lanes' facts words as candidates:
+/// word `index / 64` of the policy's list, bit `index % 64`, per
+/// iteration.
+fn sticky(a: &mut Asm, shape: &Shape) {
+    let name = names::STICKY;
     let skip = Label::from(format!("{name}_clear"));
+    let stop = Label::from(format!("{name}_stop"));
     a.function(name);
     a.note("a sticky lane's seen bit -> a candidate fact");
     a.ldxdw(R9, R2, CTX_STATE);
-    a.ldxw(R3, R9, layout::DEC_STICKY_WORD).and64(R3, fact_mask as i32);
-    a.mov64(R2, R3).lsh64(R2, 3).add64(R2, R9).ldxdw(R4, R2, facts);
+    tables_base(a, R7);
+    desc_ptr(a, R2, R9, R7, shape);
+    a.mov64(R3, R1).rsh64(R3, 6);
+    a.ldxw(R4, R2, desc::STICKY_COUNT).jge(R3, R4, stop.clone());
+    a.lsh64(R3, 2).ldxw(R4, R2, desc::STICKY).add64(R3, R4);
+    into_blob(a, R3, R7, shape);
+    a.ldxw(R3, R3, 0).and64(R3, shape.fact_mask as i32).comment("the facts word");
+    a.mov64(R2, R3).lsh64(R2, 3).add64(R2, R9).ldxdw(R4, R2, shape.facts);
     a.and64(R1, 63).rsh64(R4, R1).and64(R4, 1);
     a.jeq(R4, 0, skip.clone());
     a.lsh64(R3, 6).add64(R3, R1);
-    add_candidate(a, R3, cand);
+    add_candidate(a, R3, shape.cand);
     a.label(skip);
     a.mov64(R0, 0).exit();
+    a.label(stop);
+    a.mov64(R0, 1).exit();
 }
 
 /// The guarded decision (docs/lowering.md, `walk::decide`): the unguarded
@@ -636,7 +793,8 @@ fn sticky(a: &mut Asm, name: &str, facts: i16, fact_mask: u32, cand: i16) {
 /// rule order and cut at the best rule found so far; a rule is tried
 /// record by record and dropped at its first false clause. One record,
 /// or one step between rules and lists, per iteration.
-fn guarded(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask: u32, cand: i16) {
+fn guarded(a: &mut Asm, shape: &Shape) {
+    let name = names::GUARDED;
     let l = |what: &str| Label::from(format!("{name}_{what}"));
     a.function(name);
     a.note("the guarded decision: one record, or one step to the next rule or list");
@@ -648,13 +806,13 @@ fn guarded(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask
     a.ldxw(R1, R9, layout::DEC_LIST_AT).ldxw(R2, R9, layout::DEC_LIST_END);
     a.jge(R1, R2, l("next_list"));
     a.mov64(R3, R1).add64(R3, 1).stxw(R9, layout::DEC_LIST_AT, R3);
-    a.and64(R1, tables.guard_members_mask as i32).lsh64(R1, 2);
-    a.mov64(R2, R7).add64(R2, tables.guard_members as i32).add64(R2, R1).ldxw(R1, R2, 0).comment("rule");
+    desc_ptr(a, R5, R9, R7, shape);
+    table_entry(a, R1, R5, (desc::GUARD_MEMBERS, desc::GUARD_MEMBERS_MASK), 2, R2, shape);
+    a.ldxw(R1, R1, 0).comment("rule");
     a.ldxw(R2, R9, layout::DEC_MATCH).jge(R1, R2, l("next_list"));
     a.stxw(R9, layout::DEC_RULE, R1);
-    a.and64(R1, tables.rule_records_mask as i32).lsh64(R1, 2);
-    a.mov64(R2, R7).add64(R2, tables.rule_records as i32).add64(R2, R1);
-    a.ldxw(R3, R2, 0).ldxw(R4, R2, 4);
+    table_entry(a, R1, R5, (desc::RULE_RECORDS, desc::RULE_RECORDS_MASK), 2, R2, shape);
+    a.ldxw(R3, R1, 0).ldxw(R4, R1, 4);
     a.stxw(R9, layout::DEC_RECORD, R3).stxw(R9, layout::DEC_RECORD_END, R4);
     a.stb(R9, layout::DEC_CLAUSE, 0);
     a.mov64(R0, 0).exit();
@@ -663,10 +821,10 @@ fn guarded(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask
     a.ldxw(R1, R9, layout::DEC_LIST).add64(R1, 1).stxw(R9, layout::DEC_LIST, R1);
     a.ldxw(R2, R9, layout::DEC_CANDIDATES);
     a.jgt(R1, R2, l("done"));
-    a.sub64(R1, 1).and64(R1, CANDIDATES as i32 - 1).lsh64(R1, 2).add64(R1, R9).ldxw(R1, R1, cand).comment("the candidate fact");
-    a.and64(R1, tables.fact_guards_mask as i32).lsh64(R1, 3);
-    a.mov64(R2, R7).add64(R2, tables.fact_guards as i32).add64(R2, R1);
-    a.ldxw(R3, R2, 0).ldxw(R4, R2, 4);
+    a.sub64(R1, 1).and64(R1, CANDIDATES as i32 - 1).lsh64(R1, 2).add64(R1, R9).ldxw(R1, R1, shape.cand).comment("the candidate fact");
+    desc_ptr(a, R5, R9, R7, shape);
+    table_entry(a, R1, R5, (desc::FACT_GUARDS, desc::FACT_GUARDS_MASK), 3, R2, shape);
+    a.ldxw(R3, R1, 0).ldxw(R4, R1, 4);
     a.stxw(R9, layout::DEC_LIST_AT, R3).stxw(R9, layout::DEC_LIST_END, R4);
     a.stw(R9, layout::DEC_RECORD, 0).stw(R9, layout::DEC_RECORD_END, 0);
     a.mov64(R0, 0).exit();
@@ -676,7 +834,7 @@ fn guarded(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask
 
     a.label(l("record"));
     a.add64(R1, 1).stxw(R9, layout::DEC_RECORD, R1).sub64(R1, 1);
-    literal(a, name, tables, facts, fact_mask);
+    literal(a, name, shape);
     a.ldxb(R1, R9, layout::DEC_CLAUSE).or64(R1, R0).stxb(R9, layout::DEC_CLAUSE, R1);
     a.jset(R6, i32::from(record::END_CLAUSE), l("end_clause"));
     a.mov64(R0, 0).exit();
@@ -698,11 +856,10 @@ fn guarded(a: &mut Asm, name: &str, tables: &PolicyTables, facts: i16, fact_mask
 /// The chunk-line callback: one byte of a chunked body outside chunk
 /// data (scan::ChunkScanner::step); stops at data, at the end, or at the
 /// offending byte (`CHUNK_TAKEN` then points at it).
-fn chunk(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedTables) {
-    let l = |what: &str| Label::from(format!("c{index}_{what}"));
-    let header_bytes = limits.header_bytes.max(1) as i32;
-    a.function(name);
-    a.note(format!("chunked-body framing of policy {index}: one byte (scan::ChunkScanner::step)"));
+fn chunk(a: &mut Asm, shared: &SharedTables) {
+    let l = |what: &str| Label::from(format!("c_{what}"));
+    a.function(names::CHUNK);
+    a.note("chunked-body framing: one byte (scan::ChunkScanner::step)");
     a.ldxdw(R9, R2, CTX_STATE);
     a.ldxb(R1, R9, layout::CHUNK + cs::STATUS).jne(R1, 0, l("stop"));
     a.ldxb(R1, R9, layout::CHUNK + cs::STATE).jeq(R1, i32::from(shared.chunk_data), l("stop")).comment("data: passed in bulk");
@@ -750,7 +907,7 @@ fn chunk(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedT
     a.stxdw(R9, layout::CHUNK + cs::REMAINING, R1).stdw(R9, layout::CHUNK + cs::SIZE, 0);
     a.ja(take.clone());
     act(a, ChunkAction::TrailerLine);
-    a.ldxw(R1, R9, layout::CHUNK + cs::TRAILER_FIELDS).jge(R1, limits.headers as i32, l("refuse"));
+    a.ldxw(R1, R9, layout::CHUNK + cs::TRAILER_FIELDS).ldxw(R2, R9, layout::P_HEADERS).jge(R1, R2, l("refuse"));
     a.ja(l("trailer"));
     act(a, ChunkAction::TrailerFieldEnd);
     a.ldxw(R1, R9, layout::CHUNK + cs::TRAILER_FIELDS);
@@ -764,7 +921,7 @@ fn chunk(a: &mut Asm, name: &str, index: usize, limits: Limits, shared: &SharedT
     a.jeq32(R1, -1, kept.clone());
     a.add64(R1, 1).stxw(R9, layout::CHUNK + cs::TRAILER_BYTES, R1);
     a.label(kept);
-    a.jge(R1, header_bytes, l("refuse"));
+    a.ldxw(R2, R9, layout::P_HEADER_BYTES).jge(R1, R2, l("refuse"));
     a.ja(take.clone());
     act(a, ChunkAction::Done);
     a.stb(R9, layout::CHUNK + cs::STATUS, 1);

@@ -3,9 +3,10 @@
 //! r7 = the connection's state (non-null after the prologue).
 
 use super::layout::{self, phase};
-use super::program::{self, PolicyPlan};
+use super::program::{self, Plan};
 use super::answer::{self, AnswerTables};
-use super::tables::SharedTables;
+use super::callbacks;
+use super::tables::{desc, Described};
 use super::CodegenError;
 use crate::abi;
 use crate::bpf::{sk_msg_md, verdict, Asm, Helper, Label, Program, Reg, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9};
@@ -15,7 +16,7 @@ use std::net::IpAddr;
 /// The governed phases: the generated ones, or the frame's stand-in.
 pub enum Phases<'a> {
     StandIn(HeadPhase),
-    Generated { plans: &'a [PolicyPlan<'a>], shared: &'a SharedTables, answers: &'a AnswerTables },
+    Generated { plan: &'a Plan<'a>, policies: &'a [Described], answers: &'a AnswerTables, audit: bool },
 }
 
 /// What the head phase does.
@@ -66,7 +67,14 @@ pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenEr
     a.ldxw(R9, R6, sk_msg_md::LOCAL_PORT).comment("msg->local_port, host order");
     let mut selects_all = false;
     for (index, policy) in program.policies.iter().enumerate() {
-        select_policy(&mut a, index, policy)?;
+        let params = match &phases {
+            Phases::Generated { policies, .. } => Some(*policies.get(index).ok_or_else(|| CodegenError::Unsupported {
+                policy: policy.name.clone(),
+                construct: "a policy without tables (internal)".to_owned(),
+            })?),
+            Phases::StandIn(_) => None,
+        };
+        select_policy(&mut a, index, policy, params)?;
         if policy.scope.is_everything() {
             // Later policies and the ungoverned case are unreachable (the
             // verifier refuses unreachable instructions).
@@ -80,26 +88,46 @@ pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenEr
         a.ja("pass_all");
     }
 
+    if let Phases::Generated { plan, .. } = &phases {
+        a.label("selected");
+        a.note("the governing policy's parameters, from its descriptor, once per connection (docs/program.md, \"Many policies\")");
+        let shape = &plan.shape;
+        callbacks::tables_base(&mut a, R2);
+        a.ldxw(R1, R7, layout::P_DESC).and64(R1, shape.blob_mask as i32).add64(R2, R1);
+        for (from, to) in [
+            (desc::LANES, layout::P_LANES),
+            (desc::HEADER_BYTES, layout::P_HEADER_BYTES),
+            (desc::HEADERS, layout::P_HEADERS),
+            (desc::WINDOW, layout::P_WINDOW),
+            (desc::COUNTER_BASE, layout::V_BASE),
+        ] {
+            a.ldxw(R1, R2, from).stxw(R7, to, R1);
+        }
+        a.ldxh(R1, R2, desc::PATH_GROUP).stxh(R7, layout::P_PATH_GROUP, R1);
+        a.ldxb(R1, R2, desc::AUDIT).stxb(R7, layout::P_AUDIT, R1);
+        a.ldxdw(R1, R2, desc::READ).stxdw(R7, layout::P_READ, R1);
+        a.stb(R7, layout::PHASE, i32::from(phase::HEAD));
+    }
+
     a.label("head");
     match &phases {
         Phases::StandIn(HeadPhase::DenyFailClosed) => {
             a.note("head phase: not generated in this build; deny (fail closed)");
             a.ja("deny");
         }
-        Phases::Generated { plans, shared, answers } => {
-            a.note("r8 = the stream offset of this run's first byte; then the governing policy");
-            to_policy(&mut a, plans, program::head_label);
+        Phases::Generated { plan, answers, audit, .. } => {
+            a.note("r8 = the stream offset of this run's first byte; then the one head phase of every policy");
+            a.ldxdw(R8, R7, layout::OFFSET);
+            a.ja(program::HEAD);
             a.label("chunk");
-            to_policy(&mut a, plans, program::chunk_label);
+            a.ldxdw(R8, R7, layout::OFFSET);
+            a.ja(program::CHUNK);
             a.label("body_phase");
             a.ldxdw(R8, R7, layout::OFFSET);
             a.ja("body");
-            for plan in plans.iter() {
-                program::emit_policy(&mut a, plan, shared);
-            }
-            let audit = plans.iter().any(|plan| plan.lowered.mode == crate::model::Mode::Audit);
-            answer::emit_exits(&mut a, answers, audit);
-            program::emit_shared_exits(&mut a, shared.chunk_start);
+            program::emit_phases(&mut a, plan);
+            answer::emit_exits(&mut a, answers, *audit);
+            program::emit_shared_exits(&mut a, plan.shared.chunk_start);
         }
     }
 
@@ -127,32 +155,19 @@ pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenEr
     a.call(Helper::MsgCorkBytes);
     a.mov64(R0, verdict::DROP);
     a.exit();
-    if let Phases::Generated { plans, shared, answers } = &phases {
+    if let Phases::Generated { plan, answers, .. } = &phases {
         program::emit_report(&mut a);
         answer::emit_answer_function(&mut a, answers);
         answer::emit_forwarded_function(&mut a);
-        for plan in plans.iter() {
-            program::emit_callbacks(&mut a, plan.index, plan.lowered.limits, shared, plan.tables, plan.facts, plan.fact_mask, plan.cand);
-        }
+        program::emit_callbacks(&mut a, plan.shared, &plan.shape);
     }
     Ok(a.finish()?)
-}
-
-/// r8 = the run's stream offset, then a jump to the governing policy's
-/// `label` (an unknown policy denies).
-fn to_policy(a: &mut Asm, plans: &[PolicyPlan<'_>], label: fn(usize) -> crate::bpf::Label) {
-    a.ldxdw(R8, R7, layout::OFFSET);
-    a.ldxb(R1, R7, layout::POLICY);
-    for plan in plans {
-        a.jeq(R1, plan.index as i32, label(plan.index));
-    }
-    a.ja("deny").comment("no such policy: fail closed");
 }
 
 /// Jumps to `head` (with the policy recorded) when `policy`'s scope
 /// selects the socket; falls through otherwise. r8 = remote port, r9 =
 /// local port (host order).
-fn select_policy(a: &mut Asm, index: usize, policy: &Policy) -> Result<(), CodegenError> {
+fn select_policy(a: &mut Asm, index: usize, policy: &Policy, described: Option<Described>) -> Result<(), CodegenError> {
     let scope = &policy.scope;
     let index_byte = u8::try_from(index).map_err(|_| CodegenError::Unsupported {
         policy: policy.name.clone(),
@@ -176,8 +191,17 @@ fn select_policy(a: &mut Asm, index: usize, policy: &Policy) -> Result<(), Codeg
         }
     }
     a.stb(R7, layout::POLICY, i32::from(index_byte));
-    a.stb(R7, layout::PHASE, i32::from(phase::HEAD));
-    a.ja("head");
+    match described {
+        Some(described) => {
+            a.stw(R7, layout::P_DESC, described.desc as i32).comment("its descriptor");
+            a.ja("selected");
+        }
+        None => {
+            a.stb(R7, layout::PHASE, i32::from(phase::HEAD));
+            a.ja("head");
+        }
+    }
+
     if !scope.is_everything() {
         a.label(next);
     }

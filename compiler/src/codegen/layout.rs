@@ -99,6 +99,9 @@ pub const CORKED: i16 = 100;
 /// bytes in it: every kTLS record), where a cork never runs the program
 /// again (docs/program.md, "Under kTLS").
 pub const UNMAPPED: i16 = 101;
+/// 1 while the field whose value the scan is in is one the governing
+/// policy's matchers read (set at its name's end).
+pub const FIELD_READ: i16 = 102;
 /// `scan::HeadState` (56 bytes).
 pub const HEAD: i16 = 104;
 /// `scan::ChunkState` (32 bytes).
@@ -139,8 +142,24 @@ pub const REQ_KIND: i16 = 265;
 /// this connection, so no later deny is answered (it would read as the
 /// redirected request's answer).
 pub const REDIRECTED_ONCE: i16 = 266;
-/// The governing policy's automaton states start here.
-pub const AREA: i16 = 272;
+/// The governing policy, set once when its scope selects the connection
+/// (`frame::select_policy`): its descriptor's offset in `.rodata`
+/// (`tables::desc`), its lane records' offset (`tables::lane`), its path
+/// lanes' group, its limits, whether it audits (`event_flags::AUDIT` or
+/// 0), the read window of a head, and the header ids whose values its
+/// matchers read. The code of every policy is one; only these and the
+/// tables they point at differ (issue 15, "Many policies").
+pub const P_DESC: i16 = 272;
+pub const P_LANES: i16 = 276;
+pub const P_HEADER_BYTES: i16 = 280;
+pub const P_HEADERS: i16 = 284;
+pub const P_WINDOW: i16 = 288;
+pub const P_PATH_GROUP: i16 = 292;
+pub const P_AUDIT: i16 = 294;
+pub const P_READ: i16 = 296;
+/// The governing policy's automaton states start here: lane `i`'s state
+/// at `AREA + 4 i`.
+pub const AREA: i16 = 304;
 
 /// Offsets inside `HeadState` (scan/walk.rs, tested there).
 pub mod head {
@@ -193,7 +212,8 @@ pub fn state_type(total: u32) -> DataType {
             Field::new("scratch", DataType::Bytes((HEAD - 32) as u32)),
             Field::new("head", DataType::Bytes((CHUNK - HEAD) as u32)),
             Field::new("chunk", DataType::Bytes((DEC_LIST - CHUNK) as u32)),
-            Field::new("decision", DataType::Bytes((AREA - DEC_LIST) as u32)),
+            Field::new("decision", DataType::Bytes((P_DESC - DEC_LIST) as u32)),
+            Field::new("policy_params", DataType::Bytes((AREA - P_DESC) as u32)),
             Field::new("automata", DataType::Bytes(total - AREA as u32)),
         ],
     }

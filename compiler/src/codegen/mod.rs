@@ -5,9 +5,11 @@
 //! per-connection state in `l7_conn`, scope selection by ports, the phase
 //! dispatch, the pass-all path of ungoverned sockets, verdict exits that
 //! call both `msg_apply_bytes` and `msg_cork_bytes` on every path
-//! (docs/kernel-mechanics.md) — and per policy its head phase (the `scan/`
-//! head machine and the `lower/` automata stepped in a `bpf_loop`), its
-//! decision, its verdicts and its chunk phase. [`compile`] refuses by name
+//! (docs/kernel-mechanics.md) — and one head phase (the `scan/` head
+//! machine and the `lower/` automata stepped in a `bpf_loop`), decision,
+//! verdicts and chunk phase that every policy shares: a policy is data, its
+//! tables and descriptor in `.rodata`, found from the connection's state
+//! (docs/program.md, "Many policies"). [`compile`] refuses by name
 //! ([`CodegenError::Unsupported`]) what it cannot generate yet — address
 //! scopes (`remote addr` / `local addr`) and audit mode with more than 32
 //! redirect targets — rather than emit a program that would judge a
@@ -148,25 +150,32 @@ pub fn compile(checked: &Checked, _options: &Options) -> Result<Compiled, Codege
         .enumerate()
         .map(|(index, policy)| tables::policy(&mut blob, policy, index, layout::AREA))
         .collect();
-    let area = placed.iter().map(|t| t.area_bytes).max().unwrap_or(0);
-    let facts = tables::facts_offset(area);
+    let mut rules_before = 0usize;
+    let mut policies = Vec::with_capacity(placed.len());
+    for (index, (policy, tables)) in lowered.policies.iter().zip(&placed).enumerate() {
+        let counter_base = (index * abi::REASON_SLOTS + rules_before) as u32;
+        let described = tables::describe(&mut blob, policy, tables, index, counter_base);
+        if described.lane_count > tables::MAX_POLICY_LANES {
+            return Err(CodegenError::Unsupported {
+                policy: policy.name.clone(),
+                construct: format!("{} automata (at most {}: fewer headers matched by value would help)", described.lane_count, tables::MAX_POLICY_LANES),
+            });
+        }
+        policies.push(described);
+        rules_before += policy.decision.rules.len();
+    }
+    let lanes = policies.iter().map(|p| p.lane_count).max().unwrap_or(2).max(2).next_power_of_two();
+    let area_bytes = lanes * 4;
+    let facts = tables::facts_offset(area_bytes);
     let fact_capacity = placed.iter().map(|t| t.fact_words).max().unwrap_or(1).next_power_of_two();
     let cand = facts + (fact_capacity * 8) as i16;
     let state_bytes = cand as u32 + tables::CANDIDATES * 4;
-    let mut rules_before = 0usize;
-    let plans: Vec<program::PolicyPlan<'_>> = lowered
-        .policies
-        .iter()
-        .zip(&placed)
-        .enumerate()
-        .map(|(index, (policy, tables))| {
-            let counter_base = (index * abi::REASON_SLOTS + rules_before) as u32;
-            rules_before += policy.decision.rules.len();
-            program::PolicyPlan { index, lowered: policy, tables, counter_base, facts, fact_mask: fact_capacity - 1, cand }
-        })
-        .collect();
     let answers = answer::tables(&mut blob, program)?;
-    let code = frame::emit(program, Phases::Generated { plans: &plans, shared: &shared, answers: &answers })?;
+    let blob_mask = blob.seal();
+    let shape = callbacks::Shape { facts, fact_mask: fact_capacity - 1, cand, lane_mask: lanes - 1, blob_mask };
+    let plan = program::Plan { shared: &shared, shape, area_bytes };
+    let audit = lowered.policies.iter().any(|policy| policy.mode == Mode::Audit);
+    let code = frame::emit(program, Phases::Generated { plan: &plan, policies: &policies, answers: &answers, audit })?;
     let table_sizes = blob.tables();
     build(program, code, Some(blob.into_bytes()), state_bytes, table_sizes, started)
 }

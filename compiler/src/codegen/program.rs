@@ -1,22 +1,24 @@
 //! The phases of a governed connection (docs/program.md): the head phase
-//! of each policy (window, pull, connection-start checks, the scan, the
-//! decision, the verdict), its chunked-body phase, the long-body phase,
-//! and the exits and the `l7_report` function they share.
+//! (window, pull, connection-start checks, the scan, the decision, the
+//! verdict), the chunked-body phase, the long-body phase, and the exits
+//! and the `l7_report` function they share. One code path for every
+//! policy: what differs between policies is data, the governing one's
+//! descriptor (`tables::desc`) and the `P_*` fields scope selection set.
 //!
 //! Registers in the main program: r6 = msg, r7 = the connection's state,
 //! r8 = the stream offset where this run's data starts (from the phase
 //! dispatch on), r9 = scratch kept across calls.
 
 use super::answer;
-use super::callbacks::{self, tables_base, Names, CTX, CTX_DATA, CTX_DATA_END, CTX_STATE};
+use super::callbacks::{self, names, tables_base, Shape, CTX, CTX_DATA, CTX_DATA_END, CTX_STATE};
 use super::layout::{self, chunk as cs, flags, head as hs, phase};
-use super::tables::{rule_action, PolicyTables, SharedTables};
+use super::tables::{desc, lane, rule_action, SharedTables};
 use crate::abi::{self, event_flags, record, Event, NO_RULE};
 use crate::bpf::{sk_msg_md, verdict, Asm, Helper, Label, Reg, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8, R9};
 use crate::verdict::Reason;
 use crate::http::{MalformedKind, HTTP2_PREFACE_LINE};
-use crate::lower::{LoweredPolicy, START};
-use crate::model::{DefaultVerdict, Mode, OpaqueVerdict, VerdictAction};
+use crate::lower::START;
+use crate::model::VerdictAction;
 use crate::scan::HeaderId;
 
 /// `HeadState::form` of an authority-form target (CONNECT).
@@ -33,37 +35,28 @@ const EVENT: i16 = -8 - Event::SIZE as i16;
 const AUDIT_KEY: i16 = -80;
 const AUDIT_SLOT: i16 = -76;
 
-/// What one policy's phases need.
-pub struct PolicyPlan<'a> {
-    pub index: usize,
-    pub lowered: &'a LoweredPolicy,
-    pub tables: &'a PolicyTables,
-    /// Counter index of the policy's first reason slot.
-    pub counter_base: u32,
-    pub facts: i16,
-    /// Words of the facts bitmap, minus one (a power of two minus one).
-    pub fact_mask: u32,
-    /// The candidate facts' array (`tables::CANDIDATES` u32s).
-    pub cand: i16,
+/// What the phases every policy shares need from the compilation.
+pub struct Plan<'a> {
+    pub shared: &'a SharedTables,
+    pub shape: Shape,
+    /// Bytes of the automaton states' area (every lane slot).
+    pub area_bytes: u32,
 }
 
-fn policy_label(index: usize, what: &str) -> Label {
-    Label::from(format!("p{index}_{what}"))
+fn label(what: &str) -> Label {
+    Label::from(format!("p_{what}"))
 }
 
-/// The label of policy `index`'s head phase.
-pub fn head_label(index: usize) -> Label {
-    policy_label(index, "head")
-}
+/// The head phase's label.
+pub const HEAD: &str = "p_head";
+/// The chunked-body phase's label.
+pub const CHUNK: &str = "p_chunk";
 
-pub fn chunk_label(index: usize) -> Label {
-    policy_label(index, "chunk")
-}
-
-/// Emits the head and chunk phases of one policy (main program code).
-pub fn emit_policy(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
-    head_phase(a, plan, shared);
-    chunk_phase(a, plan, shared);
+/// Emits the head and chunk phases (main program code), one for every
+/// policy.
+pub fn emit_phases(a: &mut Asm, plan: &Plan<'_>) {
+    head_phase(a, plan);
+    chunk_phase(a, plan);
 }
 
 /// `apply_bytes(reg)` (a register or constant) and `cork_bytes(0)`.
@@ -72,19 +65,35 @@ fn apply_no_cork(a: &mut Asm, amount: Reg) {
     a.mov64(R1, R6).mov64(R2, 0).call(Helper::MsgCorkBytes);
 }
 
+/// The most bytes one window reads: a constant, or the policy's
+/// `P_WINDOW`.
+enum Limit {
+    Const(i32),
+    Policy,
+}
+
 /// r9 = min(msg->size, limit); pulls `[0, r9)` when it is not contiguous
 /// (a failed pull denies); fills the loop context.
-fn window(a: &mut Asm, index: usize, limit: i32, what: &str) {
-    let ok = policy_label(index, &format!("{what}_window_ok"));
-    let pulled = policy_label(index, &format!("{what}_pulled"));
+fn window(a: &mut Asm, limit: Limit, what: &str) {
+    let ok = label(&format!("{what}_window_ok"));
+    let pulled = label(&format!("{what}_pulled"));
     a.ldxw(R9, R6, sk_msg_md::SIZE).comment("msg->size");
-    a.jle(R9, limit, ok.clone());
-    a.mov64(R9, limit);
+    match limit {
+        Limit::Const(limit) => {
+            a.jle(R9, limit, ok.clone());
+            a.mov64(R9, limit);
+        }
+        Limit::Policy => {
+            a.ldxw(R1, R7, layout::P_WINDOW).comment("the policy's window: header_bytes + 1, or the HTTP/2 preface");
+            a.jle(R9, R1, ok.clone());
+            a.mov64(R9, R1);
+        }
+    }
     a.label(ok);
     a.ldxdw(R2, R6, sk_msg_md::DATA).ldxdw(R3, R6, sk_msg_md::DATA_END).sub64(R3, R2);
     a.note("data == data_end with bytes to read: the message is not mapped (kTLS gives every record so)");
     a.mov64(R1, 0);
-    let mapped = policy_label(index, &format!("{what}_mapped"));
+    let mapped = label(&format!("{what}_mapped"));
     a.jne(R3, 0, mapped.clone());
     a.mov64(R1, 1);
     a.label(mapped);
@@ -107,6 +116,12 @@ fn run_loop(a: &mut Asm, count: Reg, callback: &str) {
     a.call(Helper::Loop);
 }
 
+/// `reg` = the governing policy's descriptor (clobbers r0).
+fn policy_desc(a: &mut Asm, reg: Reg, shape: &Shape) {
+    tables_base(a, reg);
+    a.ldxw(R0, R7, layout::P_DESC).and64(R0, shape.blob_mask as i32).add64(reg, R0);
+}
+
 /// Fills the verdict fields the report reads (start = r8).
 struct Verdict {
     action: VerdictAction,
@@ -115,26 +130,24 @@ struct Verdict {
     by_rule: bool,
 }
 
-fn set_verdict(a: &mut Asm, plan: &PolicyPlan<'_>, v: &Verdict, shared_flags: bool) {
+fn set_verdict(a: &mut Asm, shape: &Shape, v: &Verdict, shared_flags: bool) {
     let (class, kind) = abi::reason_code(v.reason);
     a.stb(R7, layout::V_ACTION, i32::from(abi::action_code(v.action)));
     a.stb(R7, layout::V_CLASS, i32::from(class));
     a.stb(R7, layout::V_KIND, i32::from(kind));
     a.stb(R7, layout::V_RECORD, i32::from(record::VERDICT));
-    a.stw(R7, layout::V_BASE, plan.counter_base as i32);
     a.ldxw(R1, R7, layout::INDEX).stxw(R7, layout::V_INDEX, R1).add64(R1, 1).stxw(R7, layout::INDEX, R1);
     a.stxdw(R7, layout::V_START, R8);
-    let audit = if plan.lowered.mode == Mode::Audit { event_flags::AUDIT } else { 0 };
     if shared_flags {
         // V_FLAGS holds the framing's CHUNKED bit (head_done).
         a.ldxb(R1, R7, layout::V_FLAGS);
     } else {
         a.mov64(R1, 0);
     }
-    a.or64(R1, i32::from(audit));
+    a.ldxb(R2, R7, layout::P_AUDIT).or64(R1, R2).comment("AUDIT when the policy audits");
     if v.by_rule {
         a.stxw(R7, layout::V_RULE, R9);
-        rule_entry(a, plan, R2);
+        rule_entry(a, shape, R2);
         let plain = a.fresh_label("unlogged");
         a.ldxb(R3, R2, 1).jeq(R3, 0, plain.clone());
         a.or64(R1, i32::from(event_flags::LOGGED));
@@ -145,32 +158,36 @@ fn set_verdict(a: &mut Asm, plan: &PolicyPlan<'_>, v: &Verdict, shared_flags: bo
     a.stxb(R7, layout::V_FLAGS, R1);
 }
 
-/// reg = &rules[r9] (clobbers reg only).
-fn rule_entry(a: &mut Asm, plan: &PolicyPlan<'_>, reg: Reg) {
+/// reg = &rules[r9] of the governing policy (clobbers r0 and reg only).
+fn rule_entry(a: &mut Asm, shape: &Shape, reg: Reg) {
+    policy_desc(a, reg, shape);
+    a.ldxw(R0, reg, desc::RULES_MASK).and64(R0, R9).lsh64(R0, 3);
+    a.ldxw(reg, reg, desc::RULES).add64(R0, reg).and64(R0, shape.blob_mask as i32);
     tables_base(a, reg);
-    a.add64(reg, plan.tables.rules as i32);
-    // r9 & mask, shifted, without clobbering r9: use r0.
-    a.mov64(R0, R9).and64(R0, plan.tables.rules_mask as i32).lsh64(R0, 3).add64(reg, R0);
+    a.add64(reg, R0);
 }
 
 fn report(a: &mut Asm) {
     a.mov64(R1, R7).mov64(R2, R6).call_local("l7_report");
 }
 
-fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
-    let p = plan.index;
-    let l = |what: &str| policy_label(p, what);
-    let lowered = plan.lowered;
-    let tables = plan.tables;
-    let names = Names::new(p);
-    let header_bytes = lowered.limits.header_bytes.max(1) as i32;
-    let preface = HTTP2_PREFACE_LINE;
-    let limit = (header_bytes + 1).max(preface.len() as i32);
+/// Jumps to `enforce` when the governing policy enforces, else to
+/// `audit` (clobbers r1).
+fn by_mode(a: &mut Asm, enforce: impl Into<Label>, audit: impl Into<Label>) {
+    a.ldxb(R1, R7, layout::P_AUDIT);
+    a.jne(R1, 0, audit);
+    a.ja(enforce);
+}
 
-    a.label(head_label(p));
-    a.note(format!("policy {}: the request head (docs/program.md)", lowered.name));
-    a.stw(R7, layout::V_BASE, plan.counter_base as i32);
-    window(a, p, limit, "head");
+fn head_phase(a: &mut Asm, plan: &Plan<'_>) {
+    let l = label;
+    let shared = plan.shared;
+    let shape = &plan.shape;
+    let preface = HTTP2_PREFACE_LINE;
+
+    a.label(HEAD);
+    a.note("the request head, for every policy: the governing one's tables through P_DESC (docs/program.md)");
+    window(a, Limit::Policy, "head");
 
     a.note("connection start (http::connection_start): a TLS record header is opaque, the HTTP/2 preface line is http2, a proper prefix of either is held");
     a.jne(R8, 0, l("scan"));
@@ -202,17 +219,17 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
         a.stdw(R7, layout::HEAD + word * 8, 0);
     }
     a.sth(R7, layout::HEAD + hs::STATE, i32::from(shared.head_start));
-    for offset in (0..tables.area_bytes as i16).step_by(4) {
-        a.stw(R7, layout::AREA + offset, 0);
+    for offset in (8..plan.area_bytes as i16).step_by(8) {
+        a.stdw(R7, layout::AREA + offset, 0);
     }
-    a.stw(R7, tables.method.state, START as i32);
-    a.stw(R7, tables.name.state, START as i32);
-    for word in 0..tables.fact_words as i16 {
-        a.stdw(R7, plan.facts + word * 8, 0);
+    a.stw(R7, layout::AREA, START as i32).comment("the method lane starts");
+    a.stw(R7, layout::AREA + 4, START as i32).comment("the header-name lane starts");
+    for word in 0..=shape.fact_mask as i16 {
+        a.stdw(R7, shape.facts + word * 8, 0);
     }
     a.stw(R7, layout::DEC_CANDIDATES, 0).stb(R7, layout::DEC_MODE, 0);
     a.add64(R9, callbacks::SCAN_UNROLL as i32 - 1).div64(R9, callbacks::SCAN_UNROLL as i32).comment("iterations: bytes / SCAN_UNROLL, rounded up");
-    run_loop(a, R9, &names.scan);
+    run_loop(a, R9, names::SCAN);
     a.ldxb(R1, R7, layout::HEAD + hs::STATUS);
     a.jeq(R1, 1, l("complete"));
     a.jeq(R1, 2, l("refused"));
@@ -234,31 +251,30 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     // An HTTP/2 connection: denied whatever `opaque` says; in audit mode
     // the framing is lost and the rest passes.
     a.label(l("http2"));
-    set_verdict(a, plan, &Verdict { action: VerdictAction::Deny, reason: Reason::Http2, by_rule: false }, false);
+    set_verdict(a, shape, &Verdict { action: VerdictAction::Deny, reason: Reason::Http2, by_rule: false }, false);
     a.stdw(R7, layout::V_END, 0);
     report(a);
-    a.ja(if lowered.mode == Mode::Audit { "tunnel" } else { "deny" });
+    by_mode(a, "deny", "tunnel");
 
-    // Opaque connection.
+    // Opaque connection: a tunnel when the policy allows it; denied when
+    // not (in audit mode reported as denied, and the rest passes).
     a.label(l("opaque"));
-    let (action, passes) = match (lowered.opaque, lowered.mode) {
-        (OpaqueVerdict::Allow, _) => (VerdictAction::Tunnel, true),
-        (OpaqueVerdict::Deny, Mode::Audit) => (VerdictAction::Deny, true),
-        (OpaqueVerdict::Deny, Mode::Enforce) => (VerdictAction::Deny, false),
-    };
-    set_verdict(a, plan, &Verdict { action, reason: Reason::Opaque, by_rule: false }, false);
+    policy_desc(a, R2, shape);
+    a.ldxb(R1, R2, desc::OPAQUE_DENY).jne(R1, 0, l("opaque_denied"));
+    set_verdict(a, shape, &Verdict { action: VerdictAction::Tunnel, reason: Reason::Opaque, by_rule: false }, false);
     a.stdw(R7, layout::V_END, 0);
     report(a);
-    if passes {
-        a.ja("tunnel");
-    } else {
-        a.ja("deny");
-    }
+    a.ja("tunnel");
+    a.label(l("opaque_denied"));
+    set_verdict(a, shape, &Verdict { action: VerdictAction::Deny, reason: Reason::Opaque, by_rule: false }, false);
+    a.stdw(R7, layout::V_END, 0);
+    report(a);
+    by_mode(a, "deny", "tunnel");
 
     // A refused head.
     a.label(l("refused"));
     a.note("a refused head: its reason from the scan");
-    set_verdict(a, plan, &Verdict { action: VerdictAction::Deny, reason: Reason::Default, by_rule: false }, false);
+    set_verdict(a, shape, &Verdict { action: VerdictAction::Deny, reason: Reason::Default, by_rule: false }, false);
     a.ldxb(R1, R7, layout::HEAD + hs::VIOLATION);
     a.jge(R1, i32::from(crate::scan::Violation::LIMIT_BASE), l("refused_limit"));
     a.stb(R7, layout::V_CLASS, i32::from(abi::reason_code(Reason::Malformed(MalformedKind::Host)).0));
@@ -269,64 +285,61 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.label(l("refused_kind"));
     a.stxb(R7, layout::V_KIND, R1);
     a.stdw(R7, layout::V_END, 0);
-    if lowered.mode == Mode::Enforce {
-        answer::call_answer(a, "deny_answer");
-    }
+    by_mode(a, l("refused_enforce"), l("refused_audit"));
+    a.label(l("refused_enforce"));
+    answer::call_answer(a, "deny_answer");
     report(a);
-    match lowered.mode {
-        Mode::Enforce => a.ja("deny"),
-        Mode::Audit => a.ja("tunnel"),
-    };
+    a.ja("deny");
+    a.label(l("refused_audit"));
+    report(a);
+    a.ja("tunnel");
 
     // A complete head: facts, decision, verdict.
     a.label(l("complete"));
     a.note("the method's id, the accepted patterns' facts, then the rules in order");
-    {
-        let super::tables::LaneKind::Token { id_at_end } = tables.method.kind else { unreachable!() };
-        a.ldxw(R1, R7, tables.method.state).and64(R1, tables.method.mask as i32);
-        tables_base(a, R2);
-        a.add64(R2, id_at_end as i32).add64(R2, R1).ldxb(R1, R2, 0).stxb(R7, layout::METHOD_ID, R1);
-    }
-    let lanes = tables.path.lanes.iter().chain(tables.values.iter().flat_map(|(_, at)| at.lanes.iter()));
-    for lane in lanes {
-        let super::tables::LaneKind::AtEnd { accept, sets, set_mask } = lane.kind else { continue };
-        let skip = a.fresh_label(&format!("p{p}_no_members"));
-        a.ldxw(R1, R7, lane.state).and64(R1, lane.mask as i32).lsh64(R1, 2);
-        tables_base(a, R2);
-        a.add64(R2, accept as i32).add64(R2, R1).ldxw(R1, R2, 0).comment("accept set");
-        a.and64(R1, set_mask as i32).lsh64(R1, 2);
-        tables_base(a, R2);
-        a.add64(R2, sets as i32).add64(R2, R1);
-        a.ldxw(R3, R2, 0).ldxw(R4, R2, 4).stxw(R7, layout::COLLECT_START, R3);
-        a.jle(R4, R3, skip.clone());
-        a.sub64(R4, R3);
-        run_loop(a, R4, &names.collect);
-        a.label(skip);
-    }
-    for &word in &tables.sticky_words {
-        a.stw(R7, layout::DEC_STICKY_WORD, word as i32);
-        a.mov64(R9, 64);
-        run_loop(a, R9, &names.sticky);
-    }
+    tables_base(a, R2);
+    a.ldxw(R0, R7, layout::P_LANES).and64(R0, shape.blob_mask as i32).add64(R2, R0).comment("lane 0: the method");
+    a.ldxw(R1, R7, layout::AREA);
+    a.ldxw(R0, R2, lane::MASK).and64(R1, R0);
+    a.ldxw(R0, R2, lane::A).add64(R1, R0).and64(R1, shape.blob_mask as i32);
+    tables_base(a, R2);
+    a.add64(R2, R1).ldxb(R1, R2, 0).stxb(R7, layout::METHOD_ID, R1);
+    a.note("the at-end lanes' accept sets into the facts, lane by lane; a collection the bound cut short fails closed");
+    a.stw(R7, layout::DEC_LIST, 0).stw(R7, layout::DEC_LIST_AT, 0).stw(R7, layout::DEC_LIST_END, 0);
+    policy_desc(a, R2, shape);
+    a.ldxw(R9, R2, desc::COLLECT_BOUND);
+    run_loop(a, R9, names::COLLECT);
+    a.ldxw(R1, R7, layout::DEC_LIST_AT).ldxw(R2, R7, layout::DEC_LIST_END);
+    a.jlt(R1, R2, "internal_nothing");
+    policy_desc(a, R2, shape);
+    a.ldxw(R1, R7, layout::DEC_LIST).ldxw(R3, R2, desc::LANE_COUNT);
+    a.jlt(R1, R3, "internal_nothing");
+    a.ldxw(R9, R2, desc::STICKY_COUNT);
+    a.jeq(R9, 0, l("no_sticky"));
+    a.lsh64(R9, 6);
+    run_loop(a, R9, names::STICKY);
+    a.label(l("no_sticky"));
     a.stw(R7, layout::DEC_RULE, 0).stw(R7, layout::DEC_MATCH, NO_RULE as i32);
     a.stb(R7, layout::DEC_CLAUSE, 0).stb(R7, layout::DEC_OK, 1);
-    if tables.record_count > 0 {
-        a.note("the guarded decision over the candidates, or every rule in order when there are too many");
-        a.ldxb(R1, R7, layout::DEC_MODE);
-        a.jne(R1, 0, l("linear"));
-        a.stw(R7, layout::DEC_LIST, 0);
-        a.stw(R7, layout::DEC_LIST_AT, tables.unguarded.0 as i32).stw(R7, layout::DEC_LIST_END, tables.unguarded.1 as i32);
-        a.stw(R7, layout::DEC_RECORD, 0).stw(R7, layout::DEC_RECORD_END, 0);
-        a.mov64(R9, tables.guarded_bound as i32);
-        run_loop(a, R9, &names.guarded);
-        a.ldxb(R1, R7, layout::DEC_MODE);
-        a.jeq(R1, 2, l("decided"));
-        a.ja("internal_nothing").comment("the bound ran out before the decision ended: fail closed");
-        a.label(l("linear"));
-        a.mov64(R9, tables.record_count as i32);
-        run_loop(a, R9, &names.decide);
-        a.label(l("decided"));
-    }
+    a.note("the guarded decision over the candidates, or every rule in order when there are too many");
+    policy_desc(a, R2, shape);
+    a.ldxw(R1, R2, desc::RECORD_COUNT);
+    a.jeq(R1, 0, l("decided"));
+    a.ldxb(R1, R7, layout::DEC_MODE);
+    a.jne(R1, 0, l("linear"));
+    a.stw(R7, layout::DEC_LIST, 0);
+    a.ldxw(R1, R2, desc::UNGUARDED_START).stxw(R7, layout::DEC_LIST_AT, R1);
+    a.ldxw(R1, R2, desc::UNGUARDED_END).stxw(R7, layout::DEC_LIST_END, R1);
+    a.stw(R7, layout::DEC_RECORD, 0).stw(R7, layout::DEC_RECORD_END, 0);
+    a.ldxw(R9, R2, desc::GUARDED_BOUND);
+    run_loop(a, R9, names::GUARDED);
+    a.ldxb(R1, R7, layout::DEC_MODE);
+    a.jeq(R1, 2, l("decided"));
+    a.ja("internal_nothing").comment("the bound ran out before the decision ended: fail closed");
+    a.label(l("linear"));
+    a.ldxw(R9, R2, desc::RECORD_COUNT);
+    run_loop(a, R9, names::DECIDE);
+    a.label(l("decided"));
 
     a.note("framing: the request's bytes (head + Content-Length) and its declared end");
     let te = 1i32 << HeaderId::TRANSFER_ENCODING;
@@ -351,34 +364,32 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.jeq(R1, CONNECT_FORM, l("switching")).comment("CONNECT");
     a.ldxdw(R1, R7, layout::HEAD + hs::PRESENT);
     a.jset(R1, 1i32 << HeaderId::UPGRADE, l("switching"));
-    verdict_table(a, plan, false);
+    verdict_table(a, shape, false);
     a.label(l("switching"));
-    verdict_table(a, plan, true);
+    verdict_table(a, shape, true);
 
-    let mode = lowered.mode;
-    if a.is_referenced(l("redirect")) {
-        redirect_block(a, plan);
-    }
-    // Each verdict: report, then its effect (only those something reaches).
+    redirect_block(a, shape);
+    // Each verdict: report, then its effect.
     let outcome = |a: &mut Asm, what: &str, v: Verdict| {
-        if !a.is_referenced(l(what)) {
-            return;
-        }
         a.label(l(what));
-        set_verdict(a, plan, &v, true);
-        let enforce_deny = v.action == VerdictAction::Deny && mode == Mode::Enforce;
-        if enforce_deny {
-            answer::call_answer(a, "deny_answer");
-        }
-        report(a);
+        set_verdict(a, shape, &v, true);
         match v.action {
-            _ if enforce_deny => {
+            VerdictAction::Deny => {
+                let audit = l(&format!("{what}_audit"));
+                a.ldxb(R1, R7, layout::P_AUDIT).jne(R1, 0, audit.clone());
+                answer::call_answer(a, "deny_answer");
+                report(a);
                 a.ja("deny");
+                a.label(audit);
+                report(a);
+                a.ja("deliver");
             }
             VerdictAction::Tunnel => {
+                report(a);
                 a.ja("take_switch");
             }
             _ => {
+                report(a);
                 a.ja("deliver");
             }
         }
@@ -394,105 +405,82 @@ fn head_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
 }
 
 /// A redirect rule decided (rule in r9).
-fn redirect_block(a: &mut Asm, plan: &PolicyPlan<'_>) {
-    let l = |what: &str| policy_label(plan.index, what);
+fn redirect_block(a: &mut Asm, shape: &Shape) {
+    let l = label;
     a.label(l("redirect"));
-    match plan.lowered.mode {
-        Mode::Enforce => {
-            a.note("redirect: the helper's answer says whether the target is bound");
-            rule_entry(a, plan, R5);
-            a.ldxw(R3, R5, 4).ldxb(R4, R5, 2);
-            a.stxw(R7, layout::SLOT, R3).stxb(R7, layout::REDIRECT_FLAGS, R4);
-            a.mov64(R1, R6).ld_map(R2, abi::maps::REDIRECTS).call(Helper::MsgRedirectMap);
-            a.jne(R0, verdict::PASS, l("deny_unbound"));
-            set_verdict(a, plan, &Verdict { action: VerdictAction::Redirect, reason: Reason::Rule, by_rule: true }, true);
-            a.note("in a held message, a redirect frees the bytes after it: report that, and close the connection after it");
-            a.ldxb(R1, R7, layout::CORKED);
-            a.stb(R7, layout::CORKED, 0);
-            a.jeq(R1, 0, l("redirect_report"));
-            a.ldxw(R1, R6, sk_msg_md::SIZE).ldxdw(R2, R7, layout::BODY_LEFT);
-            a.jge(R2, R1, l("redirect_report"));
-            a.ldxb(R1, R7, layout::V_FLAGS).or64(R1, i32::from(event_flags::HELD_TAIL)).stxb(R7, layout::V_FLAGS, R1);
-            report(a);
-            a.stb(R7, layout::PHASE, i32::from(phase::DEAD));
-            a.ldxdw(R9, R7, layout::BODY_LEFT);
-            apply_no_cork(a, R9);
-            a.mov64(R0, verdict::PASS).exit();
-            a.label(l("redirect_report"));
-            report(a);
-            a.stb(R7, layout::REDIRECTED_ONCE, 1);
-            a.ldxw(R1, R6, sk_msg_md::SIZE).add64(R1, R8).stxdw(R7, layout::REDIRECT_MSG_END, R1);
-            a.stb(R7, layout::FLAGS, i32::from(flags::REDIRECTED));
-            a.ja("take_request");
-        }
-        Mode::Audit => {
-            a.note("audit: a redirect is reported (bound or not, by the runtime's bitmap) and the bytes pass");
-            rule_entry(a, plan, R5);
-            a.ldxw(R3, R5, 4).stxw(R10, AUDIT_SLOT, R3);
-            a.stw(R10, AUDIT_KEY, abi::config::BOUND_SLOTS as i32);
-            a.ld_map(R1, abi::maps::CONFIG).mov64(R2, R10).add64(R2, i32::from(AUDIT_KEY)).call(Helper::MapLookupElem);
-            a.jeq(R0, 0, l("deny_unbound"));
-            a.ldxw(R1, R0, 0).ldxw(R2, R10, AUDIT_SLOT).and64(R2, 31).rsh64(R1, R2).and64(R1, 1);
-            a.jeq(R1, 0, l("deny_unbound"));
-            set_verdict(a, plan, &Verdict { action: VerdictAction::Redirect, reason: Reason::Rule, by_rule: true }, true);
-            report(a);
-            a.ja("deliver");
-        }
-    }
+    by_mode(a, l("redirect_enforce"), l("redirect_audit"));
+    a.label(l("redirect_enforce"));
+    a.note("redirect: the helper's answer says whether the target is bound");
+    rule_entry(a, shape, R5);
+    a.ldxw(R3, R5, 4).ldxb(R4, R5, 2);
+    a.stxw(R7, layout::SLOT, R3).stxb(R7, layout::REDIRECT_FLAGS, R4);
+    a.mov64(R1, R6).ld_map(R2, abi::maps::REDIRECTS).call(Helper::MsgRedirectMap);
+    a.jne(R0, verdict::PASS, l("deny_unbound"));
+    set_verdict(a, shape, &Verdict { action: VerdictAction::Redirect, reason: Reason::Rule, by_rule: true }, true);
+    a.note("in a held message, a redirect frees the bytes after it: report that, and close the connection after it");
+    a.ldxb(R1, R7, layout::CORKED);
+    a.stb(R7, layout::CORKED, 0);
+    a.jeq(R1, 0, l("redirect_report"));
+    a.ldxw(R1, R6, sk_msg_md::SIZE).ldxdw(R2, R7, layout::BODY_LEFT);
+    a.jge(R2, R1, l("redirect_report"));
+    a.ldxb(R1, R7, layout::V_FLAGS).or64(R1, i32::from(event_flags::HELD_TAIL)).stxb(R7, layout::V_FLAGS, R1);
+    report(a);
+    a.stb(R7, layout::PHASE, i32::from(phase::DEAD));
+    a.ldxdw(R9, R7, layout::BODY_LEFT);
+    apply_no_cork(a, R9);
+    a.mov64(R0, verdict::PASS).exit();
+    a.label(l("redirect_report"));
+    report(a);
+    a.stb(R7, layout::REDIRECTED_ONCE, 1);
+    a.ldxw(R1, R6, sk_msg_md::SIZE).add64(R1, R8).stxdw(R7, layout::REDIRECT_MSG_END, R1);
+    a.stb(R7, layout::FLAGS, i32::from(flags::REDIRECTED));
+    a.ja("take_request");
+
+    a.label(l("redirect_audit"));
+    a.note("audit: a redirect is reported (bound or not, by the runtime's bitmap) and the bytes pass");
+    rule_entry(a, shape, R5);
+    a.ldxw(R3, R5, 4).stxw(R10, AUDIT_SLOT, R3);
+    a.stw(R10, AUDIT_KEY, abi::config::BOUND_SLOTS as i32);
+    a.ld_map(R1, abi::maps::CONFIG).mov64(R2, R10).add64(R2, i32::from(AUDIT_KEY)).call(Helper::MapLookupElem);
+    a.jeq(R0, 0, l("deny_unbound"));
+    a.ldxw(R1, R0, 0).ldxw(R2, R10, AUDIT_SLOT).and64(R2, 31).rsh64(R1, R2).and64(R1, 1);
+    a.jeq(R1, 0, l("deny_unbound"));
+    set_verdict(a, shape, &Verdict { action: VerdictAction::Redirect, reason: Reason::Rule, by_rule: true }, true);
+    report(a);
+    a.ja("deliver");
 }
 
 /// Jumps to the verdict for the rule in r9 (or the default), for a request
-/// that does (`switching`) or does not switch protocols. Only the actions
-/// the policy's rules have get a branch (the verifier refuses code that
-/// nothing reaches).
-fn verdict_table(a: &mut Asm, plan: &PolicyPlan<'_>, switching: bool) {
-    use crate::lower::LoweredAction as A;
-    let p = plan.index;
-    let l = |what: &str| policy_label(p, what);
-    let rules = &plan.lowered.decision.rules;
-    let has = |f: &dyn Fn(&A) -> bool| rules.iter().any(|rule| f(&rule.action));
-    let mut branches: Vec<(u8, &str)> = Vec::new();
-    if has(&|x| matches!(x, A::Deny)) {
-        branches.push((rule_action::DENY, "deny_rule"));
-    }
-    if has(&|x| matches!(x, A::AllowTunnel)) {
-        branches.push((rule_action::ALLOW_TUNNEL, if switching { "tunnel_rule" } else { "allow_rule" }));
-    }
-    if has(&|x| matches!(x, A::Redirect { .. })) {
-        branches.push((rule_action::REDIRECT, if switching { "deny_tunnel_rule" } else { "redirect" }));
-    }
-    if has(&|x| matches!(x, A::Allow)) {
-        branches.push((rule_action::ALLOW, if switching { "deny_tunnel_rule" } else { "allow_rule" }));
-    }
-    let default = a.fresh_label(&format!("p{p}_default"));
-    if let Some(((_, last), rest)) = branches.split_last() {
-        a.jeq32(R9, NO_RULE as i32, default.clone());
-        rule_entry(a, plan, R2);
-        a.ldxb(R3, R2, 0);
-        for (code, label) in rest {
-            a.jeq(R3, i32::from(*code), l(label));
-        }
-        a.ja(l(last));
-    }
+/// that does (`switching`) or does not switch protocols: by the rule's
+/// action in the policy's rule table (an unknown action denies).
+fn verdict_table(a: &mut Asm, shape: &Shape, switching: bool) {
+    let l = label;
+    let default = a.fresh_label("default");
+    a.jeq32(R9, NO_RULE as i32, default.clone());
+    rule_entry(a, shape, R2);
+    a.ldxb(R3, R2, 0);
+    let (tunnel, redirect, allow) =
+        if switching { ("tunnel_rule", "deny_tunnel_rule", "deny_tunnel_rule") } else { ("allow_rule", "redirect", "allow_rule") };
+    a.jeq(R3, i32::from(rule_action::ALLOW), l(allow));
+    a.jeq(R3, i32::from(rule_action::ALLOW_TUNNEL), l(tunnel));
+    a.jeq(R3, i32::from(rule_action::REDIRECT), l(redirect));
+    a.ja(l("deny_rule")).comment("deny, or an unknown action: fail closed");
     a.label(default);
-    match (plan.lowered.default, switching) {
-        (DefaultVerdict::Allow, true) => a.ja(l("deny_tunnel_default")),
-        (DefaultVerdict::Allow, false) => a.ja(l("allow_default")),
-        (DefaultVerdict::Deny, _) => a.ja(l("deny_default")),
-    };
+    policy_desc(a, R2, shape);
+    a.ldxb(R1, R2, desc::DEFAULT_DENY).jne(R1, 0, l("deny_default"));
+    a.ja(l(if switching { "deny_tunnel_default" } else { "allow_default" }));
 }
 
-fn chunk_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
-    let p = plan.index;
-    let l = |what: &str| policy_label(p, what);
-    let names = Names::new(p);
-    a.label(chunk_label(p));
-    a.note(format!("policy {}: a chunked body's framing (data passes in bulk)", plan.lowered.name));
-    a.stw(R7, layout::V_BASE, plan.counter_base as i32);
+fn chunk_phase(a: &mut Asm, plan: &Plan<'_>) {
+    let l = label;
+    let shared = plan.shared;
+    let shape = &plan.shape;
+    a.label(CHUNK);
+    a.note("a chunked body's framing (data passes in bulk)");
     a.stw(R7, layout::CHUNK_TAKEN, 0);
     a.ldxb(R1, R7, layout::CHUNK + cs::STATUS).jeq(R1, 2, l("chunk_refused"));
-    window(a, p, CHUNK_WINDOW, "chunk");
-    run_loop(a, R9, &names.chunk);
+    window(a, Limit::Const(CHUNK_WINDOW), "chunk");
+    run_loop(a, R9, names::CHUNK);
     a.ldxw(R9, R7, layout::CHUNK_TAKEN);
     a.ldxb(R1, R7, layout::CHUNK + cs::STATUS);
     a.jeq(R1, 1, l("chunk_done"));
@@ -531,15 +519,12 @@ fn chunk_phase(a: &mut Asm, plan: &PolicyPlan<'_>, shared: &SharedTables) {
     a.note("the offending byte: the request's span ends here, and a deny malformed:chunk");
     a.ldxw(R9, R7, layout::CHUNK_TAKEN);
     span_end(a, R9);
-    set_verdict(a, plan, &Verdict { action: VerdictAction::Deny, reason: Reason::Malformed(MalformedKind::Chunk), by_rule: false }, false);
+    set_verdict(a, shape, &Verdict { action: VerdictAction::Deny, reason: Reason::Malformed(MalformedKind::Chunk), by_rule: false }, false);
     a.ldxw(R1, R7, layout::CHUNK_TAKEN).add64(R1, R8).stxdw(R7, layout::V_START, R1);
     a.stdw(R7, layout::V_END, 0);
     report(a);
     a.ldxw(R1, R7, layout::CHUNK_TAKEN).add64(R8, R1);
-    match plan.lowered.mode {
-        Mode::Enforce => a.ja("deny"),
-        Mode::Audit => a.ja("tunnel"),
-    };
+    by_mode(a, "deny", "tunnel");
 }
 
 /// A span-end record for the open chunked request: end = r8 + `taken`.

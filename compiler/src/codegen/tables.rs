@@ -98,8 +98,6 @@ pub struct PolicyTables {
     pub guarded_bound: u32,
     /// Words of the facts bitmap this policy uses.
     pub fact_words: u32,
-    /// Bytes of the storage area its automaton states use.
-    pub area_bytes: u32,
 }
 
 /// The head scanner's and chunk scanner's tables, shared by all policies.
@@ -419,7 +417,6 @@ pub fn policy(blob: &mut Blob, policy: &LoweredPolicy, index: usize, area: i16) 
         guarded_bound: (u64::from(record_count) * (CANDIDATES as u64 + 1) + guard_total as u64 + CANDIDATES as u64 + 2)
             .min(1 << 23) as u32,
         fact_words,
-        area_bytes: (next_state - area) as u32,
     }
 }
 
@@ -456,3 +453,188 @@ pub fn facts_offset(area_bytes: u32) -> i16 {
     let end = layout::AREA as u32 + area_bytes;
     end.next_multiple_of(8) as i16
 }
+
+/// A policy's descriptor in the blob: the offsets and masks of its tables
+/// and the facts of it the one code path reads (`describe`). Every field
+/// is a `u32` unless named otherwise.
+pub mod desc {
+    pub const MEMBERS: i16 = 0;
+    pub const MEMBERS_MASK: i16 = 4;
+    pub const RECORDS: i16 = 8;
+    pub const RECORD_COUNT: i16 = 12;
+    pub const RECORDS_MASK: i16 = 16;
+    pub const RULES: i16 = 20;
+    pub const RULES_MASK: i16 = 24;
+    pub const METHOD_SETS: i16 = 28;
+    pub const METHOD_SETS_MASK: i16 = 32;
+    pub const RULE_RECORDS: i16 = 36;
+    pub const RULE_RECORDS_MASK: i16 = 40;
+    pub const FACT_GUARDS: i16 = 44;
+    pub const FACT_GUARDS_MASK: i16 = 48;
+    pub const GUARD_MEMBERS: i16 = 52;
+    pub const GUARD_MEMBERS_MASK: i16 = 56;
+    pub const UNGUARDED_START: i16 = 60;
+    pub const UNGUARDED_END: i16 = 64;
+    pub const GUARDED_BOUND: i16 = 68;
+    pub const LANE_COUNT: i16 = 72;
+    /// The sticky lanes' facts words: a `u32` list and its length.
+    pub const STICKY: i16 = 76;
+    pub const STICKY_COUNT: i16 = 80;
+    /// Iterations that collect every at-end lane's accept set.
+    pub const COLLECT_BOUND: i16 = 84;
+    /// `u8`: 1 when the default denies.
+    pub const DEFAULT_DENY: i16 = 88;
+    /// `u8`: 1 when an opaque connection is denied.
+    pub const OPAQUE_DENY: i16 = 89;
+    /// `u8`: 1 for `get_body deny`.
+    pub const GET_BODY_DENY: i16 = 90;
+    /// `u8`: `event_flags::AUDIT` when the policy audits, else 0.
+    pub const AUDIT: i16 = 91;
+    /// `u16`: the path's lanes (`first | count << 8`).
+    pub const PATH_GROUP: i16 = 92;
+    /// `u64`: header ids whose repeated field line is refused.
+    pub const REFUSE_DUPLICATES: i16 = 96;
+    /// `u64`: header ids whose values the policy's matchers read.
+    pub const READ: i16 = 104;
+    /// The lane records' offset in the blob.
+    pub const LANES: i16 = 112;
+    pub const HEADER_BYTES: i16 = 116;
+    pub const HEADERS: i16 = 120;
+    /// Bytes a head's window reads: `header_bytes + 1`, or the HTTP/2
+    /// preface line when that is longer.
+    pub const WINDOW: i16 = 124;
+    /// Counter index of the policy's first reason slot.
+    pub const COUNTER_BASE: i16 = 128;
+    /// `u16` per header id: its value lanes' group (`first | count << 8`).
+    pub const VALUE_GROUPS: i16 = 136;
+    pub const BYTES: usize = 264;
+}
+
+/// A lane record in the blob (32 bytes), lane `i` of a policy at
+/// `lanes + 32 i`; its state is at `layout::AREA + 4 i`.
+pub mod lane {
+    pub const CLASS: i16 = 0;
+    pub const NEXT: i16 = 4;
+    pub const MASK: i16 = 8;
+    pub const CLASSES: i16 = 12;
+    /// `u8`: [`TOKEN`], [`AT_END`] or [`STICKY`].
+    pub const KIND: i16 = 16;
+    /// Token: `id_at_end`; at-end: `accept`; sticky: `seen`.
+    pub const A: i16 = 20;
+    /// At-end: `sets`; sticky: the facts word.
+    pub const B: i16 = 24;
+    /// At-end: the sets' mask.
+    pub const C: i16 = 28;
+    pub const BYTES: usize = 32;
+    pub const SHIFT: i32 = 5;
+    pub const TOKEN: u8 = 0;
+    pub const AT_END: u8 = 1;
+    pub const STICKY: u8 = 2;
+}
+
+/// The most lanes one group (the path, or one header's value) has
+/// (`lower::MAX_LANES`): the group step is unrolled this many times.
+pub const GROUP_LANES: usize = crate::lower::MAX_LANES;
+
+/// Where a policy's descriptor is, for the frame's scope selection.
+#[derive(Debug, Clone, Copy)]
+pub struct Described {
+    pub desc: u32,
+    pub lane_count: u32,
+}
+
+/// A lane group: `first | count << 8`.
+fn group(lanes: &[LaneAt]) -> u16 {
+    let first = lanes.first().map(|lane| slot(lane.state)).unwrap_or(0);
+    (first as u16) | ((lanes.len() as u16) << 8)
+}
+
+fn slot(state: i16) -> u32 {
+    ((state - layout::AREA) / 4) as u32
+}
+
+/// Writes `tables`' lane records and descriptor into `blob`. Lane `i`'s
+/// record is the lane whose state is `AREA + 4 i`, so the method lane is
+/// lane 0 and the header-name lane lane 1.
+pub fn describe(blob: &mut Blob, policy: &LoweredPolicy, tables: &PolicyTables, index: usize, counter_base: u32) -> Described {
+    let all: Vec<&LaneAt> = [&tables.method, &tables.name]
+        .into_iter()
+        .chain(tables.path.lanes.iter())
+        .chain(tables.values.iter().flat_map(|(_, at)| at.lanes.iter()))
+        .collect();
+    let mut records = vec![0u8; all.len() * lane::BYTES];
+    for lane_at in &all {
+        let (kind, a, b, c) = match lane_at.kind {
+            LaneKind::Token { id_at_end } => (lane::TOKEN, id_at_end, 0, 0),
+            LaneKind::AtEnd { accept, sets, set_mask } => (lane::AT_END, accept, sets, set_mask),
+            LaneKind::Sticky { seen, word } => (lane::STICKY, seen, word, 0),
+        };
+        let at = slot(lane_at.state) as usize * lane::BYTES;
+        let record = &mut records[at..at + lane::BYTES];
+        for (offset, value) in [(lane::CLASS, lane_at.class), (lane::NEXT, lane_at.next), (lane::MASK, lane_at.mask), (lane::CLASSES, lane_at.classes), (lane::A, a), (lane::B, b), (lane::C, c)] {
+            record[offset as usize..offset as usize + 4].copy_from_slice(&value.to_le_bytes());
+        }
+        record[lane::KIND as usize] = kind;
+    }
+    let lanes = blob.add(format!("policy {index} lanes"), &records, 0);
+    let sticky = blob.add_u32(format!("policy {index} sticky words"), &tables.sticky_words, 0);
+    let members = {
+        // The members of all sets of every at-end lane: a bound on what
+        // one head's accept sets can hold.
+        (tables.members_mask + 1) as u64
+    };
+    let mut d = vec![0u8; desc::BYTES];
+    let mut put = |offset: i16, value: u32| d[offset as usize..offset as usize + 4].copy_from_slice(&value.to_le_bytes());
+    put(desc::MEMBERS, tables.members);
+    put(desc::MEMBERS_MASK, tables.members_mask);
+    put(desc::RECORDS, tables.records);
+    put(desc::RECORD_COUNT, tables.record_count);
+    put(desc::RECORDS_MASK, tables.records_mask);
+    put(desc::RULES, tables.rules);
+    put(desc::RULES_MASK, tables.rules_mask);
+    put(desc::METHOD_SETS, tables.method_sets);
+    put(desc::METHOD_SETS_MASK, tables.method_sets_mask);
+    put(desc::RULE_RECORDS, tables.rule_records);
+    put(desc::RULE_RECORDS_MASK, tables.rule_records_mask);
+    put(desc::FACT_GUARDS, tables.fact_guards);
+    put(desc::FACT_GUARDS_MASK, tables.fact_guards_mask);
+    put(desc::GUARD_MEMBERS, tables.guard_members);
+    put(desc::GUARD_MEMBERS_MASK, tables.guard_members_mask);
+    put(desc::UNGUARDED_START, tables.unguarded.0);
+    put(desc::UNGUARDED_END, tables.unguarded.1);
+    put(desc::GUARDED_BOUND, tables.guarded_bound);
+    put(desc::LANE_COUNT, all.len() as u32);
+    put(desc::STICKY, sticky);
+    put(desc::STICKY_COUNT, tables.sticky_words.len() as u32);
+    // One iteration per lane, one per member of its accept set (each lane
+    // has its own sets in the members table, so all of them together hold
+    // at most every member), and one to stop. The head phase checks that
+    // the collection ended (fail closed).
+    put(desc::COLLECT_BOUND, (all.len() as u64 + members + 1).min(1 << 23) as u32);
+    d[desc::DEFAULT_DENY as usize] = u8::from(policy.default == crate::model::DefaultVerdict::Deny);
+    d[desc::OPAQUE_DENY as usize] = u8::from(policy.opaque == crate::model::OpaqueVerdict::Deny);
+    d[desc::GET_BODY_DENY as usize] = u8::from(tables.refuse_get_body);
+    d[desc::AUDIT as usize] = if policy.mode == crate::model::Mode::Audit { crate::abi::event_flags::AUDIT } else { 0 };
+    let path_group = group(&tables.path.lanes);
+    d[desc::PATH_GROUP as usize..desc::PATH_GROUP as usize + 2].copy_from_slice(&path_group.to_le_bytes());
+    d[desc::REFUSE_DUPLICATES as usize..desc::REFUSE_DUPLICATES as usize + 8].copy_from_slice(&tables.refuse_duplicates.to_le_bytes());
+    let read: u64 = tables.values.iter().fold(0, |mask, (header, _)| mask | 1 << (u32::from(*header) & 63));
+    d[desc::READ as usize..desc::READ as usize + 8].copy_from_slice(&read.to_le_bytes());
+    let header_bytes = policy.limits.header_bytes.max(1);
+    let mut put = |offset: i16, value: u32| d[offset as usize..offset as usize + 4].copy_from_slice(&value.to_le_bytes());
+    put(desc::LANES, lanes);
+    put(desc::HEADER_BYTES, header_bytes);
+    put(desc::HEADERS, policy.limits.headers);
+    put(desc::WINDOW, (header_bytes + 1).max(crate::http::HTTP2_PREFACE_LINE.len() as u32));
+    put(desc::COUNTER_BASE, counter_base);
+    for (header, at) in &tables.values {
+        let offset = desc::VALUE_GROUPS as usize + 2 * usize::from(*header & 63);
+        d[offset..offset + 2].copy_from_slice(&group(&at.lanes).to_le_bytes());
+    }
+    let desc_at = blob.add(format!("policy {index} descriptor"), &d, 0);
+    Described { desc: desc_at, lane_count: all.len() as u32 }
+}
+
+/// The most lanes (automata) one policy may have: their states' slots are
+/// indexed by a byte (lane groups are `first | count << 8`).
+pub const MAX_POLICY_LANES: u32 = 255;

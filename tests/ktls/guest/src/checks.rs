@@ -104,6 +104,7 @@ pub fn for_kernel(expect: Expect) -> Vec<Check> {
         cgroup_setsockopt_keeps_the_ulp_off,
         policy_handshake_enrolled_at_connect_is_opaque,
         deny_answers_and_switches_on_plain_tcp,
+        many_policies_load_under_the_verifier,
     ]);
     match expect {
         Expect::Accepts => checks.extend(checks![
@@ -811,6 +812,30 @@ const ANSWERS_POLICY: &str = "policy \"shop\" {\n  default deny\n  rule \"pub\" 
 /// server's answers (a deny after an answered request; a switch opened by
 /// a 101, refused by a 404), run by the kernel engine on loopback TCP and
 /// compared with the reference evaluator, verdicts and answers alike.
+/// Issue 15, target 4, on this kernel: the program for 20 and for 100
+/// policies is the one program every policy shares, and this kernel's
+/// verifier takes it under its budget, as the host's does
+/// (tests/kernel_differential.rs).
+fn many_policies_load_under_the_verifier(_bed: &Bed) -> CheckResult {
+    let mut evidence = Vec::new();
+    for source in policy::SCALE {
+        let started = Instant::now();
+        let compiled = policy::compile(source)?;
+        let took = started.elapsed();
+        let loaded = compiled_object(&compiled)?;
+        let processed = loaded.verified_instruction_count().map_or("an unreported number of".to_owned(), |n| n.to_string());
+        evidence.push(format!("{} compiled in {:.1} s and verified ({processed} instructions processed)", source.name, took.as_secs_f64()));
+    }
+    Ok(evidence.join("; "))
+}
+
+fn compiled_object(compiled: &Compiled) -> Result<Loaded, Failure> {
+    match compiled {
+        Compiled::Object { object, meta } => Ok(Loaded::load(object, meta)?),
+        Compiled::Refused(reason) => Err(Failure::Fail(format!("refused: {reason}"))),
+    }
+}
+
 fn deny_answers_and_switches_on_plain_tcp(_bed: &Bed) -> CheckResult {
     use l7c_compiler::verdict::{Answer, ConnectionInfo, ServerAnswers};
     let source = policy::Source { name: "answers.l7", text: ANSWERS_POLICY };

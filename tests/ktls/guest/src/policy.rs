@@ -24,6 +24,14 @@ pub const PAYMENTS: Source =
 pub const TLS_FALLBACK: Source =
     Source { name: "tests/ktls/tls-fallback.l7", text: include_str!("../../tls-fallback.l7") };
 
+/// Many policies in one program (issue 15, target 4): the scale file of
+/// ../shared/bench/scale with 20 policies, and the generated one with 100
+/// policies of 20 rules (tests/scale/generate.py).
+pub const SCALE: [Source; 2] = [
+    Source { name: "tests/scale/multi20.l7", text: include_str!("../../../scale/multi20.l7") },
+    Source { name: "tests/scale/multi100x20.l7", text: include_str!("../../../scale/multi100x20.l7") },
+];
+
 /// A remote port both policies govern.
 pub const GOVERNED_PORT: u16 = 8443;
 
@@ -76,6 +84,11 @@ impl Loaded {
             .write_array(abi::maps::CONFIG, 0, &abi::config::EVENTS_ALL.to_ne_bytes())
             .map_err(|e| format!("turning on verdict events: {e}"))?;
         Ok(Loaded { program, meta: meta.clone() })
+    }
+
+    /// What the kernel's verifier processed loading it.
+    pub fn verified_instruction_count(&self) -> Option<u32> {
+        self.program.verified_instruction_count()
     }
 
     /// Enrolls the connection's sending socket, as the `sock_ops` program
