@@ -51,6 +51,11 @@ PASS_ALL = BENCH / "pass-all.l7"
 HAPROXY_CFG = BENCH / "haproxy30.cfg"
 NGINX_CONF = BENCH / "nginx.conf"
 RULE_COUNTS = (10, 100, 1000, 10000)
+# Issue 15, target 4: policies in one program (api30 last, the others on ports of their own).
+POLICY_COUNTS = (1, 20, 100)
+# The scale files (../shared/bench/scale, copied; and the generated 100 x 20): compiled and loaded.
+SCALE_FILES = ("multi5.l7", "multi20.l7", "multi100x20.l7")
+SCALE_DIR = ROOT / "tests" / "scale"
 HEAD_SIZES = (100, 1024, 8192, 16384)
 # Realistic heads (bench/heads/, issue 15): what a browser and an API client with a bearer token send.
 HEAD_KINDS = ("browser", "api")
@@ -398,7 +403,7 @@ class Bench:
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "quick": quick, "seconds": self.seconds, "rounds": self.rounds,
             "scaling_rounds": self.scaling_rounds, "runs": [], "skipped": {}, "probes": [],
-            "compile": [], "heads": {}, "load": {},
+            "compile": [], "heads": {}, "load": {}, "many": [], "scale_files": [],
         }
 
     # -- the path --------------------------------------------------------------------------
@@ -542,41 +547,70 @@ class Bench:
         slow another's runs."""
         log("== policy size")
         self.results["load"]["policy_start"] = loadavg()
-        policies = {}
-        for rules in RULE_COUNTS:
-            path = self.workdir / f"gen{rules}.l7"
-            path.write_text(genpolicy.policy(rules, None))
+        texts = {rules: genpolicy.policy(rules, None) for rules in RULE_COUNTS}
+        # The default rule refuses anything else: one probe each way.
+        self.scale_runs("policy", "rules", texts, self.results["compile"], "/nothing", ())
+        self.results["load"]["policy_end"] = loadavg()
+
+    def scale_runs(self, phase: str, key: str, texts: dict[int, str], compiled: list, refused_path: str,
+                   headers: tuple[str, ...]) -> None:
+        """Each policy text compiled (figures into `compiled`, labelled `key`), then per round A and B
+        with each of them (`measure_policy`)."""
+        files = {}
+        for n, text in texts.items():
+            path = self.workdir / f"{phase}{n}.l7"
+            path.write_text(text)
             figures = compile_figures(self.l7c, path)
-            figures["rules"] = rules
-            self.results["compile"].append(figures)
-            policies[rules] = (path, figures)
-            log(f"  {rules} rules: compile {figures['compile_s']:.3f} s, {figures.get('instructions')} instructions, "
+            figures[key] = n
+            compiled.append(figures)
+            files[n] = (path, figures)
+            log(f"  {n} {key}: compile {figures['compile_s']:.3f} s, {figures.get('instructions')} instructions, "
                 f"{figures.get('processed')} processed")
         for round_index in range(self.scaling_rounds):
-            self.measure("policy", "A", RPS_CONNECTIONS, round=round_index, rules=0)
-            for rules, (path, figures) in policies.items():
+            self.measure(phase, "A", RPS_CONNECTIONS, round=round_index, **{key: 0})
+            for n, (path, figures) in files.items():
                 if figures.get("loaded") is False:
                     continue
-                try:
-                    agent = self.start_agent(path, f"rules{rules}-{round_index}")
-                except BenchError as error:
-                    figures["loaded"] = False
-                    figures["load_error"] = " ".join(str(error).split())
-                    print(f"SKIPPED B ({rules} rules): {figures['load_error']}", flush=True)
-                    continue
-                figures["loaded"] = True
-                # The default rule refuses anything else: one probe each way.
-                code, status = curl(self.url("B") + "/api/v1/users/1", "GET", (), agent.enrolled)
-                refused = curl(self.url("B") + "/nothing", "GET", (), agent.enrolled)
-                if (code, status) != (0, "200") or refused != (0, "403"):
-                    raise BenchError(f"{rules} rules: the benchmark request gave {code}/{status}, a refused one {refused}")
-                for _ in range(50):  # until the counters show the probe, so that it is not taken for wrk's
-                    if agent.rule_verdicts().get(ALLOWING_RULE, 0) == 1:
-                        break
-                    time.sleep(0.1)
-                self.measure("policy", "B", RPS_CONNECTIONS, agent, round=round_index, rules=rules)
-                agent.stop()
-        self.results["load"]["policy_end"] = loadavg()
+                self.measure_policy(phase, path, figures, f"{n} {key}", refused_path, headers,
+                                    round=round_index, **{key: n})
+
+    def measure_policy(self, phase: str, path: Path, figures: dict, what: str, refused_path: str,
+                       headers: tuple[str, ...], **labels) -> None:
+        """B with `l7c run path`, started for this one run: a probe the policy allows and one it refuses
+        (`refused_path`) first, then wrk. A policy `l7c run` cannot load is marked in `figures`."""
+        try:
+            agent = self.start_agent(path, f"{phase}-" + "-".join(str(v) for v in labels.values()))
+        except BenchError as error:
+            figures["loaded"] = False
+            figures["load_error"] = " ".join(str(error).split())
+            print(f"SKIPPED B ({what}): {figures['load_error']}", flush=True)
+            return
+        figures["loaded"] = True
+        code, status = curl(self.url("B") + "/api/v1/users/1", "GET", headers, agent.enrolled)
+        refused = curl(self.url("B") + refused_path, "GET", headers, agent.enrolled)
+        if (code, status) != (0, "200") or refused != (0, "403"):
+            raise BenchError(f"{what}: the benchmark request gave {code}/{status}, a refused one {refused}")
+        for _ in range(50):  # until the counters show the probe, so that it is not taken for wrk's
+            if agent.rule_verdicts().get(ALLOWING_RULE, 0) == 1:
+                break
+            time.sleep(0.1)
+        self.measure(phase, "B", RPS_CONNECTIONS, agent, **labels)
+        agent.stop()
+
+    def scale_policies(self) -> None:
+        """Issue 15, target 4: the scale files compile and load; B with api30 as the last of 1, 20 and
+        100 policies in one program, each `l7c run` started again per round, A in the same rounds."""
+        log("== policies in one program")
+        self.results["load"]["many_start"] = loadavg()
+        for name in SCALE_FILES:
+            figures = compile_figures(self.l7c, SCALE_DIR / name, self.workdir / name)
+            figures["file"] = name
+            self.results["scale_files"].append(figures)
+            log(f"  {name}: compile {figures['compile_s']:.3f} s, {figures.get('instructions')} instructions, "
+                f"{figures.get('processed')} processed")
+        texts = {count: genpolicy.many(count, API30.read_text(), self.nginx_port) for count in POLICY_COUNTS}
+        self.scale_runs("many", "policies", texts, self.results["many"], "/admin", ("X-Api-Key: k",))
+        self.results["load"]["many_end"] = loadavg()
 
     def scale_head(self) -> None:
         """Heads of 100 B to 16 KiB: A, B0 and B (api30 with header_bytes 16KiB) interleaved."""
@@ -617,6 +651,7 @@ class Bench:
             self.setup()
             self.compare()
             self.scale_policy()
+            self.scale_policies()
             self.scale_head()
         finally:
             self.teardown()
@@ -624,17 +659,18 @@ class Bench:
         return self.results
 
 
-def compile_figures(l7c: Path, policy: Path) -> dict:
+def compile_figures(l7c: Path, policy: Path, out: Path | None = None) -> dict:
     """Compile time (median of 3, the release binary, start-up and checking included) and the report."""
     times = []
+    obj = (out or policy).with_suffix(".o")
     for _ in range(3):
         started = time.monotonic()
-        done = subprocess.run([str(l7c), "compile", str(policy), "-o", str(policy.with_suffix(".o"))],
+        done = subprocess.run([str(l7c), "compile", str(policy), "-o", str(obj)],
                               capture_output=True, text=True)
         times.append(time.monotonic() - started)
         if done.returncode != 0:
             raise BenchError(f"l7c compile {policy.name} failed: {done.stderr.strip()[-400:]}")
-    figures = {"compile_s": statistics.median(times), "object_bytes": policy.with_suffix(".o").stat().st_size}
+    figures = {"compile_s": statistics.median(times), "object_bytes": obj.stat().st_size}
     done = subprocess.run([str(l7c), "compile", str(policy), "-o", "-", "--emit", "report", "--verify"],
                           capture_output=True, text=True)
     if done.returncode != 0:
@@ -697,6 +733,11 @@ def check(l7c: Path) -> int:
                 path = workdir / f"gen{rules}.l7"
                 path.write_text(genpolicy.policy(rules, None))
                 policies.append((path, ["--deny-warnings"]))
+            for count in POLICY_COUNTS:
+                path = workdir / f"many{count}.l7"
+                path.write_text(genpolicy.many(count, API30.read_text(), 8080))
+                policies.append((path, []))
+            policies += [(SCALE_DIR / name, []) for name in SCALE_FILES]
             wide = workdir / "api30-16k.l7"
             wide.write_text(with_header_bytes(API30.read_text(), "16KiB"))
             policies.append((wide, []))

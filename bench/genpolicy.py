@@ -15,6 +15,27 @@ import argparse
 import sys
 
 
+def many(count: int, last: str, port: int) -> str:
+    """Issue 15, target 4: `count - 1` policies of 20 rules, each scoped to
+    a port of its own (30000 on) that the benchmark never uses, in the rule
+    shape of ../shared/bench/scale (a path glob, a header `contains`, a
+    header `suffix`), then `last` (api30.l7) scoped to the benchmark's
+    `port` (scopes may not overlap): every benchmark request is judged by
+    the last policy of the file, after the others' scope tests."""
+    head, brace, rest = last.partition("{")
+    last = f"{head}{brace}\n  scope remote port {port}{rest}"
+    out = []
+    for p in range(count - 1):
+        out.append(f'policy "p{p}" {{')
+        out.append(f"  scope remote port {30000 + p}")
+        out.append("  default deny")
+        for r in range(20):
+            out.append(f'  rule "r{r}" {{ path glob "/a{p}-{r}/*/x{r}/**/*.j{r}"  header "x-h{r}" contains "v{p}-{r}"  '
+                       f'header "x-g{r}" suffix "w{p}-{r}" allow }}')
+        out.append("}")
+    return "\n".join(out) + ("\n" if out else "") + last
+
+
 def rule(i: int) -> str:
     kind = i % 6
     if kind == 0:

@@ -20,6 +20,9 @@ TARGET_P99_OVER_A = 1.10
 TARGET_B_OVER_C = 2.0
 TARGET_SCALING = 0.90
 TARGET_COMPILE_S = 1.0
+# Issue 15, target 4: B with many policies against one, and the scale files' compile time.
+TARGET_MANY = 0.95
+TARGET_SCALE_COMPILE_S = 2.0
 
 
 class Spread:
@@ -139,6 +142,8 @@ def targets(results: dict) -> list[tuple[str, str, str, str, bool | None, str]]:
         judged("the same without `l7c run`'s own CPU: the kernel path", *inverse(*scaling("cpu_per_10k_in_path")),
                at_least=TARGET_SCALING),
     ]
+    many = many_targets(results)
+    rows += many
     thousand = next((c for c in results["compile"] if c["rules"] == 1000), None)
     if thousand:
         loads = "processed" in thousand and thousand.get("loaded", True)
@@ -150,6 +155,73 @@ def targets(results: dict) -> list[tuple[str, str, str, str, bool | None, str]]:
         rows.append(("1,000 rules compile in < 1 s and load", measured, "", verdict(met), met,
                      "" if met else (thousand.get("verify_error") or thousand.get("load_error") or "too slow")))
     return rows
+
+
+def many_targets(results: dict) -> list[tuple[str, str, str, str, bool | None, str]]:
+    """Issue 15, target 4: many policies in one program."""
+    rows = []
+    most = max((f["policies"] for f in results.get("many", [])), default=0)
+    if most > 1 and runs(results, phase="many", config="B", policies=most):
+        value = ratio(spread(results, "rps", phase="many", config="B", policies=most),
+                      spread(results, "rps", phase="many", config="B", policies=1))
+        rounds = paired_ratios(results, "rps", "many", {"config": "B", "policies": most}, {"config": "B", "policies": 1})
+        rows.append(judged(f"B with api30 the last of {most} policies ≥ 0.95 × B with api30 alone (requests/s)",
+                           value, rounds, at_least=TARGET_MANY))
+        cpu = ratio(spread(results, "cpu_per_10k", phase="many", config="B", policies=1),
+                    spread(results, "cpu_per_10k", phase="many", config="B", policies=most))
+        cpu_rounds = paired_ratios(results, "cpu_per_10k", "many", {"config": "B", "policies": 1},
+                                   {"config": "B", "policies": most})
+        rows.append(judged("the same from CPU per request (1's / the many's)", cpu, cpu_rounds, at_least=TARGET_MANY))
+    by_count = {f["policies"]: f for f in results.get("many", [])}
+    if 1 in by_count and most in by_count and "instructions" in by_count[1] and "instructions" in by_count[most]:
+        one, all_ = by_count[1], by_count[most]
+        grown = all_["instructions"] - one["instructions"]
+        met = grown <= 8 * (most - 1)
+        rows.append((f"program size flat in policies: {most} policies ≤ 1 policy + 8 instructions each",
+                     f"{one['instructions']:,} → {all_['instructions']:,} instructions "
+                     f"({grown / max(most - 1, 1):.1f} a policy); processed {one.get('processed', 0):,} → "
+                     f"{all_.get('processed', 0):,}", "", verdict(met), met, "" if met else "grows"))
+    files = results.get("scale_files", [])
+    if files:
+        loads = all("processed" in f for f in files)
+        slowest = max(f["compile_s"] for f in files)
+        met = loads and slowest < TARGET_SCALE_COMPILE_S
+        measured = "; ".join(f"{f['file']} {f['compile_s']:.2f} s, "
+                             + (f"{f['processed']:,} processed" if "processed" in f else "not verified") for f in files)
+        rows.append(("the scale files and 100 × 20 compile in < 2 s and load", measured, "", verdict(met), met,
+                     "" if met else next((f.get("verify_error", "") for f in files if "processed" not in f), "too slow")))
+    return rows
+
+
+def many_table(results: dict) -> list[str]:
+    a = spread(results, "rps", phase="many", config="A")
+    one = spread(results, "rps", phase="many", config="B", policies=1)
+    lines = [
+        "| policies | compile (s) | instructions | verifier processed | tables (bytes) | B requests/s, 16 connections "
+        "| B / B with one policy | B/A | CPU s per 10,000 requests |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for figures in results.get("many", []):
+        count = figures["policies"]
+        b = spread(results, "rps", phase="many", config="B", policies=count)
+        cpu = spread(results, "cpu_per_10k", phase="many", config="B", policies=count)
+        b_shown = b.show() if b else ("not loaded" if figures.get("loaded") is False else "skipped")
+        lines.append(
+            f"| {count:,} | {figures['compile_s']:.3f} | {figures.get('instructions', 0):,} "
+            f"| {figures.get('processed', 0):,} | {figures.get('table_bytes', 0):,} | {b_shown} "
+            f"| {number(ratio(b, one))} | {number(ratio(b, a))} | {cpu.show('{:.3f}')} |")
+    if a:
+        lines.append(f"| A (no policy) | | | | | {a.show()} | | 1 | "
+                     f"{spread(results, 'cpu_per_10k', phase='many', config='A').show('{:.3f}')} |")
+    files = results.get("scale_files", [])
+    if files:
+        lines += ["", "| scale file | compile (s) | instructions | verifier processed | tables (bytes) |",
+                  "|---|---:|---:|---:|---:|"]
+        for f in files:
+            lines.append(f"| `tests/scale/{f['file']}` | {f['compile_s']:.3f} | {f.get('instructions', 0):,} "
+                         f"| {f.get('processed', 'not verified') if 'processed' not in f else format(f['processed'], ',')} "
+                         f"| {f.get('table_bytes', 0):,} |")
+    return lines
 
 
 NAMES = {
@@ -321,6 +393,14 @@ def section(results: dict) -> str:
         "median of 3, process start-up and checking included; instructions and processed from "
         "`l7c compile --emit report --verify`. A is measured in the same rounds.", "",
         *policy_table(results), "",
+        "### Many policies in one program (issue 15, target 4)", "",
+        "api30.l7 as the last of 1, 20 and 100 policies in one file (`bench/genpolicy.py`, `many`): the others "
+        "have 20 rules each, in the rule shape of ../shared/bench/scale, on ports of their own, so every "
+        "connection passes their scope tests once and every request is judged by api30. One `l7c run` at a "
+        "time, started again each round; A in the same rounds. Below it, the scale files (`tests/scale/`: "
+        "multi5 and multi20 from ../shared/bench/scale, and 100 policies of 20 rules from "
+        "`tests/scale/generate.py`) compiled and verified.", "",
+        *many_table(results), "",
         "### Scaling with the request head", "",
         "api30.l7 with `limits { header_bytes 16KiB }` added (the default, 8 KiB, refuses a 16 KiB head); the "
         f"benchmark request padded with `X-Pad<k>` fields (at most 4,000 bytes each) to exactly the size shown "
@@ -503,4 +583,11 @@ def sample_results() -> dict:
     for size in (100, 16384):
         for config in ("A", "B0", "B"):
             results["runs"].append({**run("head", config, 16, round=0), "head_bytes": size})
+    results["many"] = [{"policies": n, "compile_s": 0.1, "instructions": 5000 + n, "processed": 70000 + n,
+                        "table_bytes": 1, "loaded": True} for n in (1, 100)]
+    results["scale_files"] = [{"file": "multi5.l7", "compile_s": 0.1, "instructions": 5000, "processed": 70000,
+                               "table_bytes": 1}]
+    results["runs"].append(run("many", "A", 16, round=0, policies=0))
+    for n in (1, 100):
+        results["runs"].append(run("many", "B", 16, round=0, policies=n))
     return results
