@@ -18,6 +18,7 @@
 
 mod pending;
 
+use l7c_compiler::check::Checked;
 use l7c_compiler::codegen::{self, Compiled};
 use l7c_compiler::driver;
 use l7c_compiler::eval::{self, Outcome};
@@ -477,21 +478,7 @@ fn plain_value_skips_agree_at_every_position_and_limit() {
         inputs.push(format!("GET /a HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}\r\n\r\n").into_bytes());
         inputs.push(format!("GET /a HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}\r\nX: y\r\n\r\n").into_bytes());
     }
-    let mut runs = 0;
-    for input in &inputs {
-        let value_at = input.windows(3).position(|w| w == b"\nX-").unwrap_or(0);
-        let mut splits = vec![Vec::new()];
-        for cut in (value_at..input.len().min(value_at + 40)).step_by(3) {
-            splits.push(vec![cut]);
-        }
-        for split in splits {
-            let connection = ConnectionInfo::default();
-            let reference = eval::evaluate(checked.program(), connection, &[], input, &split);
-            let kernel = engine.run(connection, &[], input, &split).expect("the kernel run");
-            assert_eq!(kernel, reference, "split {split:?}, input \"{}\"", escape(input));
-            runs += 1;
-        }
-    }
+    let runs = agree_whole_and_cut(&mut engine, checked, &inputs, |input| input.windows(3).position(|w| w == b"\nX-").unwrap_or(0));
     println!("plain value skips: {} inputs, {runs} runs, the engines agree", inputs.len());
 }
 
@@ -607,4 +594,75 @@ fn scale_files_load_and_policies_add_only_their_scope() {
         assert!(instructions <= one_instructions + 8 * more, "{file}: {instructions} instructions for {policies} policies, {one_instructions} for one");
         assert!(processed <= one_processed + 20 * more, "{file}: the verifier processed {processed} for {policies} policies, {one_processed} for one");
     }
+}
+
+/// Issue 15, target 1 for field names: once no name the policy or the
+/// scanner knows starts as a field's name does, its further letters,
+/// digits and `-` are taken eight at a time (docs/program.md, "Skipping
+/// name bytes"). Special bytes at every position of such a name, names
+/// that follow a known one and leave it at every position (or only after
+/// it ended), known names in any case, and heads around `header_bytes`,
+/// each whole and cut at every third byte of the name: the kernel must
+/// agree with the reference on the verdict and on the offset of every
+/// violation.
+#[test]
+fn name_skips_agree_at_every_position_and_limit() {
+    if !l7c_runtime::is_root() {
+        eprintln!("SKIPPED name skips: needs root to load the program");
+        return;
+    }
+    let policy = "policy \"p\" {\n  limits { header_bytes 256 }\n  default deny\n  rule \"tenant\" { path prefix \"/t\"  header \"x-tenant\" exact \"acme\"  allow }\n  rule \"agent\" { header \"x-agent-identifier\" present  deny }\n  rule \"any\" { path prefix \"/a\"  allow }\n}\n";
+    let (compilation, mut engine) = compile_and_load("names.l7", policy);
+    let checked = compilation.checked.as_ref().expect("the policy checks");
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    let special = [b':', b' ', b'\t', b'\r', b'\n', 0x00, 0x7f, 0x80, 0xff, b'_', b'.', b'!', b'~', b'@', b'A', b'9', b'-', b'/', b'['];
+    for &byte in &special {
+        for at in 0..26 {
+            let mut name = b"Zqwertyuiop-asdfghjkl-zxcv".to_vec();
+            name[at] = byte;
+            let mut head = b"GET /a HTTP/1.1\r\nHost: a\r\n".to_vec();
+            head.extend_from_slice(&name);
+            head.extend_from_slice(b": v\r\nAccept: */*\r\n\r\n");
+            inputs.push(head);
+        }
+    }
+    for known in ["x-tenant", "X-Agent-Identifier", "content-length", "Transfer-Encoding", "host", "upgrade"] {
+        for at in 0..=known.len() {
+            for tail in ["z", "zzzzzzzzzzzzzzzz-long-tail-0123456789"] {
+                let name = format!("{}{tail}", &known[..at]);
+                inputs.push(format!("GET /t HTTP/1.1\r\nHost: a\r\n{name}: acme\r\nX-Tenant: acme\r\n\r\n").into_bytes());
+            }
+        }
+        inputs.push(format!("GET /t HTTP/1.1\r\nHost: a\r\n{}: acme\r\n\r\n", known.to_ascii_uppercase()).into_bytes());
+    }
+    let base = "GET /a HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n".len();
+    for total in 240..=266 {
+        let name = "n".repeat(total - base);
+        inputs.push(format!("GET /a HTTP/1.1\r\nHost: a\r\n{name}: v\r\n\r\n").into_bytes());
+        inputs.push(format!("GET /a HTTP/1.1\r\nHost: a\r\n{name}\r\n\r\n").into_bytes());
+    }
+    let runs = agree_whole_and_cut(&mut engine, checked, &inputs, |input| input.windows(2).position(|w| w == b"a\r").map_or(0, |at| at + 3));
+    println!("name skips: {} inputs, {runs} runs, the engines agree", inputs.len());
+}
+
+/// Runs each input whole and cut at every third byte of the 40 from
+/// `start(input)`, on the kernel and the reference, and asserts they
+/// agree; returns the number of runs.
+fn agree_whole_and_cut(engine: &mut KernelEngine, checked: &Checked, inputs: &[Vec<u8>], start: impl Fn(&[u8]) -> usize) -> usize {
+    let mut runs = 0;
+    for input in inputs {
+        let from = start(input);
+        let mut splits = vec![Vec::new()];
+        for cut in (from..input.len().min(from + 40)).step_by(3) {
+            splits.push(vec![cut]);
+        }
+        for split in splits {
+            let connection = ConnectionInfo::default();
+            let reference = eval::evaluate(checked.program(), connection, &[], input, &split);
+            let kernel = engine.run(connection, &[], input, &split).expect("the kernel run");
+            assert_eq!(kernel, reference, "split {split:?}, input \"{}\"", escape(input));
+            runs += 1;
+        }
+    }
+    runs
 }

@@ -18,8 +18,8 @@ use super::layout::{self, chunk as cs, head as hs};
 use super::tables::{self, desc, lane, record, SharedTables, CANDIDATES, GROUP_LANES};
 use crate::bpf::{Asm, Label, Reg, R0, R1, R10, R2, R3, R4, R5, R6, R7, R8, R9};
 use crate::http::{LimitKind, MalformedKind};
-use crate::lower::START;
-use crate::scan::{Action, ChunkAction, HeaderId, ValueSkip, MAX_CHUNK_LINE};
+use crate::lower::{DEAD, START};
+use crate::scan::{Action, ChunkAction, HeaderId, NameSkip, ValueSkip, MAX_CHUNK_LINE};
 
 /// Head bytes one `bpf_loop` iteration of the scan takes (the step body
 /// is emitted this many times: fewer calls per byte).
@@ -142,21 +142,29 @@ fn step_group(a: &mut Asm, shape: &Shape) {
         let next = Label::from(format!("step_group_{k}_done"));
         a.mov64(R1, R9).rsh64(R1, 8).jle(R1, k, out.clone()).comment(format!("fewer than {} lanes", k + 1));
         group_lane(a, k, shape);
-        a.ldxw(R2, R4, lane::CLASS).add64(R2, R8);
-        into_blob(a, R2, R7, shape);
-        a.ldxb(R2, R2, 0).comment("class");
-        a.ldxw(R5, R3, layout::AREA);
-        a.ldxw(R0, R4, lane::MASK).and64(R5, R0);
-        a.ldxw(R0, R4, lane::CLASSES).mul64(R5, R0).add64(R5, R2).lsh64(R5, 1);
-        a.ldxw(R0, R4, lane::NEXT).add64(R5, R0);
-        into_blob(a, R5, R7, shape);
-        a.ldxh(R5, R5, 0).stxw(R3, layout::AREA, R5).comment("next state");
-        a.ldxb(R0, R4, lane::KIND).jne(R0, i32::from(lane::STICKY), next.clone());
-        seen_word(a, shape, false);
+        lane_step(a, shape, R6, R8, &next);
         a.label(next);
     }
     a.label(out);
     a.mov64(R0, 0).exit();
+}
+
+/// One lane steps with `byte` (r4 = its record, r3 = its state's place
+/// minus `AREA`, `state` the storage, r7 the blob): the next state is
+/// stored, and a sticky lane ORs what it has now seen into its facts
+/// word; then `done` (clobbers r0, r2, r5; `byte` is read first).
+fn lane_step(a: &mut Asm, shape: &Shape, state: Reg, byte: Reg, done: &Label) {
+    a.ldxw(R2, R4, lane::CLASS).add64(R2, byte);
+    into_blob(a, R2, R7, shape);
+    a.ldxb(R2, R2, 0).comment("class");
+    a.ldxw(R5, R3, layout::AREA);
+    a.ldxw(R0, R4, lane::MASK).and64(R5, R0);
+    a.ldxw(R0, R4, lane::CLASSES).mul64(R5, R0).add64(R5, R2).lsh64(R5, 1);
+    a.ldxw(R0, R4, lane::NEXT).add64(R5, R0);
+    into_blob(a, R5, R7, shape);
+    a.ldxh(R5, R5, 0).stxw(R3, layout::AREA, R5).comment("next state");
+    a.ldxb(R0, R4, lane::KIND).jne(R0, i32::from(lane::STICKY), done.clone());
+    seen_word(a, shape, false, state);
 }
 
 /// r4 = the record of lane `first + k` of the group in r9, r3 = its
@@ -169,14 +177,14 @@ fn group_lane(a: &mut Asm, k: i32, shape: &Shape) {
     a.and64(R3, shape.lane_mask as i32).lsh64(R3, 2).add64(R3, R6);
 }
 
-/// A sticky lane (record r4, new state r5): its facts word gets
-/// `seen[state]`, ORed in (`or`) or set (clobbers r0, r2, r5).
-fn seen_word(a: &mut Asm, shape: &Shape, set: bool) {
+/// A sticky lane (record r4, new state r5, `state` the storage): its
+/// facts word gets `seen[state]`, ORed in or `set` (clobbers r0, r2, r5).
+fn seen_word(a: &mut Asm, shape: &Shape, set: bool, state: Reg) {
     a.ldxw(R0, R4, lane::MASK).and64(R5, R0).lsh64(R5, 3);
     a.ldxw(R0, R4, lane::A).add64(R5, R0);
     into_blob(a, R5, R7, shape);
     a.ldxdw(R5, R5, 0);
-    a.ldxw(R0, R4, lane::B).and64(R0, shape.fact_mask as i32).lsh64(R0, 3).add64(R0, R6);
+    a.ldxw(R0, R4, lane::B).and64(R0, shape.fact_mask as i32).lsh64(R0, 3).add64(R0, state);
     if set {
         a.stxdw(R0, shape.facts, R5).comment("seen = seen_mask[start]");
     } else {
@@ -199,7 +207,7 @@ fn start_group(a: &mut Asm, shape: &Shape) {
         a.stw(R3, layout::AREA, START as i32);
         a.ldxb(R0, R4, lane::KIND).jne(R0, i32::from(lane::STICKY), next.clone());
         a.mov64(R5, START as i32);
-        seen_word(a, shape, true);
+        seen_word(a, shape, true, R6);
         a.label(next);
     }
     a.label(out);
@@ -291,17 +299,19 @@ fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
         a.mov64(R1, R4).and64(R1, get_or_head).stxb(R9, layout::HEAD + hs::METHOD, R1).comment("GET or HEAD");
         a.and64(R4, !get_or_head & 0xff).stxb(R9, layout::HEAD + hs::FORM, R4).ja(after.clone());
 
+        let path_step = lk("path_step");
         action(a, Action::TargetFirst);
         a.stxb(R9, layout::HEAD + hs::FORM, R4);
         a.ldxh(R1, R9, layout::P_PATH_GROUP);
         call_group(a, names::START_GROUP, R1, None);
         a.mov64(R1, R6);
-        path_byte(a);
-        a.ja(after.clone());
+        a.ja(path_step.clone());
 
         action(a, Action::PathByte);
         a.mov64(R1, R6);
-        path_byte(a);
+        a.label(path_step.clone());
+        a.and64(R1, 0xff).ldxh(R2, R9, layout::P_PATH_GROUP);
+        step_group_here(a, R2, R1, shape, &lk("path_stepped"));
         a.ja(after.clone());
 
         action(a, Action::EscapeHigh);
@@ -311,8 +321,7 @@ fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
         action(a, Action::PathEscaped);
         hex(a, R2, R6);
         a.ldxb(R1, R9, layout::HEAD + hs::ESCAPE_HIGH).lsh64(R1, 4).or64(R1, R2);
-        path_byte(a);
-        a.ja(after.clone());
+        a.ja(path_step.clone());
 
         action(a, Action::PathEnd);
         a.ja(after.clone());
@@ -334,6 +343,9 @@ fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
         action(a, Action::NameByte);
         lower_byte(a);
         step_token(a, 1, shape);
+        if shared.name_skip.is_some() {
+            skip_name(a, &after);
+        }
         a.ja(after.clone());
 
         action(a, Action::NameEnd);
@@ -372,7 +384,7 @@ fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
         a.label(read);
         a.ldxb(R1, R9, layout::HEAD + hs::HEADER_ID).and64(R1, 63);
         value_group(a, shape);
-        call_group(a, names::STEP_GROUP, R1, Some(R6));
+        step_group_here(a, R1, R6, shape, &lk("value_stepped"));
         tables_base(a, R7);
         head_class(a, shared);
         sub_step(a, shared);
@@ -469,6 +481,63 @@ fn value_group(a: &mut Asm, shape: &Shape) {
     a.lsh64(R1, 1).add64(R2, R1).ldxh(R1, R2, tables::desc::VALUE_GROUPS).comment("its value lanes: first | count << 8");
 }
 
+/// For a skip (r8 = the last byte taken, r6 = header_bytes): r1 = the
+/// next eight bytes, or `after` when the last of them would reach
+/// `header_bytes` or lie past the window (clobbers r2..r5).
+fn next_word(a: &mut Asm, after: &Label) {
+    let width = ValueSkip::WIDTH as i32;
+    a.mov64(R2, R8).add64(R2, width).jge(R2, R6, after.clone()).comment("the last byte taken stays below header_bytes");
+    a.ldxdw(R2, R10, -8).comment("ctx");
+    a.ldxdw(R3, R2, CTX_DATA).ldxdw(R4, R2, CTX_DATA_END);
+    a.add64(R3, R8).add64(R3, 1);
+    a.mov64(R5, R3).add64(R5, width).jgt(R5, R4, after.clone()).comment("eight more bytes in the window");
+    a.ldxdw(R1, R3, 0).comment("w = the next eight bytes");
+}
+
+/// Words of name bytes one name byte's step may skip after it.
+pub const NAME_SKIP_WORDS: usize = 2;
+
+/// After a name byte (r3 = the header-name lane's new state, r8 = the
+/// byte's offset; clobbers r6): once the lane is dead (no name the policy
+/// or the scanner knows starts so) and the policy's dead state stays dead
+/// (`P_NAME_SKIP`), take the next eight bytes at once while all of them
+/// are letters, digits or `-` ([`NameSkip::word_passes`]; the lexer keeps
+/// its state on them: `HeadTables::name_skip`), inside the window and
+/// below `header_bytes` — up to [`NAME_SKIP_WORDS`] words. Anything else
+/// (the colon, a CR, another tchar) is left to the byte steps. Ends at
+/// `after`, r8 = the last byte taken.
+fn skip_name(a: &mut Asm, after: &Label) {
+    let ones = ValueSkip::ONES;
+    let width = NameSkip::WIDTH as i32;
+    a.note("name bytes after the name lane died, eight at a time (docs/program.md, \"Skipping name bytes\")");
+    a.jne(R3, DEAD as i32, after.clone()).comment("a name the policy may still know");
+    a.ldxb(R1, R9, layout::P_NAME_SKIP).jeq(R1, 0, after.clone());
+    a.ldxw(R6, R9, layout::P_HEADER_BYTES).comment("r6 = header_bytes (the byte is not needed any more)");
+    // dst = 0x80 in each byte of src (all below 0x80) within low..=high;
+    // clobbers r2, r3.
+    let in_range = |a: &mut Asm, dst: Reg, src: Reg, low: u8, high: u8| {
+        a.mov64(dst, src).ld_imm64(R2, (ones * u64::from(0x80 - low)) as i64).add64(dst, R2);
+        a.ld_imm64(R2, ValueSkip::HIGH as i64).and64(dst, R2).comment(format!("bytes >= {:?}", char::from(low)));
+        a.mov64(R3, src).ld_imm64(R2, (ones * u64::from(0x7f - high)) as i64).add64(R3, R2).xor64(R3, -1);
+        a.and64(dst, R3).comment(format!("and <= {:?}", char::from(high)));
+    };
+    for _ in 0..NAME_SKIP_WORDS {
+        next_word(a, after);
+        a.ld_imm64(R2, ValueSkip::HIGH as i64);
+        a.mov64(R0, R1).and64(R0, R2).jne(R0, 0, after.clone()).comment("a byte from 0x80 up");
+        a.ld_imm64(R2, (ones * 0x20) as i64);
+        a.mov64(R4, R1).or64(R4, R2).comment("letters as lowercase (nothing else lands in a-z)");
+        in_range(a, R0, R4, b'a', b'z');
+        in_range(a, R5, R1, b'0', b'9');
+        a.or64(R0, R5);
+        in_range(a, R5, R1, b'-', b'-');
+        a.or64(R0, R5);
+        a.ld_imm64(R2, ValueSkip::HIGH as i64);
+        a.jne(R0, R2, after.clone()).comment("a byte to step: stop here");
+        a.add64(R8, width).mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD + hs::OFFSET, R1).comment("eight bytes taken");
+    }
+}
+
 /// Words of plain value bytes one value byte's step may skip after it.
 pub const SKIP_WORDS: usize = 3;
 
@@ -490,12 +559,7 @@ fn skip_plain_value(a: &mut Asm, skip: ValueSkip, after: &Label) {
     a.jne(R1, i32::from(skip.plain), after.clone()).comment("a role's value, or still empty");
     a.ldxw(R6, R9, layout::P_HEADER_BYTES).comment("r6 = header_bytes (the byte is not needed any more)");
     for _ in 0..SKIP_WORDS {
-        a.mov64(R2, R8).add64(R2, width).jge(R2, R6, after.clone()).comment("the last byte taken stays below header_bytes");
-        a.ldxdw(R2, R10, -8).comment("ctx");
-        a.ldxdw(R3, R2, CTX_DATA).ldxdw(R4, R2, CTX_DATA_END);
-        a.add64(R3, R8).add64(R3, 1);
-        a.mov64(R5, R3).add64(R5, width).jgt(R5, R4, after.clone()).comment("eight more bytes in the window");
-        a.ldxdw(R1, R3, 0).comment("w = the next eight bytes");
+        next_word(a, after);
         a.ld_imm64(R2, (ones * u64::from(ValueSkip::LOW)) as i64);
         a.mov64(R0, R1).sub64(R0, R2).mov64(R2, R1).xor64(R2, -1).and64(R0, R2).comment("a byte below 0x20: (w - 0x20..) & !w");
         a.ld_imm64(R2, (ones * u64::from(ValueSkip::DEL)) as i64);
@@ -550,11 +614,25 @@ fn lower_byte(a: &mut Asm) {
     a.label(done);
 }
 
-/// The path's lanes step with the byte in r1 (clobbers r0..r5).
-fn path_byte(a: &mut Asm) {
-    a.and64(R1, 0xff);
-    a.ldxh(R2, R9, layout::P_PATH_GROUP);
-    call_group(a, names::STEP_GROUP, R2, Some(R1));
+/// The lanes of `group` step with `byte` (in the scan: r9 = state, r7 =
+/// blob; clobbers r0..r5): a group of one lane, the most common, inline —
+/// a call per byte costs more than the step — and a larger one in
+/// `l7_step_group`. Ends at `done`.
+fn step_group_here(a: &mut Asm, group: Reg, byte: Reg, shape: &Shape, done: &Label) {
+    let call = Label::from(format!("{done}_call"));
+    a.mov64(R4, group).mov64(R5, byte);
+    a.mov64(R3, R4).rsh64(R3, 8).jeq(R3, 0, done.clone()).comment("no lanes");
+    a.jne(R3, 1, call.clone()).comment("more than one lane: the function");
+    a.and64(R4, 0xff);
+    a.mov64(R3, R4).and64(R3, shape.lane_mask as i32).lsh64(R3, 2).add64(R3, R9);
+    a.lsh64(R4, lane::SHIFT).ldxw(R0, R9, layout::P_LANES).add64(R4, R0);
+    into_blob(a, R4, R7, shape);
+    lane_step(a, shape, R9, R5, done);
+    a.ja(done.clone());
+    a.label(call);
+    a.mov64(R3, R4).mov64(R2, R5).mov64(R1, R9);
+    a.call_local(names::STEP_GROUP);
+    a.label(done.clone());
 }
 
 /// sub = sub_table[(sub << 6 | class) & mask]: r0 = the entry, r1 = the

@@ -105,6 +105,7 @@ pub fn emit(program: &Policies, phases: Phases<'_>) -> Result<Program, CodegenEr
         }
         a.ldxh(R1, R2, desc::PATH_GROUP).stxh(R7, layout::P_PATH_GROUP, R1);
         a.ldxb(R1, R2, desc::AUDIT).stxb(R7, layout::P_AUDIT, R1);
+        a.ldxb(R1, R2, desc::NAME_SKIP).stxb(R7, layout::P_NAME_SKIP, R1);
         a.ldxdw(R1, R2, desc::READ).stxdw(R7, layout::P_READ, R1);
         a.stb(R7, layout::PHASE, i32::from(phase::HEAD));
     }

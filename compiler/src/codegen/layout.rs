@@ -148,7 +148,8 @@ pub const REDIRECTED_ONCE: i16 = 266;
 /// lanes' group, its limits, whether it audits (`event_flags::AUDIT` or
 /// 0), the read window of a head, and the header ids whose values its
 /// matchers read. The code of every policy is one; only these and the
-/// tables they point at differ (issue 15, "Many policies").
+/// tables they point at differ (issue 15, "Many policies"). `P_NAME_SKIP`:
+/// 1 when name bytes may be skipped once the header-name lane is dead.
 pub const P_DESC: i16 = 272;
 pub const P_LANES: i16 = 276;
 pub const P_HEADER_BYTES: i16 = 280;
@@ -156,6 +157,7 @@ pub const P_HEADERS: i16 = 284;
 pub const P_WINDOW: i16 = 288;
 pub const P_PATH_GROUP: i16 = 292;
 pub const P_AUDIT: i16 = 294;
+pub const P_NAME_SKIP: i16 = 295;
 pub const P_READ: i16 = 296;
 /// The governing policy's automaton states start here: lane `i`'s state
 /// at `AREA + 4 i`.

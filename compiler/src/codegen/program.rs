@@ -305,7 +305,8 @@ fn head_phase(a: &mut Asm, plan: &Plan<'_>) {
     tables_base(a, R2);
     a.add64(R2, R1).ldxb(R1, R2, 0).stxb(R7, layout::METHOD_ID, R1);
     a.note("the at-end lanes' accept sets into the facts, lane by lane; a collection the bound cut short fails closed");
-    a.stw(R7, layout::DEC_LIST, 0).stw(R7, layout::DEC_LIST_AT, 0).stw(R7, layout::DEC_LIST_END, 0);
+    a.stw(R7, layout::DEC_LIST, 2).comment("from lane 2: lanes 0 and 1 are the method's and the names' tokens");
+    a.stw(R7, layout::DEC_LIST_AT, 0).stw(R7, layout::DEC_LIST_END, 0);
     policy_desc(a, R2, shape);
     a.ldxw(R9, R2, desc::COLLECT_BOUND);
     run_loop(a, R9, names::COLLECT);

@@ -12,7 +12,7 @@
 use super::blob::Blob;
 use super::layout;
 use crate::lower::{Atom, Automaton, LoweredAction, LoweredPolicy, PatternAutomaton, PatternLane, TokenTable, DEAD};
-use crate::scan::{ChunkTables, HeadTables, ValueSkip};
+use crate::scan::{ChunkTables, HeadTables, NameSkip, ValueSkip};
 
 /// Accepted facts the guarded decision lists; more fall back to trying
 /// every rule in order.
@@ -117,6 +117,8 @@ pub struct SharedTables {
     /// Plain value bytes skipped eight at a time (`None`: the tables do
     /// not allow it, and every byte is stepped).
     pub value_skip: Option<ValueSkip>,
+    /// Name bytes after the header-name lane died, skipped likewise.
+    pub name_skip: Option<NameSkip>,
     pub chunk_class: u32,
     pub chunk_table: u32,
     pub chunk_mask: u32,
@@ -166,6 +168,7 @@ pub fn shared(blob: &mut Blob, head: &HeadTables, chunk: &ChunkTables) -> Shared
         literal_start: head.literal_start,
         max_literal: head.max_literal,
         value_skip: head.value_skip(),
+        name_skip: head.name_skip(),
         chunk_class,
         chunk_table,
         chunk_mask: chunk.table.len() as u32 - 1,
@@ -492,6 +495,9 @@ pub mod desc {
     pub const AUDIT: i16 = 91;
     /// `u16`: the path's lanes (`first | count << 8`).
     pub const PATH_GROUP: i16 = 92;
+    /// `u8`: 1 when the header-name lane's dead state stays dead on every
+    /// byte a name skip passes (`scan::NameSkip`).
+    pub const NAME_SKIP: i16 = 94;
     /// `u64`: header ids whose repeated field line is refused.
     pub const REFUSE_DUPLICATES: i16 = 96;
     /// `u64`: header ids whose values the policy's matchers read.
@@ -541,6 +547,13 @@ pub const GROUP_LANES: usize = crate::lower::MAX_LANES;
 pub struct Described {
     pub desc: u32,
     pub lane_count: u32,
+}
+
+/// Whether the header-name automaton's dead state stays dead on every
+/// byte a name skip passes, lowercased as the scan steps it: then such
+/// bytes after the lane died change nothing but the offset.
+fn names_stay_dead(names: &Automaton) -> bool {
+    NameSkip::bytes().all(|byte| names.step(DEAD, byte.to_ascii_lowercase()) == DEAD)
 }
 
 /// A lane group: `first | count << 8`.
@@ -606,6 +619,9 @@ pub fn describe(blob: &mut Blob, policy: &LoweredPolicy, tables: &PolicyTables, 
     put(desc::LANE_COUNT, all.len() as u32);
     put(desc::STICKY, sticky);
     put(desc::STICKY_COUNT, tables.sticky_words.len() as u32);
+    // Lanes 0 and 1 are tokens, whatever the policy: collection starts
+    // at lane 2 (program.rs).
+    debug_assert!(matches!(tables.method.kind, LaneKind::Token { .. }) && matches!(tables.name.kind, LaneKind::Token { .. }));
     // One iteration per lane, one per member of its accept set (each lane
     // has its own sets in the members table, so all of them together hold
     // at most every member), and one to stop. The head phase checks that
@@ -617,6 +633,7 @@ pub fn describe(blob: &mut Blob, policy: &LoweredPolicy, tables: &PolicyTables, 
     d[desc::AUDIT as usize] = if policy.mode == crate::model::Mode::Audit { crate::abi::event_flags::AUDIT } else { 0 };
     let path_group = group(&tables.path.lanes);
     d[desc::PATH_GROUP as usize..desc::PATH_GROUP as usize + 2].copy_from_slice(&path_group.to_le_bytes());
+    d[desc::NAME_SKIP as usize] = u8::from(names_stay_dead(&policy.headers.names.automaton));
     d[desc::REFUSE_DUPLICATES as usize..desc::REFUSE_DUPLICATES as usize + 8].copy_from_slice(&tables.refuse_duplicates.to_le_bytes());
     let read: u64 = tables.values.iter().fold(0, |mask, (header, _)| mask | 1 << (u32::from(*header) & 63));
     d[desc::READ as usize..desc::READ as usize + 8].copy_from_slice(&read.to_le_bytes());

@@ -36,7 +36,7 @@ mod walk;
 pub use chunk::{ChunkAction, ChunkScanner, ChunkState, ChunkStep, ChunkTables, MAX_CHUNK_LINE};
 pub use head::{Action, Form, AFTER_CR_STATES, METHOD_GET_OR_HEAD};
 pub use hooks::{HeaderId, HeadHooks, RecordedField, RecordingHooks};
-pub use tables::{describe_classes, HeadTables, TableSizes, ValueSkip, MAIN_COLUMNS};
+pub use tables::{describe_classes, HeadTables, NameSkip, TableSizes, ValueSkip, MAIN_COLUMNS};
 pub use walk::{walk_head, Framing, HeadFacts, HeadProgress, HeadScanner, HeadState, ScanError, Violation};
 
 /// Why the scanner tables could not be built (a bug: the inputs are fixed).

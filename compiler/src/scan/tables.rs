@@ -48,6 +48,8 @@ pub struct HeadTables {
     pub start: u16,
     /// The lexer state inside a field value (after its first byte).
     pub value_body: u16,
+    /// The lexer state inside a field name (after its first byte).
+    pub name_body: u16,
     /// The value-syntax state of a field no role reads (`role_start` of
     /// any id but Host, Content-Length and Transfer-Encoding).
     pub any_value: u16,
@@ -96,6 +98,50 @@ impl ValueSkip {
     pub const HIGH: u64 = 0x8080_8080_8080_8080;
 }
 
+/// The skip of field-name bytes ([`HeadTables::name_skip`]): after a
+/// name byte that left the header-name automaton in its dead state (the
+/// name is none the policy or the scanner knows), the rest of the name
+/// changes nothing but the offset while its bytes are letters, digits and
+/// `-`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameSkip;
+
+impl NameSkip {
+    /// Bytes are skipped eight at a time: one 64-bit load.
+    pub const WIDTH: u32 = 8;
+
+    /// The bytes a skip may pass: ASCII letters, digits and `-`, the bytes
+    /// of nearly every field name; a word with any other byte (`:`, CR,
+    /// other tchars, anything else) is stepped byte by byte.
+    pub fn bytes() -> impl Iterator<Item = u8> {
+        (0..=255u8).filter(|byte| byte.is_ascii_alphanumeric() || *byte == b'-')
+    }
+
+    /// `0x80` in each byte of `word` (every byte below 0x80) that lies in
+    /// `low..=high`: `t + (0x80 - low)` sets a byte's top bit exactly when
+    /// `t >= low`, and `t + (0x7f - high)` when `t > high`; no sum carries
+    /// out of its byte.
+    pub fn in_range(word: u64, low: u8, high: u8) -> u64 {
+        let at_least = word.wrapping_add(ValueSkip::ONES * u64::from(0x80 - low)) & ValueSkip::HIGH;
+        let above = word.wrapping_add(ValueSkip::ONES * u64::from(0x7f - high)) & ValueSkip::HIGH;
+        at_least & !above
+    }
+
+    /// Whether all eight bytes of `word` are [`NameSkip::bytes`], as the
+    /// program tests it: no top bit set, then each byte a letter (tested
+    /// on the byte with 0x20 set: `A-Z` and `a-z` both land in `a-z`, and
+    /// nothing else does), a digit or `-`.
+    pub fn word_passes(word: u64) -> bool {
+        if word & ValueSkip::HIGH != 0 {
+            return false;
+        }
+        let letters = Self::in_range(word | ValueSkip::ONES * 0x20, b'a', b'z');
+        let digits = Self::in_range(word, b'0', b'9');
+        let dash = Self::in_range(word, b'-', b'-');
+        letters | digits | dash == ValueSkip::HIGH
+    }
+}
+
 /// Table sizes in bytes as the BPF program holds them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableSizes {
@@ -124,6 +170,7 @@ impl HeadTables {
         let number: HashMap<Lex, usize> = states.iter().enumerate().map(|(index, &state)| (state, index)).collect();
         let start = number.get(&Lex::MethodFirst).copied().unwrap_or(0);
         let value_body = number.get(&Lex::ValueBody).copied().ok_or_else(|| internal("ValueBody is not numbered".into()))?;
+        let name_body = number.get(&Lex::Name).copied().ok_or_else(|| internal("Name is not numbered".into()))?;
         // Every (state, byte) of the lexer as a packed entry (rows are
         // 256-entry arrays indexed by bytes throughout: cannot panic).
         let mut main_rows: Vec<[u32; 256]> = Vec::with_capacity(states.len());
@@ -206,6 +253,7 @@ impl HeadTables {
             literal_start: sub.literal_start,
             start: start as u16,
             value_body: value_body as u16,
+            name_body: name_body as u16,
             any_value: sub.any_value,
             max_literal: MAX_LITERAL,
             state_names: states.iter().map(|state| format!("{state:?}")).collect(),
@@ -240,6 +288,24 @@ impl HeadTables {
             self.main_entry(self.value_body, class) == value_byte && self.sub_entry(plain, class) == plain
         });
         (all_to_body && kept).then_some(ValueSkip { plain })
+    }
+
+    /// Whether name bytes may be skipped ([`NameSkip`]): every entry that
+    /// takes a name byte (`LineName`, `NameByte`) leads to
+    /// [`HeadTables::name_body`], and there each of [`NameSkip::bytes`] is
+    /// a `NameByte` that stays. Checked from the tables, like
+    /// [`HeadTables::value_skip`]: `None` if any of it does not hold.
+    pub fn name_skip(&self) -> Option<NameSkip> {
+        let name_byte = pack(usize::from(self.name_body), Action::NameByte, 0);
+        let all_to_body = (0..self.main_states).all(|state| {
+            (0..self.class_count).all(|class| {
+                let entry = self.main_entry(state, class);
+                let action = (entry >> 8) & 0xff;
+                (action != Action::NameByte as u32 && action != Action::LineName as u32) || entry & 0xff == u32::from(self.name_body)
+            })
+        });
+        let kept = NameSkip::bytes().all(|byte| self.main_entry(self.name_body, self.byte_class[usize::from(byte)]) == name_byte);
+        (all_to_body && kept).then_some(NameSkip)
     }
 
     /// The lexer entry for `state` and `class` (masked like the BPF load).
@@ -347,6 +413,43 @@ mod tests {
             let entry = tables.main_entry(tables.value_body, class);
             let same = entry == pack(usize::from(tables.value_body), Action::ValueByte, 0);
             assert!(!same || byte == b'\t', "{byte:#x}");
+        }
+    }
+
+    #[test]
+    fn name_bytes_can_be_skipped_with_these_tables() {
+        let tables = HeadTables::build().expect("builds");
+        assert_eq!(tables.name_skip(), Some(NameSkip), "the skip's conditions hold for the lexer as built");
+        // The name's ends and the bytes around them are never passed by the
+        // tables as a plain name byte.
+        for byte in [b':', b'\r', b'\n', b' ', b'\t', 0, 0x7f, 0x80] {
+            assert!(NameSkip::bytes().all(|b| b != byte));
+            let entry = tables.main_entry(tables.name_body, tables.byte_class[usize::from(byte)]);
+            assert_ne!(entry, pack(usize::from(tables.name_body), Action::NameByte, 0), "{byte:#x}");
+        }
+    }
+
+    #[test]
+    fn the_name_word_test_is_exactly_the_byte_test() {
+        let passes = |byte: u8| NameSkip::bytes().any(|b| b == byte);
+        for fill in [b'a', b'Z', b'0', b'-', b'9', b'z'] {
+            for at in 0..8 {
+                for byte in 0..=255u8 {
+                    let mut bytes = [fill; 8];
+                    bytes[at] = byte;
+                    assert_eq!(NameSkip::word_passes(u64::from_le_bytes(bytes)), passes(byte), "{bytes:?}");
+                }
+            }
+        }
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..400_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly name-like bytes, so that both answers are common.
+            let word = x & 0x7f7f_7f7f_7f7f_7f7f | if x % 7 == 0 { 0x80 } else { 0 };
+            let bytes = word.to_le_bytes();
+            assert_eq!(NameSkip::word_passes(word), bytes.iter().all(|&b| passes(b)), "{bytes:?}");
         }
     }
 
