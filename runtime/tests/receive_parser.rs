@@ -370,9 +370,19 @@ fn run(program: &KernelProgram, case: &Case, cut: Cut) -> Peer {
         })
     };
     server.set_nodelay(true).unwrap();
+    // A client that stops receiving (docs/receive-side.md, "A stall under
+    // load") must fail the test, not hang it: the server's writes time out.
+    server.set_write_timeout(Some(TIMEOUT)).unwrap();
     let mut at = 0;
     for size in pieces(case.stream.len(), cut) {
-        server.write_all(&case.stream[at..at + size]).expect("the server writes");
+        if let Err(error) = server.write_all(&case.stream[at..at + size]) {
+            let (read, _) = reader.join().expect("the reader");
+            panic!(
+                "{} ({cut:?}): the server's write failed after {at} bytes ({error}); the enrolled client had read {} bytes: a stall of more than {TIMEOUT:?}",
+                case.name,
+                read.len()
+            );
+        }
         at += size;
     }
     server.shutdown(Shutdown::Write).unwrap();
