@@ -214,21 +214,13 @@ fn start_group(a: &mut Asm, shape: &Shape) {
     a.mov64(R0, 0).exit();
 }
 
-/// Calls `function(state, group)` (or with the byte: `l7_step_group`)
-/// for the group in `group` when it has lanes; r9 = state, r6 = byte
-/// (clobbers r0..r5).
-fn call_group(a: &mut Asm, function: &str, group: Reg, byte: Option<Reg>) {
+/// Calls `l7_start_group(state, group)` for the group in `group` when it
+/// has lanes; r9 = state (clobbers r0..r5).
+fn start_group_here(a: &mut Asm, group: Reg) {
     let none = a.fresh_label("no_lanes");
     a.mov64(R3, group).rsh64(R3, 8).jeq(R3, 0, none.clone());
-    match byte {
-        Some(byte) => {
-            a.mov64(R3, group).mov64(R2, byte).mov64(R1, R9);
-        }
-        None => {
-            a.mov64(R2, group).mov64(R1, R9);
-        }
-    }
-    a.call_local(function);
+    a.mov64(R2, group).mov64(R1, R9);
+    a.call_local(names::START_GROUP);
     a.label(none);
 }
 
@@ -303,7 +295,7 @@ fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
         action(a, Action::TargetFirst);
         a.stxb(R9, layout::HEAD + hs::FORM, R4);
         a.ldxh(R1, R9, layout::P_PATH_GROUP);
-        call_group(a, names::START_GROUP, R1, None);
+        start_group_here(a, R1);
         a.mov64(R1, R6);
         a.ja(path_step.clone());
 
@@ -369,7 +361,7 @@ fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
         a.label(lk("field_unread"));
         a.stxb(R9, layout::FIELD_READ, R2).comment("whether the policy's matchers read this field's value");
         value_group(a, shape);
-        call_group(a, names::START_GROUP, R1, None);
+        start_group_here(a, R1);
         a.ja(after.clone());
 
         action(a, Action::ValueByte);
