@@ -214,7 +214,18 @@ fn case(name: &'static str, kinds: &[u8], stream: impl Into<Vec<u8>>, expect: (u
 /// Bytes that look like HTTP but are body: a framer that read them would
 /// count responses that are not there.
 fn decoy(len: usize) -> Vec<u8> {
-    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n\x00\xff\r\n\r\n".iter().copied().cycle().take(len).collect()
+    // Each copy ends in its own number, so that a stream delivered out of
+    // order or twice shows where (`delivery`).
+    let mut out = Vec::with_capacity(len + 64);
+    for n in 0u32.. {
+        if out.len() >= len {
+            break;
+        }
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n\x00\xff\r\n\r\n");
+        out.extend_from_slice(format!("{n:08x}").as_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 fn head(status: &str, fields: &[&str]) -> Vec<u8> {
@@ -340,15 +351,90 @@ fn pieces(len: usize, cut: Cut) -> Vec<usize> {
     }
 }
 
+/// What `ss` says of both ends of `server`'s connection (queues, memory,
+/// windows), for a stall's failure message.
+fn socket_report(server: &std::net::TcpStream) -> String {
+    let port = server.local_addr().map(|a| a.port()).unwrap_or(0);
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    match Command::new("ss").args(["-tnmieo", "state", "all", &filter]).output() {
+        Ok(out) => format!("ss -tnmieo of port {port}:\n{}", String::from_utf8_lossy(&out.stdout)),
+        Err(error) => format!("(ss did not run: {error})"),
+    }
+}
+
+/// How the client's bytes compare with what the server sent.
+#[derive(Debug, PartialEq)]
+enum Delivery {
+    Intact,
+    /// Sent bytes `start..start + len` were delivered twice in a row: the
+    /// kernel's defect (docs/receive-side.md, "Two kernel defects").
+    Twice { start: usize, len: usize },
+    /// Anything else, described.
+    Wrong(String),
+}
+
+fn delivery(sent: &[u8], read: &[u8]) -> Delivery {
+    if read == sent {
+        return Delivery::Intact;
+    }
+    let at = sent.iter().zip(read).take_while(|(a, b)| a == b).count();
+    if read.len() > sent.len() {
+        let len = read.len() - sent.len();
+        // `read` is `sent` with `sent[start..start + len]` put in again
+        // right after itself.
+        let twice = (at.saturating_sub(len)..=at)
+            .find(|&s| s + len <= sent.len() && read[..s + len] == sent[..s + len] && read[s + len..] == sent[s..]);
+        if let Some(start) = twice {
+            return Delivery::Twice { start, len };
+        }
+    }
+    Delivery::Wrong(format!(
+        "read {} bytes of {} sent; the first difference is at byte {at}",
+        read.len(),
+        sent.len()
+    ))
+}
+
 /// FNV-1a 64: what the client read against what the server wrote.
 fn checksum(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
+/// What the kernel did wrong on the receive path during the runs, counted
+/// and shown, never taken for the program's fault (docs/receive-side.md,
+/// "Two kernel defects").
+#[derive(Default)]
+struct KernelDefects {
+    /// `recv()` on a blocking socket returned `EAGAIN` long before its
+    /// timeout; the reader read on.
+    eagain: u32,
+    /// A stream delivered with a run of bytes twice; the run is repeated.
+    twice: Vec<String>,
+}
+
+/// Reads to the end of the stream. Returns what was read, and an error
+/// only for a real timeout or another failure: an `EAGAIN` from a
+/// blocking `recv()` well before the timeout is the kernel's, counted in
+/// `eagain` and read past, as a client that retries would.
+fn read_all(mut client: std::net::TcpStream) -> (Vec<u8>, std::io::Result<()>, u32) {
+    let mut read = Vec::new();
+    let mut eagain = 0;
+    loop {
+        // `read_to_end` keeps what it read before an error.
+        let started = Instant::now();
+        match client.read_to_end(&mut read) {
+            Ok(_) => return (read, Ok(()), eagain),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && started.elapsed() < TIMEOUT / 2 => eagain += 1,
+            Err(e) => return (read, Err(e), eagain),
+        }
+    }
+}
+
 /// One connection: enrolled, its record made with `kinds` forwarded, the
 /// server writing `stream` in `cut`; returns the record after the client
-/// read the whole stream.
-fn run(program: &KernelProgram, case: &Case, cut: Cut) -> Peer {
+/// read the whole stream, or `None` when the kernel delivered part of the
+/// stream twice (the program then framed bytes the server never sent).
+fn run(program: &KernelProgram, case: &Case, cut: Cut, kernel: &mut KernelDefects) -> Option<Peer> {
     let (client, mut server) = harness::loopback_pair(TIMEOUT).expect("a loopback pair");
     let key = SockKey::new(client.local_addr().unwrap(), client.peer_addr().unwrap());
     program.insert_socket(program.attach_map(), &key.to_bytes(), client.as_fd()).expect("enroll the client");
@@ -361,24 +447,21 @@ fn run(program: &KernelProgram, case: &Case, cut: Cut) -> Peer {
     records::write(program, &key, &record).expect("forward the requests");
 
     let reader = {
-        let mut client = client.try_clone().unwrap();
+        let client = client.try_clone().unwrap();
         client.set_read_timeout(Some(TIMEOUT)).unwrap();
-        std::thread::spawn(move || {
-            let mut read = Vec::new();
-            let result = client.read_to_end(&mut read);
-            (read, result.map(|_| ()))
-        })
+        std::thread::spawn(move || read_all(client))
     };
     server.set_nodelay(true).unwrap();
-    // A client that stops receiving (docs/receive-side.md, "A stall under
-    // load") must fail the test, not hang it: the server's writes time out.
+    // A client that stops receiving must fail the test, not hang it: the
+    // server's writes time out.
     server.set_write_timeout(Some(TIMEOUT)).unwrap();
     let mut at = 0;
     for size in pieces(case.stream.len(), cut) {
         if let Err(error) = server.write_all(&case.stream[at..at + size]) {
-            let (read, _) = reader.join().expect("the reader");
+            let sockets = socket_report(&server);
+            let (read, _, _) = reader.join().expect("the reader");
             panic!(
-                "{} ({cut:?}): the server's write failed after {at} bytes ({error}); the enrolled client had read {} bytes: a stall of more than {TIMEOUT:?}",
+                "{} ({cut:?}): the server's write failed after {at} bytes ({error}); the enrolled client had read {} bytes: a stall of more than {TIMEOUT:?}\n{sockets}",
                 case.name,
                 read.len()
             );
@@ -386,18 +469,42 @@ fn run(program: &KernelProgram, case: &Case, cut: Cut) -> Peer {
         at += size;
     }
     server.shutdown(Shutdown::Write).unwrap();
-    let (read, result) = reader.join().expect("the reader");
-    result.unwrap_or_else(|e| panic!("{} ({cut:?}): the client's read failed after {} bytes: {e}", case.name, read.len()));
-    assert_eq!(
-        (read.len(), checksum(&read)),
-        (case.stream.len(), checksum(&case.stream)),
-        "{} ({cut:?}): the client must read every byte the server sent, intact",
-        case.name
-    );
+    let (read, result, eagain) = reader.join().expect("the reader");
+    kernel.eagain += eagain;
+    if let Err(e) = result {
+        panic!("{} ({cut:?}): the client's read failed after {} bytes: {e}\n{}", case.name, read.len(), socket_report(&server));
+    }
+    match delivery(&case.stream, &read) {
+        Delivery::Intact => {}
+        Delivery::Twice { start, len } => {
+            let seen = format!("{} ({cut:?}): sent bytes {start}..{} were delivered twice", case.name, start + len);
+            eprintln!("KERNEL DEFECT (docs/receive-side.md): {seen}; the connection is run again");
+            kernel.twice.push(seen);
+            return None;
+        }
+        Delivery::Wrong(how) => panic!("{} ({cut:?}): the client must read every byte the server sent, intact: {how}", case.name),
+    }
     let record = records::read(program, &key).expect("read").expect("the record is still there");
     assert!(records::close(program, &key).expect("delete"));
     drop(client);
-    record
+    Some(record)
+}
+
+#[test]
+fn delivery_tells_a_run_delivered_twice_from_other_damage() {
+    let sent = decoy(5_000);
+    assert_eq!(delivery(&sent, &sent), Delivery::Intact);
+    let twice = [&sent[..3_000], &sent[1_000..]].concat();
+    assert_eq!(delivery(&sent, &twice), Delivery::Twice { start: 1_000, len: 2_000 });
+    let at_the_end = [&sent[..], &sent[4_990..]].concat();
+    assert_eq!(delivery(&sent, &at_the_end), Delivery::Twice { start: 4_990, len: 10 });
+    // Not a repeat: other bytes put in, bytes left out, bytes changed.
+    let other = [&sent[..3_000], &sent[..2_000], &sent[3_000..]].concat();
+    assert!(matches!(delivery(&sent, &other), Delivery::Wrong(_)));
+    assert!(matches!(delivery(&sent, &sent[..4_000]), Delivery::Wrong(_)));
+    let mut changed = sent.clone();
+    changed[2_500] ^= 1;
+    assert!(matches!(delivery(&sent, &changed), Delivery::Wrong(_)));
 }
 
 #[test]
@@ -417,12 +524,17 @@ fn the_receive_parser_counts_answers_and_switches_under_every_cut() {
     let program = load();
     let mut failures = Vec::new();
     let mut runs = 0;
+    let mut kernel = KernelDefects::default();
     for (index, case) in cases().iter().enumerate() {
         let expect = model(&case.stream, &case.kinds);
         let mut cuts = vec![Cut::Whole, Cut::Bytewise];
         cuts.extend((0..4).map(|seed| Cut::Random(0x5eed_0000 + 16 * index as u64 + seed)));
         for cut in cuts {
-            let record = run(&program, case, cut);
+            // The kernel's double delivery is rare (a few connections in a
+            // hundred loaded runs of this test); three in a row is not.
+            let record = (0..3)
+                .find_map(|_| run(&program, case, cut, &mut kernel))
+                .unwrap_or_else(|| panic!("{} ({cut:?}): the kernel delivered part of the stream twice three times in a row", case.name));
             runs += 1;
             let got = (record.answered, record.flags);
             if got != expect || record.forwarded != case.kinds.len() as u32 {
@@ -431,6 +543,14 @@ fn the_receive_parser_counts_answers_and_switches_under_every_cut() {
         }
     }
     println!("{runs} connections, {} cases", cases().len());
+    if kernel.eagain > 0 || !kernel.twice.is_empty() {
+        eprintln!(
+            "KERNEL DEFECTS seen (docs/receive-side.md, \"Two kernel defects\"): {} EAGAIN from a blocking recv (read past); {} streams delivered with bytes twice (run again): {:?}",
+            kernel.eagain,
+            kernel.twice.len(),
+            kernel.twice
+        );
+    }
     assert!(failures.is_empty(), "{} of {runs} runs disagree:\n{}", failures.len(), failures.join("\n"));
 }
 
