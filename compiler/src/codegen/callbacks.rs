@@ -235,6 +235,9 @@ fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
     a.note("head scan: one byte per step (scan::HeadScanner::step), the governing policy's lanes where hooks are called");
     a.ldxdw(R9, R2, CTX_STATE);
     a.stxdw(R10, -8, R2).comment("ctx, for every byte of this iteration");
+    // r7 holds the blob for the whole call: nothing in it writes r7, and
+    // `l7_step_group` keeps it (r6..r9 survive a call).
+    tables_base(a, R7);
     for k in 0..SCAN_UNROLL {
         let lk = |what: &str| Label::from(format!("s_{what}_{k}"));
         a.note(format!("byte {k} of this iteration"));
@@ -250,7 +253,6 @@ fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
         a.add64(R3, R8).mov64(R5, R3).add64(R5, 1);
         a.jgt(R5, R4, l("stop")).comment("no more bytes in the window");
         a.ldxb(R6, R3, 0).comment("the byte");
-        tables_base(a, R7);
         a.mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD + hs::OFFSET, R1);
         head_class(a, shared);
         a.ldxh(R1, R9, layout::HEAD + hs::STATE).lsh64(R1, 6).or64(R1, R5).and64(R1, shared.head_main_mask as i32).lsh64(R1, 2);
@@ -377,7 +379,6 @@ fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
         a.ldxb(R1, R9, layout::HEAD + hs::HEADER_ID).and64(R1, 63);
         value_group(a, shape);
         step_group_here(a, R1, R6, shape, &lk("value_stepped"));
-        tables_base(a, R7);
         head_class(a, shared);
         sub_step(a, shared);
         a.jset(R0, 0x8000, lk("digit"));
