@@ -450,7 +450,10 @@ fn plain_value_skips_agree_at_every_position_and_limit() {
         eprintln!("SKIPPED plain value skips: needs root to load the program");
         return;
     }
-    let policy = "policy \"p\" {\n  limits { header_bytes 256 }\n  default deny\n  rule \"tenant\" { path prefix \"/t\"  header \"x-tenant\" contains \"acme\"  allow }\n  rule \"any\" { path prefix \"/a\"  allow }\n}\n";
+    // x-tenant and user-agent are read by one lane each, so their value
+    // bytes go a word at a time through the lane (`read_value_words`);
+    // x-pad's are skipped.
+    let policy = "policy \"p\" {\n  limits { header_bytes 256 }\n  default deny\n  rule \"scanner\" { header \"user-agent\" contains nocase [\"sqlmap\", \"nikto\"]  deny }\n  rule \"tenant\" { path prefix \"/t\"  header \"x-tenant\" contains \"acme\"  allow }\n  rule \"any\" { path prefix \"/a\"  allow }\n}\n";
     let (compilation, mut engine) = compile_and_load("skip.l7", policy);
     let checked = compilation.checked.as_ref().expect("the policy checks");
     let mut inputs: Vec<Vec<u8>> = Vec::new();
@@ -459,7 +462,7 @@ fn plain_value_skips_agree_at_every_position_and_limit() {
         for at in 0..26 {
             let mut value = vec![b'v'; 26];
             value[at] = byte;
-            for field in ["X-Pad", "X-Tenant"] {
+            for field in ["X-Pad", "X-Tenant", "User-Agent"] {
                 let mut head = format!("GET /a HTTP/1.1\r\nHost: a\r\n{field}: ").into_bytes();
                 head.extend_from_slice(&value);
                 head.extend_from_slice(b"\r\nAccept: */*\r\n\r\n");
@@ -471,14 +474,24 @@ fn plain_value_skips_agree_at_every_position_and_limit() {
         let pad = "p".repeat(before);
         inputs.push(format!("GET /t HTTP/1.1\r\nHost: a\r\nX-Tenant: {pad}acme{pad}\r\n\r\n").into_bytes());
         inputs.push(format!("GET /t HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}acme\r\nX-Tenant: {pad}acm\r\n\r\n").into_bytes());
+        // A match, a near miss and a restart at every place in a word.
+        for agent in ["SqLmAp", "nikt", "sqlsqlmap", "nnikto"] {
+            inputs.push(format!("GET /a HTTP/1.1\r\nHost: a\r\nUser-Agent: Mozilla/5.0 {pad}{agent}{pad} x\r\n\r\n").into_bytes());
+        }
     }
     let base = "GET /a HTTP/1.1\r\nHost: a\r\nX-Pad: \r\n\r\n".len();
     for total in 240..=266 {
         let pad = "q".repeat(total - base);
         inputs.push(format!("GET /a HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}\r\n\r\n").into_bytes());
         inputs.push(format!("GET /a HTTP/1.1\r\nHost: a\r\nX-Pad: {pad}\r\nX: y\r\n\r\n").into_bytes());
+        // The same limits where the value is read: the match last.
+        let pad = "q".repeat(total - base - 4);
+        inputs.push(format!("GET /t HTTP/1.1\r\nHost: a\r\nX-Tenant: {pad}acme\r\n\r\n").into_bytes());
+        let pad = "q".repeat(total - base - 8);
+        inputs.push(format!("GET /a HTTP/1.1\r\nHost: a\r\nUser-Agent: {pad}\r\n\r\n").into_bytes());
+        inputs.push(format!("GET /a HTTP/1.1\r\nHost: a\r\nUser-Agent: {pad}nikto\r\n\r\n").into_bytes());
     }
-    let runs = agree_whole_and_cut(&mut engine, checked, &inputs, |input| input.windows(3).position(|w| w == b"\nX-").unwrap_or(0));
+    let runs = agree_whole_and_cut(&mut engine, checked, &inputs, |input| input.windows(3).position(|w| w == b"\nX-").or_else(|| input.windows(4).position(|w| w == b"\nUse")).unwrap_or(0));
     println!("plain value skips: {} inputs, {runs} runs, the engines agree", inputs.len());
 }
 

@@ -55,6 +55,7 @@ pub mod names {
     pub const CHUNK: &str = "l7_chunk";
     pub const STEP_GROUP: &str = "l7_step_group";
     pub const START_GROUP: &str = "l7_start_group";
+    pub const READ_WORDS: &str = "l7_read_words";
 }
 
 /// What every policy's code shares in one compilation: where the facts
@@ -77,6 +78,9 @@ pub fn emit(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
     scan(a, shared, shape);
     step_group(a, shape);
     start_group(a, shape);
+    if shared.value_skip.is_some() {
+        read_words(a, shape);
+    }
     collect(a, shape);
     sticky(a, shape);
     decide(a, shape);
@@ -382,6 +386,13 @@ fn scan(a: &mut Asm, shared: &SharedTables, shape: &Shape) {
         head_class(a, shared);
         sub_step(a, shared);
         a.jset(R0, 0x8000, lk("digit"));
+        if let Some(skip) = shared.value_skip {
+            a.note("read value bytes, a word at a time (docs/program.md, \"Read values a word at a time\")");
+            a.jne(R1, i32::from(skip.plain), after.clone()).comment("a role's value, or still empty");
+            a.mov64(R1, R9).mov64(R2, R8).ldxdw(R3, R10, -8);
+            a.call_local(names::READ_WORDS);
+            a.mov64(R8, R0).comment("the last byte taken");
+        }
         a.ja(after.clone());
         a.label(lk("digit"));
         a.ldxdw(R1, R9, layout::HEAD + hs::CONTENT_LENGTH).mul64(R1, 10);
@@ -546,23 +557,84 @@ pub const SKIP_WORDS: usize = 3;
 /// find a violation at its exact offset. Ends at `after`, r8 = the last
 /// byte taken.
 fn skip_plain_value(a: &mut Asm, skip: ValueSkip, after: &Label) {
-    let ones = ValueSkip::ONES;
     let width = ValueSkip::WIDTH as i32;
     a.note("plain value bytes, eight at a time (docs/program.md, \"Skipping plain value bytes\")");
     a.jne(R1, i32::from(skip.plain), after.clone()).comment("a role's value, or still empty");
     a.ldxw(R6, R9, layout::P_HEADER_BYTES).comment("r6 = header_bytes (the byte is not needed any more)");
     for _ in 0..SKIP_WORDS {
         next_word(a, after);
-        a.ld_imm64(R2, (ones * u64::from(ValueSkip::LOW)) as i64);
-        a.mov64(R0, R1).sub64(R0, R2).mov64(R2, R1).xor64(R2, -1).and64(R0, R2).comment("a byte below 0x20: (w - 0x20..) & !w");
-        a.ld_imm64(R2, (ones * u64::from(ValueSkip::DEL)) as i64);
-        a.mov64(R4, R1).xor64(R4, R2).comment("y = w ^ 0x7f..: DEL becomes 0");
-        a.ld_imm64(R2, ones as i64);
-        a.mov64(R5, R4).sub64(R5, R2).xor64(R4, -1).and64(R5, R4).or64(R0, R5).comment("| a zero byte of y: (y - 0x01..) & !y");
-        a.ld_imm64(R2, ValueSkip::HIGH as i64);
-        a.and64(R0, R2).jne(R0, 0, after.clone()).comment("a byte to step: stop here");
+        plain_word(a, after);
         a.add64(R8, width).mov64(R1, R8).add64(R1, 1).stxw(R9, layout::HEAD + hs::OFFSET, R1).comment("eight bytes taken");
     }
+}
+
+/// Stack slots of [`read_words`] (ctx at -8, as in the scan).
+const RW_RECORD: i16 = -16;
+const RW_PLACE: i16 = -24;
+
+/// `l7_read_words(state, offset, ctx) -> offset`: after a value byte of
+/// a field the policy's matchers read, in the value syntax's plain state
+/// (`offset` the byte's), the words [`skip_plain_value`] would take at
+/// once in a field nobody reads are taken here too, eight bytes at a
+/// time, each byte stepping the field's lane — without the lexer, the
+/// value syntax, the dispatch and the offset store of a byte step, which
+/// those bytes would leave as they are (`HeadTables::value_skip`: each
+/// is a `ValueByte` that keeps both). Only for a field whose value group
+/// is one lane (a larger group goes byte by byte through
+/// `l7_step_group`). Up to [`SKIP_WORDS`] words; a word with any other
+/// byte, or near either limit, is left to the byte steps. Returns the
+/// last byte taken (stored in the head's offset as the byte steps do).
+/// One copy for the scan's [`SCAN_UNROLL`] byte steps.
+fn read_words(a: &mut Asm, shape: &Shape) {
+    let width = ValueSkip::WIDTH as i32;
+    let out = Label::from("read_words_out");
+    a.function(names::READ_WORDS);
+    a.note("l7_read_words(state, offset, ctx): read value bytes, eight at a time, each stepping the field's lane");
+    a.mov64(R9, R1).mov64(R8, R2).stxdw(R10, -8, R3);
+    tables_base(a, R7);
+    a.ldxb(R1, R9, layout::HEAD + hs::HEADER_ID).and64(R1, 63);
+    value_group(a, shape);
+    a.mov64(R3, R1).rsh64(R3, 8).jne(R3, 1, out.clone()).comment("one lane only");
+    a.and64(R1, 0xff);
+    a.mov64(R3, R1).and64(R3, shape.lane_mask as i32).lsh64(R3, 2).add64(R3, R9);
+    a.stxdw(R10, RW_PLACE, R3).comment("its state's place minus AREA");
+    a.lsh64(R1, lane::SHIFT).ldxw(R0, R9, layout::P_LANES).add64(R1, R0);
+    into_blob(a, R1, R7, shape);
+    a.stxdw(R10, RW_RECORD, R1).comment("its record");
+    for w in 0..SKIP_WORDS {
+        a.ldxw(R6, R9, layout::P_HEADER_BYTES).comment("r6 = header_bytes");
+        next_word(a, &out);
+        plain_word(a, &out);
+        a.ldxdw(R3, R10, RW_PLACE).ldxdw(R4, R10, RW_RECORD);
+        for j in 0..width {
+            let stepped = Label::from(format!("read_words_{w}_{j}"));
+            a.mov64(R6, R1);
+            if j > 0 {
+                a.rsh64(R6, 8 * j);
+            }
+            a.and64(R6, 0xff).comment(format!("byte {j} of the word"));
+            lane_step(a, shape, R9, R6, &stepped);
+            a.label(stepped);
+        }
+        a.add64(R8, width).mov64(R2, R8).add64(R2, 1).stxw(R9, layout::HEAD + hs::OFFSET, R2).comment("eight bytes taken");
+    }
+    a.label(out);
+    a.mov64(R0, R8).exit();
+}
+
+/// Jumps to `after` unless all eight bytes of the word in r1 are
+/// [`ValueSkip::bytes`] ([`ValueSkip::word_passes`]; keeps r1, clobbers
+/// r0, r2, r4, r5).
+fn plain_word(a: &mut Asm, after: &Label) {
+    let ones = ValueSkip::ONES;
+    a.ld_imm64(R2, (ones * u64::from(ValueSkip::LOW)) as i64);
+    a.mov64(R0, R1).sub64(R0, R2).mov64(R2, R1).xor64(R2, -1).and64(R0, R2).comment("a byte below 0x20: (w - 0x20..) & !w");
+    a.ld_imm64(R2, (ones * u64::from(ValueSkip::DEL)) as i64);
+    a.mov64(R4, R1).xor64(R4, R2).comment("y = w ^ 0x7f..: DEL becomes 0");
+    a.ld_imm64(R2, ones as i64);
+    a.mov64(R5, R4).sub64(R5, R2).xor64(R4, -1).and64(R5, R4).or64(R0, R5).comment("| a zero byte of y: (y - 0x01..) & !y");
+    a.ld_imm64(R2, ValueSkip::HIGH as i64);
+    a.and64(R0, R2).jne(R0, 0, after.clone()).comment("a byte to step: stop here");
 }
 
 /// Refuses with a constant violation code at the offset in `at`.
