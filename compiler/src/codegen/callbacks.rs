@@ -168,7 +168,7 @@ fn lane_step(a: &mut Asm, shape: &Shape, state: Reg, byte: Reg, done: &Label) {
     into_blob(a, R5, R7, shape);
     a.ldxh(R5, R5, 0).stxw(R3, layout::AREA, R5).comment("next state");
     a.ldxb(R0, R4, lane::KIND).jne(R0, i32::from(lane::STICKY), done.clone());
-    seen_word(a, shape, false, state);
+    seen_word(a, shape, Seen::Or(done), state);
 }
 
 /// r4 = the record of lane `first + k` of the group in r9, r3 = its
@@ -181,18 +181,33 @@ fn group_lane(a: &mut Asm, k: i32, shape: &Shape) {
     a.and64(R3, shape.lane_mask as i32).lsh64(R3, 2).add64(R3, R6);
 }
 
+/// How [`seen_word`] writes a sticky lane's facts word.
+enum Seen<'a> {
+    /// `seen = seen_mask[state]` (a lane starting).
+    Set,
+    /// `seen |= seen_mask[state]`; when that mask is empty, nothing to
+    /// OR: on to the label (most states of most lanes see nothing).
+    Or(&'a Label),
+}
+
 /// A sticky lane (record r4, new state r5, `state` the storage): its
-/// facts word gets `seen[state]`, ORed in or `set` (clobbers r0, r2, r5).
-fn seen_word(a: &mut Asm, shape: &Shape, set: bool, state: Reg) {
+/// facts word gets `seen[state]`, set or ORed in (clobbers r0, r2, r5).
+fn seen_word(a: &mut Asm, shape: &Shape, how: Seen, state: Reg) {
     a.ldxw(R0, R4, lane::MASK).and64(R5, R0).lsh64(R5, 3);
     a.ldxw(R0, R4, lane::A).add64(R5, R0);
     into_blob(a, R5, R7, shape);
     a.ldxdw(R5, R5, 0);
+    if let Seen::Or(nothing) = how {
+        a.jeq(R5, 0, nothing.clone()).comment("this state sees nothing");
+    }
     a.ldxw(R0, R4, lane::B).and64(R0, shape.fact_mask as i32).lsh64(R0, 3).add64(R0, state);
-    if set {
-        a.stxdw(R0, shape.facts, R5).comment("seen = seen_mask[start]");
-    } else {
-        a.ldxdw(R2, R0, shape.facts).or64(R2, R5).stxdw(R0, shape.facts, R2).comment("seen |= seen_mask[state]");
+    match how {
+        Seen::Set => {
+            a.stxdw(R0, shape.facts, R5).comment("seen = seen_mask[start]");
+        }
+        Seen::Or(_) => {
+            a.ldxdw(R2, R0, shape.facts).or64(R2, R5).stxdw(R0, shape.facts, R2).comment("seen |= seen_mask[state]");
+        }
     }
 }
 
@@ -211,7 +226,7 @@ fn start_group(a: &mut Asm, shape: &Shape) {
         a.stw(R3, layout::AREA, START as i32);
         a.ldxb(R0, R4, lane::KIND).jne(R0, i32::from(lane::STICKY), next.clone());
         a.mov64(R5, START as i32);
-        seen_word(a, shape, true, R6);
+        seen_word(a, shape, Seen::Set, R6);
         a.label(next);
     }
     a.label(out);
