@@ -45,45 +45,8 @@ fn cgroup2_root() -> Option<PathBuf> {
     l7c_runtime::cgroup::cgroup2_mounts().into_iter().next()
 }
 
-/// A cgroup made for one test and removed after it.
-struct Cgroup(PathBuf);
-
-impl Cgroup {
-    fn new(test: &str) -> Option<Cgroup> {
-        let path = cgroup2_root()?.join(format!("l7c-{test}-{}", std::process::id()));
-        std::fs::create_dir(&path).ok()?;
-        Some(Cgroup(path))
-    }
-
-    /// `program args...` started inside the cgroup (a shell moves itself
-    /// in, then execs it).
-    fn command(&self, program: &str, args: &[&str]) -> Command {
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(format!("echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"", self.0.display()))
-            .arg(program)
-            .args(args);
-        command
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // Whatever the test left inside (a client waiting on a file that a
-        // failed assertion never wrote) is killed (cgroup.kill, 5.14+), so
-        // the directory can go and nothing holds a port for the next run.
-        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+/// A cgroup made for one test and removed after it (one definition).
+use l7c_runtime::harness::TestCgroup as Cgroup;
 
 /// The tests that run `l7c run` take turns: each starts agents, servers
 /// and clients, and node-wide settings (client TCP Fast Open) are shared;

@@ -983,3 +983,52 @@ mod tests {
         assert!(pieces(b"", &[1]).is_empty());
     }
 }
+
+/// A cgroup made for one test and removed after it: `l7c-TEST-PID`
+/// under the first cgroup2 mount. Dropping it kills whatever the test
+/// left inside (`cgroup.kill`, 5.14+: a client waiting on a file that a
+/// failed assertion never wrote) and removes the directory, waiting (5 s
+/// at most) for the kernel to notice that its members exited, so nothing
+/// holds a port for the next run. The one definition for every test
+/// crate (runtime's kernel tests, the workspace's `l7c run` tests).
+pub struct TestCgroup(pub std::path::PathBuf);
+
+impl TestCgroup {
+    /// `None` when there is no cgroup2 mount or the directory cannot be
+    /// made (the caller skips, saying why).
+    pub fn new(test: &str) -> Option<TestCgroup> {
+        let root = crate::cgroup::cgroup2_mounts().into_iter().next()?;
+        let path = root.join(format!("l7c-{test}-{}", std::process::id()));
+        std::fs::create_dir(&path).ok()?;
+        Some(TestCgroup(path))
+    }
+
+    /// `program args...` started inside the cgroup (a shell moves itself
+    /// in, then execs it).
+    pub fn command(&self, program: &str, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"", self.0.display()))
+            .arg(program)
+            .args(args);
+        command
+    }
+
+    /// The directory, as the text a command line takes (made from the
+    /// mount's path and UTF-8 text; a mount path that is not UTF-8 gives
+    /// "", which no command takes for a cgroup).
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

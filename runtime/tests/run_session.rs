@@ -43,17 +43,9 @@ fn pass_all() -> Compiled {
     codegen::compile(checked, &codegen::Options::default()).expect("a file without policy compiles")
 }
 
-impl Cgroup {
-    /// `script` run by bash after moving itself into the cgroup.
-    fn spawn(&self, script: &str) -> Child {
-        Command::new("bash")
-            .args([
-                "-c",
-                &format!("echo $$ > {}/cgroup.procs && {script}", self.0.display()),
-            ])
-            .spawn()
-            .expect("bash")
-    }
+/// `script` run by bash inside `cgroup`.
+fn spawn(cgroup: &Cgroup, script: &str) -> Child {
+    cgroup.command("bash", &["-c", script]).spawn().expect("bash")
 }
 
 
@@ -148,9 +140,7 @@ fn enrolls_and_denies(session: &Session, cgroup: &Cgroup, listen: &str, bash_hos
         }
     };
     let port = listener.local_addr().unwrap().port();
-    let mut child = cgroup.spawn(&format!(
-        "exec 3<>/dev/tcp/{bash_host}/{port} && printf hello >&3; sleep 1"
-    ));
+    let mut child = spawn(&cgroup, &format!("exec 3<>/dev/tcp/{bash_host}/{port} && printf hello >&3; sleep 1"));
     let mut server = accept(&listener, &mut child);
     let got = read_for(&mut server, Duration::from_millis(400), 5);
     assert!(got.is_empty(), "the enrolled client's bytes must be denied, got {got:?}");
@@ -237,7 +227,8 @@ fn a_reload_keeps_established_connections_on_their_policy() {
     let listener = TcpListener::bind("127.0.0.1:18110").unwrap();
 
     // A keep-alive client: sends, waits for "go", sends again.
-    let mut kept = cgroup.spawn(
+    let mut kept = spawn(
+        &cgroup,
         "exec 3<>/dev/tcp/127.0.0.1/18110 && printf one >&3 && read -r go <&3 && printf two >&3; sleep 0.3",
     );
     let mut kept_server = accept(&listener, &mut kept);
@@ -247,7 +238,7 @@ fn a_reload_keeps_established_connections_on_their_policy() {
     assert_eq!(session.snapshot().unwrap().generations, 2);
 
     // A new connection gets the new policy at once.
-    let mut fresh = cgroup.spawn("exec 3<>/dev/tcp/127.0.0.1/18110 && printf new >&3; sleep 0.5");
+    let mut fresh = spawn(&cgroup, "exec 3<>/dev/tcp/127.0.0.1/18110 && printf new >&3; sleep 0.5");
     let mut fresh_server = accept(&listener, &mut fresh);
     assert!(read_for(&mut fresh_server, Duration::from_millis(400), 3).is_empty(), "a new connection follows the new policy");
 
@@ -279,7 +270,7 @@ fn a_reload_that_does_not_load_keeps_the_running_policy() {
     assert_eq!((snapshot.generations, snapshot.reloads_rejected), (1, 1));
     // Still enforcing: a new client is denied.
     let listener = TcpListener::bind("127.0.0.1:18120").unwrap();
-    let mut child = cgroup.spawn("exec 3<>/dev/tcp/127.0.0.1/18120 && printf hello >&3; sleep 0.5");
+    let mut child = spawn(&cgroup, "exec 3<>/dev/tcp/127.0.0.1/18120 && printf hello >&3; sleep 0.5");
     let mut server = accept(&listener, &mut child);
     assert!(read_for(&mut server, Duration::from_millis(400), 5).is_empty());
     let _ = child.wait();
@@ -350,7 +341,7 @@ fn dropping_the_session_leaves_nothing_in_the_kernel() {
     note(&session);
     // A held connection keeps the first generation alive past the reload.
     let listener = TcpListener::bind("127.0.0.1:18140").unwrap();
-    let mut child = cgroup.spawn("exec 3<>/dev/tcp/127.0.0.1/18140 && printf one >&3 && read -r go <&3");
+    let mut child = spawn(&cgroup, "exec 3<>/dev/tcp/127.0.0.1/18140 && printf one >&3 && read -r go <&3");
     let mut server = accept(&listener, &mut child);
     assert_eq!(read_for(&mut server, Duration::from_secs(2), 3), b"one");
     session.reload(&deny.object, &deny.meta).expect("reload");
@@ -518,7 +509,7 @@ fn events_and_counters_reach_the_json_lines_and_the_metrics() {
     let mut session = Session::start(&reporting_object(&meta), &meta, config(&cgroup)).expect("start");
 
     let listener = TcpListener::bind("127.0.0.1:18105").unwrap();
-    let mut child = cgroup.spawn("exec 3<>/dev/tcp/127.0.0.1/18105 && printf hello >&3 && sleep 0.5");
+    let mut child = spawn(&cgroup, "exec 3<>/dev/tcp/127.0.0.1/18105 && printf hello >&3 && sleep 0.5");
     let mut server = accept(&listener, &mut child);
     assert_eq!(read_for(&mut server, Duration::from_secs(2), 5), b"hello");
     let client = server.peer_addr().unwrap();
@@ -558,7 +549,7 @@ fn ulp_errno(cgroup: &Cgroup, listener: &TcpListener) -> Option<i32> {
     let script = format!(
         "python3 -c 'import socket, sys\ns = socket.create_connection((\"127.0.0.1\", {port}))\ntry:\n    s.setsockopt(6, 31, b\"tls\")\nexcept OSError as e:\n    sys.exit(e.errno)\nsys.exit(0)'"
     );
-    let mut child = cgroup.spawn(&script);
+    let mut child = spawn(&cgroup, &script);
     let _server = accept(listener, &mut child);
     let status = child.wait().expect("the child ends");
     match status.code() {

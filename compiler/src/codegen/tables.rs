@@ -619,9 +619,9 @@ pub fn describe(blob: &mut Blob, policy: &LoweredPolicy, tables: &PolicyTables, 
     put(desc::LANE_COUNT, all.len() as u32);
     put(desc::STICKY, sticky);
     put(desc::STICKY_COUNT, tables.sticky_words.len() as u32);
-    // Lanes 0 and 1 are tokens, whatever the policy: collection starts
-    // at lane 2 (program.rs).
-    debug_assert!(matches!(tables.method.kind, LaneKind::Token { .. }) && matches!(tables.name.kind, LaneKind::Token { .. }));
+    // Lanes 0 and 1 are the method and header-name tokens, whatever the
+    // policy (`all` above starts with them): collection starts at lane 2
+    // (program.rs).
     // One iteration per lane, one per member of its accept set (each lane
     // has its own sets in the members table, so all of them together hold
     // at most every member), and one to stop. The head phase checks that

@@ -8,8 +8,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use l7c_compiler::bpf::{sk_msg_md, Asm, Helper, Program, R0, R1, R10, R2, R3, R4, R6, R7, R8, R9};
 use l7c_compiler::elf::{DataType, Field, MapDef, ObjectBuilder};
@@ -517,30 +516,7 @@ impl RedirectRest {
     }
 }
 
-/// A cgroup made for one test and removed after it (the kernel may take a
-/// moment to notice that its member processes exited).
-pub struct Cgroup(pub PathBuf);
-
-impl Cgroup {
-    /// `l7c-TEST-PID` under the first cgroup2 mount, or `None` when there
-    /// is no mount or the directory cannot be made.
-    pub fn new(test: &str) -> Option<Cgroup> {
-        let root = l7c_runtime::cgroup::cgroup2_mounts().into_iter().next()?;
-        let path = root.join(format!("l7c-{test}-{}", std::process::id()));
-        std::fs::create_dir(&path).ok()?;
-        Some(Cgroup(path))
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        // Whatever the test left inside (a client waiting on a file that a
-        // failed assertion never wrote) is killed (cgroup.kill, 5.14+), so
-        // the directory can go and nothing holds a port for the next run.
-        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+/// A cgroup made for one test and removed after it (one definition:
+/// `l7c_runtime::harness::TestCgroup`).
+#[allow(unused_imports)] // each test binary uses a different part
+pub use l7c_runtime::harness::TestCgroup as Cgroup;
