@@ -194,33 +194,15 @@ def many_targets(results: dict) -> list[tuple[str, str, str, str, bool | None, s
 
 
 def many_table(results: dict) -> list[str]:
-    a = spread(results, "rps", phase="many", config="A")
     one = spread(results, "rps", phase="many", config="B", policies=1)
-    lines = [
-        "| policies | compile (s) | instructions | verifier processed | tables (bytes) | B requests/s, 16 connections "
-        "| B / B with one policy | B/A | CPU s per 10,000 requests |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for figures in results.get("many", []):
-        count = figures["policies"]
-        b = spread(results, "rps", phase="many", config="B", policies=count)
-        cpu = spread(results, "cpu_per_10k", phase="many", config="B", policies=count)
-        b_shown = b.show() if b else ("not loaded" if figures.get("loaded") is False else "skipped")
-        lines.append(
-            f"| {count:,} | {figures['compile_s']:.3f} | {figures.get('instructions', 0):,} "
-            f"| {figures.get('processed', 0):,} | {figures.get('table_bytes', 0):,} | {b_shown} "
-            f"| {number(ratio(b, one))} | {number(ratio(b, a))} | {cpu.show('{:.3f}')} |")
-    if a:
-        lines.append(f"| A (no policy) | | | | | {a.show()} | | 1 | "
-                     f"{spread(results, 'cpu_per_10k', phase='many', config='A').show('{:.3f}')} |")
+    lines = scaled_table(results, "many", results.get("many", []), "policies",
+                         before=[("B / B with one policy", lambda b, figures: number(ratio(b, one)))])
     files = results.get("scale_files", [])
     if files:
         lines += ["", "| scale file | compile (s) | instructions | verifier processed | tables (bytes) |",
                   "|---|---:|---:|---:|---:|"]
         for f in files:
-            lines.append(f"| `tests/scale/{f['file']}` | {f['compile_s']:.3f} | {f.get('instructions', 0):,} "
-                         f"| {f.get('processed', 'not verified') if 'processed' not in f else format(f['processed'], ',')} "
-                         f"| {f.get('table_bytes', 0):,} |")
+            lines.append(f"| `tests/scale/{f['file']}` | {program_cells(f)} |")
     return lines
 
 
@@ -276,28 +258,44 @@ def ratio_lines(results: dict) -> list[str]:
     return lines
 
 
-def policy_table(results: dict) -> list[str]:
-    a = spread(results, "rps", phase="policy", config="A")
+def program_cells(figures: dict) -> str:
+    """compile (s) | instructions | verifier processed | tables (bytes), for one compiled program."""
+    if "processed" not in figures:
+        return f"{figures['compile_s']:.3f} | — | not verified | —"
+    return (f"{figures['compile_s']:.3f} | {figures.get('instructions', 0):,} | {figures['processed']:,} "
+            f"| {figures.get('table_bytes', 0):,}")
+
+
+def scaled_table(results: dict, phase: str, rows: list[dict], key: str,
+                 before: list[tuple[str, object]] = (), after: list[tuple[str, object]] = ()) -> list[str]:
+    """One row per compiled program of `phase` (`rows`, each labelled by its `key`): its program cells,
+    B at 16 connections, the `before` columns, B/A, CPU per request, the `after` columns; then A's row.
+    `before` and `after` are (heading, cell) pairs, `cell(b, figures)` giving the text."""
+    a = spread(results, "rps", phase=phase, config="A")
+    extra = lambda columns, b, figures: "".join(f"| {cell(b, figures)} " for _, cell in columns)
     lines = [
-        "| rules | compile (s) | instructions | verifier processed | tables (bytes) | B requests/s, 16 connections "
-        "| B/A | CPU s per 10,000 requests | of which `l7c run` |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {key} | compile (s) | instructions | verifier processed | tables (bytes) | B requests/s, 16 connections "
+        + "".join(f"| {head} " for head, _ in before) + "| B/A | CPU s per 10,000 requests "
+        + "".join(f"| {head} " for head, _ in after) + "|",
+        "|---:" * (8 + len(before) + len(after)) + "|",
     ]
-    for figures in results["compile"]:
-        rules = figures["rules"]
-        b = spread(results, "rps", phase="policy", config="B", rules=rules)
-        cpu = spread(results, "cpu_per_10k", phase="policy", config="B", rules=rules)
+    for figures in rows:
+        match = {key: figures[key]}
+        b = spread(results, "rps", phase=phase, config="B", **match)
+        cpu = spread(results, "cpu_per_10k", phase=phase, config="B", **match)
         b_shown = b.show() if b else ("not loaded" if figures.get("loaded") is False else "skipped")
-        lines.append(
-            f"| {rules:,} | {figures['compile_s']:.3f} | {figures.get('instructions', '—'):,} "
-            f"| {figures['processed']:,} | {figures.get('table_bytes', 0):,} | {b_shown} "
-            f"| {number(ratio(b, a))} | {cpu.show('{:.3f}')} | {agent_share(results, rules)} |"
-            if "processed" in figures else
-            f"| {rules:,} | {figures['compile_s']:.3f} | — | not verified | — | {b_shown} | — | — | — |")
+        lines.append(f"| {figures[key]:,} | {program_cells(figures)} | {b_shown} {extra(before, b, figures)}"
+                     f"| {number(ratio(b, a))} | {cpu.show('{:.3f}')} {extra(after, b, figures)}|")
     if a:
-        lines.append(f"| A (no policy) | | | | | {a.show()} | 1 | "
-                     f"{spread(results, 'cpu_per_10k', phase='policy', config='A').show('{:.3f}')} | |")
+        lines.append(f"| A (no policy) | | | | | {a.show()} " + "| " * len(before) + "| 1 | "
+                     f"{spread(results, 'cpu_per_10k', phase=phase, config='A').show('{:.3f}')} "
+                     + "| " * len(after) + "|")
     return lines
+
+
+def policy_table(results: dict) -> list[str]:
+    return scaled_table(results, "policy", results["compile"], "rules",
+                        after=[("of which `l7c run`", lambda b, figures: agent_share(results, figures["rules"]))])
 
 
 def agent_share(results: dict, rules: int) -> str:
