@@ -172,13 +172,34 @@ fn lane_step(a: &mut Asm, shape: &Shape, state: Reg, byte: Reg, done: &Label) {
 }
 
 /// r4 = the record of lane `first + k` of the group in r9, r3 = its
-/// state's place minus `AREA` (r6 = state, r7 = blob; clobbers r1).
+/// state's place minus `AREA` (r6 = state, r7 = blob; clobbers r0).
 fn group_lane(a: &mut Asm, k: i32, shape: &Shape) {
     a.mov64(R3, R9).and64(R3, 0xff).add64(R3, k);
-    a.mov64(R4, R3).lsh64(R4, lane::SHIFT);
-    a.ldxw(R1, R6, layout::P_LANES).add64(R4, R1);
+    lane_at(a, R3, R6, shape);
+}
+
+/// For the lane whose index is in `index` (r3 or r4, or another register
+/// it leaves as it is; `state` the storage, r7 the blob): r3 = its
+/// state's place minus `AREA`, r4 = its record (clobbers r0). The one
+/// place a lane's index becomes its two pointers.
+fn lane_at(a: &mut Asm, index: Reg, state: Reg, shape: &Shape) {
+    let place = |a: &mut Asm| {
+        if index != R3 {
+            a.mov64(R3, index);
+        }
+        a.and64(R3, shape.lane_mask as i32).lsh64(R3, 2).add64(R3, state);
+    };
+    if index != R3 {
+        place(a);
+    }
+    if index != R4 {
+        a.mov64(R4, index);
+    }
+    a.lsh64(R4, lane::SHIFT).ldxw(R0, state, layout::P_LANES).add64(R4, R0);
     into_blob(a, R4, R7, shape);
-    a.and64(R3, shape.lane_mask as i32).lsh64(R3, 2).add64(R3, R6);
+    if index == R3 {
+        place(a);
+    }
 }
 
 /// How [`seen_word`] writes a sticky lane's facts word.
@@ -611,11 +632,9 @@ fn read_words(a: &mut Asm, shape: &Shape) {
     value_group(a, shape);
     a.mov64(R3, R1).rsh64(R3, 8).jne(R3, 1, out.clone()).comment("one lane only");
     a.and64(R1, 0xff);
-    a.mov64(R3, R1).and64(R3, shape.lane_mask as i32).lsh64(R3, 2).add64(R3, R9);
+    lane_at(a, R1, R9, shape);
     a.stxdw(R10, RW_PLACE, R3).comment("its state's place minus AREA");
-    a.lsh64(R1, lane::SHIFT).ldxw(R0, R9, layout::P_LANES).add64(R1, R0);
-    into_blob(a, R1, R7, shape);
-    a.stxdw(R10, RW_RECORD, R1).comment("its record");
+    a.stxdw(R10, RW_RECORD, R4).comment("its record");
     for w in 0..SKIP_WORDS {
         a.ldxw(R6, R9, layout::P_HEADER_BYTES).comment("r6 = header_bytes");
         next_word(a, &out);
@@ -704,9 +723,7 @@ fn step_group_here(a: &mut Asm, group: Reg, byte: Reg, shape: &Shape, done: &Lab
     a.mov64(R3, R4).rsh64(R3, 8).jeq(R3, 0, done.clone()).comment("no lanes");
     a.jne(R3, 1, call.clone()).comment("more than one lane: the function");
     a.and64(R4, 0xff);
-    a.mov64(R3, R4).and64(R3, shape.lane_mask as i32).lsh64(R3, 2).add64(R3, R9);
-    a.lsh64(R4, lane::SHIFT).ldxw(R0, R9, layout::P_LANES).add64(R4, R0);
-    into_blob(a, R4, R7, shape);
+    lane_at(a, R4, R9, shape);
     lane_step(a, shape, R9, R5, done);
     a.ja(done.clone());
     a.label(call);
