@@ -451,7 +451,7 @@ fn plain_value_skips_agree_at_every_position_and_limit() {
         return;
     }
     // x-tenant and user-agent are read by one lane each, so their value
-    // bytes go a word at a time through the lane (`read_value_words`);
+    // bytes go a word at a time through the lane (`l7_read_words`);
     // x-pad's are skipped.
     let policy = "policy \"p\" {\n  limits { header_bytes 256 }\n  default deny\n  rule \"scanner\" { header \"user-agent\" contains nocase [\"sqlmap\", \"nikto\"]  deny }\n  rule \"tenant\" { path prefix \"/t\"  header \"x-tenant\" contains \"acme\"  allow }\n  rule \"any\" { path prefix \"/a\"  allow }\n}\n";
     let (compilation, mut engine) = compile_and_load("skip.l7", policy);
